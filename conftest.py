@@ -1,0 +1,33 @@
+"""Session-wide fixtures shared by service and cross-service tests (one engine, one server per session)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+pytest_plugins = ["costwise.testing.plugin"]
+
+TINY_MAX_MODEL_LEN = 2048
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The tiny random Llama, built by the project's own code (cached across sessions)."""
+    from costwise.models import tiny_llama
+
+    yield str(tiny_llama())
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def engine(tiny_model: str) -> AsyncIterator[Any]:
+    """One real vLLM engine (tiny Llama) shared by every test that needs generation."""
+    from costwise.worker import Engine, WorkerSettings
+
+    settings = WorkerSettings(model=tiny_model, served_model_name="tiny-llama", max_model_len=TINY_MAX_MODEL_LEN)
+    eng = await asyncio.to_thread(Engine.load, settings)
+    yield eng
+    eng.shutdown()

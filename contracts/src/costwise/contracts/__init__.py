@@ -1,0 +1,45 @@
+"""costwise wire contracts: messages, error codes, and every subject/stream/consumer name."""
+
+from . import subjects
+from .codec import DecodeError, decode, encode
+from .errors import ErrorCode
+from .messages import (
+    CachePolicy,
+    ChatMessage,
+    Checkpoint,
+    Completion,
+    DeadLetter,
+    EngineTimings,
+    ErrorInfo,
+    InferenceRequest,
+    Job,
+    LogprobSummary,
+    Output,
+    Result,
+    SamplingParams,
+    Usage,
+    UsageEvent,
+)
+
+__all__ = [
+    "CachePolicy",
+    "ChatMessage",
+    "Checkpoint",
+    "Completion",
+    "DeadLetter",
+    "DecodeError",
+    "EngineTimings",
+    "ErrorCode",
+    "ErrorInfo",
+    "InferenceRequest",
+    "Job",
+    "LogprobSummary",
+    "Output",
+    "Result",
+    "SamplingParams",
+    "Usage",
+    "UsageEvent",
+    "decode",
+    "encode",
+    "subjects",
+]

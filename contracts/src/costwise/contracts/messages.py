@@ -1,0 +1,223 @@
+"""The wire: every message costwise sends, as versioned msgspec Structs.
+
+Rules (see docs/architecture.md): JSON, map-encoded (never ``array_like``), keyword-only, tagged with
+``<name>.v1``. A new field must have a default; a type change or a reused tag needs a v2. Decoders ignore
+unknown fields so an old consumer can read a newer producer's message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from .errors import ErrorCode
+
+__all__ = [
+    "CachePolicy",
+    "ChatMessage",
+    "Checkpoint",
+    "Completion",
+    "DeadLetter",
+    "EngineTimings",
+    "ErrorInfo",
+    "InferenceRequest",
+    "Job",
+    "LogprobSummary",
+    "Output",
+    "Result",
+    "SamplingParams",
+    "Usage",
+    "UsageEvent",
+]
+
+# Tenants, pools and request ids become NATS subject tokens: no dots, wildcards or spaces.
+Token = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=64)]
+RequestId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=128)]
+Url = Annotated[str, Meta(max_length=2048)]
+EpochMs = Annotated[int, Meta(ge=0)]
+NonNegInt = Annotated[int, Meta(ge=0)]
+
+MAX_MESSAGE_CHARS = 200_000
+MAX_MESSAGES = 256
+
+
+class _Wire(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every wire message: immutable, keyword-only, tagged by ``type``."""
+
+
+class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """One OpenAI-style chat message."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Annotated[str, Meta(max_length=MAX_MESSAGE_CHARS)]
+    name: Annotated[str, Meta(max_length=64)] | None = None
+
+
+class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
+    """Every parameter that changes the output (and so belongs in a cache key)."""
+
+    max_tokens: Annotated[int, Meta(ge=1, le=32_768)] = 256
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] = 0.0
+    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] = 1.0
+    stop: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=8)] = []
+    seed: int | None = None
+
+
+class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How the cache may treat this request."""
+
+    mode: Literal["use", "bypass", "refresh"] = "use"
+    allow_sampled: bool = False
+    """Cache answers sampled with temperature > 0 (off by default: they are not reproducible)."""
+    ttl_s: Annotated[int, Meta(ge=0)] | None = None
+
+
+class InferenceRequest(_Wire, frozen=True, kw_only=True, tag="inference_request.v1"):
+    """What an application publishes to ``subjects.requests(tenant)``.
+
+    ``request_id`` is the idempotency key: republishing the same id within the dedup window is a no-op.
+    """
+
+    request_id: RequestId
+    tenant: Token
+    messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=MAX_MESSAGES)]
+    model: Annotated[str, Meta(min_length=1, max_length=128)] = "auto"
+    """A tier name (``auto``, ``small``, ``large``) or a concrete model name."""
+    sampling: SamplingParams = SamplingParams()
+    priority: Literal["interactive", "standard", "batch"] = "standard"
+    deadline_ms: EpochMs | None = None
+    """Absolute deadline (Unix ms); past it the caller gets ``deadline_exceeded``."""
+    cache: CachePolicy = CachePolicy()
+    callback_url: Url | None = None
+    quality_floor: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    cost_ceiling_usd: Annotated[float, Meta(ge=0.0)] | None = None
+    created_ms: EpochMs = 0
+    metadata: Annotated[dict[str, Annotated[str, Meta(max_length=256)]], Meta(max_length=16)] = {}
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """Partial output of an interrupted job, so the next worker continues instead of starting over."""
+
+    token_ids: list[int]
+    text: str
+    logprob_sum: float = 0.0
+    logprob_min: float = 0.0
+    logprob_count: NonNegInt = 0
+    worker_id: str = ""
+    first_token_ms: EpochMs | None = None
+
+
+class Job(_Wire, frozen=True, kw_only=True, tag="job.v1"):
+    """A request assigned to one worker pool (``subjects.jobs(pool)``)."""
+
+    job_id: RequestId
+    request: InferenceRequest
+    pool: Token
+    attempt: Annotated[int, Meta(ge=1)] = 1
+    stage: Literal["direct", "cascade_small", "cascade_large", "batch"] = "direct"
+    checkpoint: Checkpoint | None = None
+    prefix_hash: str | None = None
+    routed_ms: EpochMs = 0
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    prompt_tokens: NonNegInt = 0
+    completion_tokens: NonNegInt = 0
+    cached_prompt_tokens: NonNegInt = 0
+    """Prompt tokens served from the engine's prefix cache."""
+
+
+class LogprobSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What a cascade's quality check needs of the sampled tokens' log-probabilities."""
+
+    mean: float
+    min: float
+    count: NonNegInt
+
+
+class EngineTimings(msgspec.Struct, frozen=True, kw_only=True):
+    queued_s: float = 0.0
+    """Time the job waited in the worker before the engine started it."""
+    first_token_s: float = 0.0
+    engine_s: float = 0.0
+    """Engine time for this attempt (excluding any checkpointed earlier attempt)."""
+
+
+class Completion(_Wire, frozen=True, kw_only=True, tag="completion.v1"):
+    """A worker's answer to one job (``subjects.completions(pool)``)."""
+
+    job: Job
+    worker_id: str
+    spot: bool
+    model: str
+    text: str
+    finish_reason: Literal["stop", "length", "abort"]
+    usage: Usage
+    logprobs: LogprobSummary | None = None
+    timings: EngineTimings = EngineTimings()
+    resumed_tokens: NonNegInt = 0
+    """Tokens taken from a checkpoint instead of being generated again."""
+    completed_ms: EpochMs = 0
+
+
+class Output(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    finish_reason: Literal["stop", "length", "abort"]
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    code: ErrorCode
+    message: str
+
+
+class Result(_Wire, frozen=True, kw_only=True, tag="result.v1"):
+    """The final answer to a request, success or typed error (``subjects.results(tenant, id)``).
+
+    Exactly one of ``output`` and ``error`` is set.
+    """
+
+    request_id: RequestId
+    tenant: Token
+    status: Literal["ok", "error"]
+    output: Output | None = None
+    error: ErrorInfo | None = None
+    source: Literal["engine", "cache_exact", "cache_semantic", "provider", "none"] = "none"
+    model: str | None = None
+    pool: str | None = None
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    callback_url: Url | None = None
+    created_ms: EpochMs = 0
+    completed_ms: EpochMs = 0
+
+
+class UsageEvent(_Wire, frozen=True, kw_only=True, tag="usage_event.v1"):
+    """Resources one job attempt consumed; billing's raw material."""
+
+    request_id: RequestId
+    job_id: RequestId
+    tenant: Token
+    pool: Token
+    worker_id: str
+    spot: bool
+    model: str
+    usage: Usage
+    engine_s: float
+    ts_ms: EpochMs
+
+
+class DeadLetter(_Wire, frozen=True, kw_only=True, tag="dead_letter.v1"):
+    """A message a service gave up on, with why; the raw payload is kept for replay."""
+
+    service: str
+    subject: str
+    code: ErrorCode
+    reason: str
+    payload: bytes
+    num_delivered: NonNegInt = 0
+    stream_seq: NonNegInt | None = None
+    request_id: str | None = None
+    tenant: str | None = None
+    ts_ms: EpochMs = 0

@@ -1,0 +1,153 @@
+"""Every NATS subject, stream and consumer name costwise uses, defined once.
+
+Subjects carry the contract's major version (``costwise.v1.…``) so a v2 can run beside v1.
+Tenant and pool names become subject tokens, which is why their patterns in ``messages`` are strict.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "ALL_STREAMS",
+    "COMPLETIONS",
+    "DEAD_LETTERS",
+    "JOBS",
+    "REQUESTS",
+    "RESULTS",
+    "ROUTER_COMPLETIONS",
+    "ROUTER_REQUESTS",
+    "USAGE",
+    "ConsumerSpec",
+    "StreamSpec",
+    "completions",
+    "dead_letters",
+    "jobs",
+    "payload_type",
+    "requests",
+    "results",
+    "stream_of",
+    "tenant_results",
+    "usage",
+    "worker_jobs",
+]
+
+PREFIX = "costwise.v1"
+
+
+def requests(tenant: str) -> str:
+    """Where applications (or the gateway) publish an :class:`InferenceRequest`."""
+    return f"{PREFIX}.requests.{tenant}"
+
+
+def jobs(pool: str) -> str:
+    """Where the router publishes a :class:`Job` for one worker pool."""
+    return f"{PREFIX}.jobs.{pool}"
+
+
+def completions(pool: str) -> str:
+    """Where a worker of ``pool`` publishes each :class:`Completion`."""
+    return f"{PREFIX}.completions.{pool}"
+
+
+def results(tenant: str, request_id: str) -> str:
+    """Where the final :class:`Result` of one request lands (success or typed error).
+
+    One subject per request lets a client wait for exactly its result, even one published
+    before it started listening, with a filtered consumer and no scan.
+    """
+    return f"{PREFIX}.results.{tenant}.{request_id}"
+
+
+def tenant_results(tenant: str) -> str:
+    """Wildcard over every result of ``tenant``."""
+    return f"{PREFIX}.results.{tenant}.>"
+
+
+def usage(tenant: str) -> str:
+    """Where every :class:`UsageEvent` (tokens and engine time spent) is published."""
+    return f"{PREFIX}.usage.{tenant}"
+
+
+def dead_letters(service: str) -> str:
+    """Where ``service`` files a :class:`DeadLetter` for a message it could not handle."""
+    return f"{PREFIX}.dlq.{service}"
+
+
+def _all(kind: str) -> str:
+    return f"{PREFIX}.{kind}.>"
+
+
+class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A JetStream stream costwise provisions (idempotently) at start."""
+
+    name: str
+    subjects: tuple[str, ...]
+    retention: Literal["limits", "workqueue", "interest"] = "limits"
+    max_age_s: float = 7 * 24 * 3600
+    duplicate_window_s: float = 600
+    max_msg_size: int = 1 << 20
+
+
+class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A durable pull consumer: every instance of a service shares it, so work is spread."""
+
+    durable: str
+    stream: str
+    filter_subject: str
+    ack_wait_s: float = 30.0
+    max_deliver: int = 5
+    max_ack_pending: int = 1000
+
+
+REQUESTS = StreamSpec(name="COSTWISE_REQUESTS", subjects=(_all("requests"),))
+# Work-queue retention: a job is removed once a worker acks it, and each pool's
+# subject has exactly one consumer, shared by the pool's workers.
+JOBS = StreamSpec(name="COSTWISE_JOBS", subjects=(_all("jobs"),), retention="workqueue")
+COMPLETIONS = StreamSpec(name="COSTWISE_COMPLETIONS", subjects=(_all("completions"),))
+RESULTS = StreamSpec(name="COSTWISE_RESULTS", subjects=(_all("results"),), duplicate_window_s=3600)
+USAGE = StreamSpec(name="COSTWISE_USAGE", subjects=(_all("usage"),), max_age_s=90 * 24 * 3600)
+DEAD_LETTERS = StreamSpec(name="COSTWISE_DLQ", subjects=(_all("dlq"),), max_age_s=30 * 24 * 3600)
+ALL_STREAMS = (REQUESTS, JOBS, COMPLETIONS, RESULTS, USAGE, DEAD_LETTERS)
+
+ROUTER_REQUESTS = ConsumerSpec(durable="router-requests", stream=REQUESTS.name, filter_subject=_all("requests"))
+ROUTER_COMPLETIONS = ConsumerSpec(
+    durable="router-completions", stream=COMPLETIONS.name, filter_subject=_all("completions")
+)
+
+
+def stream_of(subject: str) -> StreamSpec:
+    """The stream that captures ``subject`` (every costwise subject is captured by exactly one)."""
+    kind = subject.removeprefix(f"{PREFIX}.").split(".", 1)[0]
+    for spec in ALL_STREAMS:
+        if spec.subjects == (_all(kind),):
+            return spec
+    raise KeyError(f"no costwise stream captures {subject!r}")
+
+
+def payload_type(subject: str) -> type[msgspec.Struct]:
+    """The wire type carried on ``subject``."""
+    from . import messages  # late: messages is the heavier module and does not need subjects
+
+    kinds: dict[str, type[msgspec.Struct]] = {
+        REQUESTS.name: messages.InferenceRequest,
+        JOBS.name: messages.Job,
+        COMPLETIONS.name: messages.Completion,
+        RESULTS.name: messages.Result,
+        USAGE.name: messages.UsageEvent,
+        DEAD_LETTERS.name: messages.DeadLetter,
+    }
+    return kinds[stream_of(subject).name]
+
+
+def worker_jobs(pool: str, *, ack_wait_s: float = 30.0, max_deliver: int = 5) -> ConsumerSpec:
+    """The consumer all workers of ``pool`` share; short ack_wait + heartbeats make SIGKILL recovery fast."""
+    return ConsumerSpec(
+        durable=f"worker-{pool}",
+        stream=JOBS.name,
+        filter_subject=jobs(pool),
+        ack_wait_s=ack_wait_s,
+        max_deliver=max_deliver,
+    )

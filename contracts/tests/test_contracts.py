@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+from costwise.contracts import ChatMessage, DecodeError, InferenceRequest, Job, Result, decode, encode, subjects
+from costwise.contracts.schema import WIRE_TYPES, render
+
+SCHEMAS = Path(__file__).parents[1] / "schemas"
+RECORDED = Path(__file__).parent / "recorded_v1"
+
+
+def test_committed_schemas_match_code() -> None:
+    committed = {p.name: p.read_text() for p in SCHEMAS.glob("*.json")}
+    assert committed == render(), "schemas changed: run `make schemas` and commit contracts/schemas"
+
+
+@pytest.mark.parametrize("path", sorted(RECORDED.glob("*.json")), ids=lambda p: p.stem)
+def test_recorded_v1_payloads_still_decode(path: Path) -> None:
+    kind = {t.__struct_config__.tag: t for t in WIRE_TYPES}[json.loads(path.read_text())["type"]]
+    decoded = decode(path.read_bytes(), kind)
+    assert decode(encode(decoded), kind) == decoded
+
+
+def test_every_wire_type_has_a_recorded_payload() -> None:
+    recorded = {json.loads(p.read_text())["type"] for p in RECORDED.glob("*.json")}
+    assert recorded == {t.__struct_config__.tag for t in WIRE_TYPES}
+
+
+def test_wire_format_is_a_map_with_a_versioned_tag() -> None:
+    req = InferenceRequest(request_id="r1", tenant="acme", messages=[ChatMessage(role="user", content="hi")])
+    doc = json.loads(encode(req))
+    assert isinstance(doc, dict) and doc["type"] == "inference_request.v1" and doc["request_id"] == "r1"
+    for kind in WIRE_TYPES:
+        assert not kind.__struct_config__.array_like
+
+
+def test_unknown_fields_from_a_newer_producer_are_ignored() -> None:
+    doc = json.loads(
+        encode(InferenceRequest(request_id="r1", tenant="a", messages=[ChatMessage(role="user", content="x")]))
+    )
+    doc["field_from_v1_1"] = 42
+    assert decode(json.dumps(doc), InferenceRequest).request_id == "r1"
+
+
+@pytest.mark.parametrize(
+    "patch, where",
+    [
+        ({"tenant": "a.b"}, "$.tenant"),  # a dot would inject a subject token
+        ({"request_id": "x" * 200}, "$.request_id"),
+        ({"messages": []}, "$.messages"),
+        ({"sampling": {"max_tokens": 0}}, "$.sampling.max_tokens"),
+        ({"sampling": {"temperature": 9}}, "$.sampling.temperature"),
+    ],
+)
+def test_invalid_requests_fail_with_the_offending_path(patch: dict[str, object], where: str) -> None:
+    doc = {
+        "type": "inference_request.v1",
+        "request_id": "r",
+        "tenant": "t",
+        "messages": [{"role": "user", "content": "q"}],
+    }
+    doc.update(patch)
+    with pytest.raises(DecodeError, match=rf"at `{where.replace('$', '[$]')}`"):
+        decode(json.dumps(doc), InferenceRequest)
+
+
+def test_every_subject_is_captured_by_exactly_one_stream() -> None:
+    samples = [
+        subjects.requests("t"),
+        subjects.jobs("p"),
+        subjects.completions("p"),
+        subjects.results("t", "r"),
+        subjects.usage("t"),
+        subjects.dead_letters("svc"),
+    ]
+    for subject in samples:
+        owners = [s for s in subjects.ALL_STREAMS if any(_matches(pat, subject) for pat in s.subjects)]
+        assert len(owners) == 1, subject
+        assert subjects.stream_of(subject) is owners[0]
+    consumers = [subjects.ROUTER_REQUESTS, subjects.ROUTER_COMPLETIONS, subjects.worker_jobs("p")]
+    for consumer in consumers:
+        stream = next(s for s in subjects.ALL_STREAMS if s.name == consumer.stream)
+        assert any(_matches(pat, consumer.filter_subject.replace(">", "x")) for pat in stream.subjects)
+
+
+def test_stream_names_are_unique() -> None:
+    names = [s.name for s in subjects.ALL_STREAMS]
+    assert len(names) == len(set(names))
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    pat, sub = pattern.split("."), subject.split(".")
+    for i, token in enumerate(pat):
+        if token == ">":
+            return len(sub) > i
+        if i >= len(sub) or (token != "*" and token != sub[i]):
+            return False
+    return len(pat) == len(sub)
+
+
+def test_job_nests_the_full_request() -> None:
+    req = InferenceRequest(request_id="r1", tenant="a", messages=[ChatMessage(role="user", content="x")])
+    job = decode(encode(Job(job_id="r1", request=req, pool="default")), Job)
+    assert job.request == req and job.attempt == 1 and job.checkpoint is None
+
+
+def test_result_error_codes_round_trip() -> None:
+    raw = b'{"type":"result.v1","request_id":"r","tenant":"t","status":"error","error":{"code":"prompt_too_long","message":"m"}}'
+    result = decode(raw, Result)
+    assert result.error is not None and result.error.code == "prompt_too_long"
+    with pytest.raises(msgspec.ValidationError):
+        decode(raw.replace(b"prompt_too_long", b"no_such_code"), Result)

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+from costwise.contracts import ChatMessage, InferenceRequest, Result, SamplingParams, decode, subjects
+from costwise.messaging import connect, publish
+from nats.aio.client import Client as Nats
+from nats.js.api import DeliverPolicy
+
+__all__ = ["Client", "new_request_id"]
+
+
+def new_request_id() -> str:
+    """A random request id (a UUID4 in hex: subject-safe and unguessable)."""
+    return uuid.uuid4().hex
+
+
+class Client:
+    """A thin client over one NATS connection (which it closes only if it opened it)."""
+
+    def __init__(self, nc: Nats, *, owns_connection: bool = False) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._owns = owns_connection
+
+    @classmethod
+    async def connect(cls, url: str) -> Client:
+        return cls(await connect(url, name="costwise-client"), owns_connection=True)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns:
+            await self._nc.drain()
+
+    async def publish(
+        self,
+        request: InferenceRequest | None = None,
+        *,
+        tenant: str | None = None,
+        prompt: str | None = None,
+        model: str = "auto",
+        max_tokens: int = 256,
+        request_id: str | None = None,
+        callback_url: str | None = None,
+    ) -> str:
+        """Publish ``request`` (or one built from ``tenant`` + ``prompt``); returns its request id.
+
+        Publishing the same request id twice is safe: the stream keeps one copy (idempotency key).
+        """
+        if request is None:
+            if tenant is None or prompt is None:
+                raise ValueError("give a request, or a tenant and a prompt")
+            request = InferenceRequest(
+                request_id=request_id or new_request_id(),
+                tenant=tenant,
+                model=model,
+                messages=[ChatMessage(role="user", content=prompt)],
+                sampling=SamplingParams(max_tokens=max_tokens),
+                callback_url=callback_url,
+                created_ms=int(time.time() * 1000),
+            )
+        subject = subjects.requests(request.tenant)
+        await publish(self._js, subject, request, msg_id=request.request_id)
+        return request.request_id
+
+    async def result(self, tenant: str, request_id: str, *, timeout: float = 60.0) -> Result:
+        """Wait for the result of one request (also returns one that arrived before the call)."""
+        sub = await self._js.subscribe(
+            subjects.results(tenant, request_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        try:
+            msg = await sub.next_msg(timeout=timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no result for {request_id} within {timeout}s") from None
+        finally:
+            await sub.unsubscribe()
+        return decode(msg.data, Result)
+
+    async def results(self, tenant: str, *, since_start: bool = False) -> AsyncIterator[Result]:
+        """Iterate over ``tenant``'s results as they arrive (all stored ones first with ``since_start``)."""
+        policy = DeliverPolicy.ALL if since_start else DeliverPolicy.NEW
+        sub = await self._js.subscribe(subjects.tenant_results(tenant), ordered_consumer=True, deliver_policy=policy)
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=3600)
+                except TimeoutError:
+                    continue
+                yield decode(msg.data, Result)
+        finally:
+            await sub.unsubscribe()
+
+    async def wait_all(self, tenant: str, request_ids: set[str], *, timeout: float) -> dict[str, Result]:
+        """Collect the results of many requests of one tenant (one subscription, not one per request)."""
+        found: dict[str, Result] = {}
+
+        async def collect() -> None:
+            async for result in self.results(tenant, since_start=True):
+                if result.request_id in request_ids:
+                    found.setdefault(result.request_id, result)
+                    if len(found) == len(request_ids):
+                        return
+
+        try:
+            await asyncio.wait_for(collect(), timeout)
+        except TimeoutError:
+            missing = len(request_ids) - len(found)
+            raise TimeoutError(f"{missing} of {len(request_ids)} results missing after {timeout}s") from None
+        return found

@@ -1,0 +1,28 @@
+"""Messaging: connect, provision, publish with dedup + trace context, FastStream wiring, dead letters."""
+
+from ._connect import connect
+from ._dead_letter import give_up, send_error_result
+from ._faststream import ack_current, make_broker, publish_durable, pull_subscriber, reject_current
+from ._lifecycle import run_until_signalled
+from ._provision import ensure_consumer, ensure_stream, ensure_streams
+from ._publish import MSG_ID, publish
+from ._server import NatsServer, find_nats_server
+
+__all__ = [
+    "MSG_ID",
+    "NatsServer",
+    "ack_current",
+    "connect",
+    "ensure_consumer",
+    "ensure_stream",
+    "ensure_streams",
+    "find_nats_server",
+    "give_up",
+    "make_broker",
+    "publish",
+    "publish_durable",
+    "pull_subscriber",
+    "reject_current",
+    "run_until_signalled",
+    "send_error_result",
+]

@@ -1,0 +1,115 @@
+"""Giving up on a message without losing it: dead letter + typed error result, then terminate."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+import msgspec
+from costwise.contracts import DeadLetter, ErrorCode, ErrorInfo, Result, subjects
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from ._publish import publish
+
+__all__ = ["give_up", "send_error_result"]
+
+log = logging.getLogger("costwise.messaging")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _peek(data: bytes) -> tuple[str | None, str | None, str | None]:
+    """Best-effort (request_id, tenant, callback_url) from a payload that failed to decode."""
+    try:
+        doc: Any = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None, None, None
+    # Requests carry the fields at the top, jobs under "request", completions under "job"."request".
+    for path in ((), ("request",), ("job", "request")):
+        node = doc
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get("request_id"), str):
+            cb = node.get("callback_url")
+            tenant = node.get("tenant")
+            return (
+                node["request_id"],
+                tenant if isinstance(tenant, str) else None,
+                cb if isinstance(cb, str) else None,
+            )
+    return None, None, None
+
+
+def _valid(token: str | None) -> str | None:
+    return token if token is not None and _TOKEN.match(token) else None
+
+
+async def send_error_result(
+    js: JetStreamContext,
+    *,
+    request_id: str,
+    tenant: str,
+    code: ErrorCode,
+    message: str,
+    callback_url: str | None = None,
+) -> None:
+    """Answer a request with a typed error, through the same subject a success would take."""
+    result = Result(
+        request_id=request_id,
+        tenant=tenant,
+        status="error",
+        error=ErrorInfo(code=code, message=message),
+        callback_url=callback_url,
+        completed_ms=int(time.time() * 1000),
+    )
+    await publish(js, subjects.results(tenant, request_id), result, msg_id=request_id)
+
+
+async def give_up(
+    js: JetStreamContext,
+    msg: Msg,
+    *,
+    service: str,
+    code: ErrorCode,
+    reason: str,
+    tenant_hint: str | None = None,
+) -> None:
+    """File ``msg`` as a dead letter, tell its caller (when it can be addressed), then terminate it.
+
+    Order matters: the dead letter and the error result are stored before ``term()``, so a crash in
+    between redelivers the message instead of losing it. ``tenant_hint`` (e.g. the tenant token of a
+    request's subject) is used when the payload itself is too broken to name one.
+    """
+    request_id, tenant, callback = _peek(msg.data)
+    request_id, tenant = _valid(request_id), _valid(tenant) or _valid(tenant_hint)
+    meta = _metadata(msg)
+    letter = DeadLetter(
+        service=service,
+        subject=msg.subject,
+        code=code,
+        reason=reason[:2000],
+        payload=msg.data,
+        num_delivered=meta[0],
+        stream_seq=meta[1],
+        request_id=request_id,
+        tenant=tenant,
+        ts_ms=int(time.time() * 1000),
+    )
+    seq = meta[1] if meta[1] is not None else f"{time.time_ns()}"
+    await publish(js, subjects.dead_letters(service), letter, msg_id=f"{service}-{msg.subject}-{seq}")
+    if request_id and tenant:
+        await send_error_result(
+            js, request_id=request_id, tenant=tenant, code=code, message=reason, callback_url=callback
+        )
+    log.warning("dead-lettered %s from %s: %s (%s)", request_id or "?", msg.subject, code.value, reason)
+    await msg.term()
+
+
+def _metadata(msg: Msg) -> tuple[int, int | None]:
+    try:
+        meta = msg.metadata
+    except Exception:  # a core (non-JetStream) message has no metadata
+        return 0, None
+    return meta.num_delivered, meta.sequence.stream

@@ -1,0 +1,72 @@
+"""Idempotent stream and consumer provisioning from the specs in ``costwise.contracts.subjects``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from costwise.contracts.subjects import ALL_STREAMS, ConsumerSpec, StreamSpec
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.errors import APIError, ServiceUnavailableError
+
+__all__ = ["ensure_consumer", "ensure_stream", "ensure_streams"]
+
+_RETENTION = {
+    "limits": RetentionPolicy.LIMITS,
+    "workqueue": RetentionPolicy.WORK_QUEUE,
+    "interest": RetentionPolicy.INTEREST,
+}
+
+
+def _stream_config(spec: StreamSpec, replicas: int) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=_RETENTION[spec.retention],
+        max_age=spec.max_age_s,
+        duplicate_window=spec.duplicate_window_s,
+        max_msg_size=spec.max_msg_size,
+        num_replicas=replicas,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1, wait_s: float = 15) -> None:
+    """Create ``spec``'s stream or update it to match; retries while a fresh cluster elects its leader."""
+    config = _stream_config(spec, replicas)
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            await js.add_stream(config)
+            return
+        except APIError as exc:
+            if exc.err_code == 10058:  # stream name already in use with a different config
+                await js.update_stream(config)
+                return
+            if not _retryable(exc) or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.25)
+
+
+def _retryable(exc: APIError) -> bool:
+    # A new cluster answers "JetStream system temporarily unavailable" (503) or
+    # "insufficient resources" until the meta leader and peers are up.
+    return isinstance(exc, ServiceUnavailableError) or exc.code in (503, 500) or exc.err_code == 10023
+
+
+async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Provision every costwise stream."""
+    for spec in ALL_STREAMS:
+        await ensure_stream(js, spec, replicas=replicas)
+
+
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    """Create or update the durable pull consumer ``spec`` (explicit ack)."""
+    config = ConsumerConfig(
+        durable_name=spec.durable,
+        filter_subject=spec.filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=spec.ack_wait_s,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.max_ack_pending,
+    )
+    await js.add_consumer(spec.stream, config)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import msgspec
+from costwise.contracts import encode
+from costwise.telemetry import inject
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+__all__ = ["MSG_ID", "publish"]
+
+MSG_ID = "Nats-Msg-Id"
+
+
+async def publish(
+    js: JetStreamContext,
+    subject: str,
+    message: msgspec.Struct,
+    *,
+    msg_id: str,
+    timeout: float = 5.0,
+) -> PubAck:
+    """Publish ``message`` durably (waits for the stream's ack) with ``Nats-Msg-Id`` dedup and trace context.
+
+    Publishing the same ``msg_id`` again within the stream's duplicate window stores nothing and returns
+    an ack with ``duplicate=True``: that is what makes every hop's retry safe.
+    """
+    headers = inject({MSG_ID: msg_id})
+    return await js.publish(subject, encode(message), headers=headers, timeout=timeout)

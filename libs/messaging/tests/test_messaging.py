@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from costwise.contracts import ChatMessage, InferenceRequest, subjects
+from costwise.messaging import MSG_ID, ensure_consumer, ensure_streams, publish
+from nats.js import JetStreamContext
+
+
+def _req(tenant: str, rid: str = "r1") -> InferenceRequest:
+    return InferenceRequest(request_id=rid, tenant=tenant, messages=[ChatMessage(role="user", content="hi")])
+
+
+async def test_provisioning_is_idempotent(js: JetStreamContext) -> None:
+    await ensure_streams(js)
+    await ensure_streams(js)
+    names = {info.config.name for info in await js.streams_info()}
+    assert {s.name for s in subjects.ALL_STREAMS} <= names
+
+
+async def test_consumer_provisioning_updates_an_existing_durable(js: JetStreamContext, unique: str) -> None:
+    await ensure_consumer(js, subjects.worker_jobs(unique, ack_wait_s=30))
+    await ensure_consumer(js, subjects.worker_jobs(unique, ack_wait_s=7))
+    info = await js.consumer_info(subjects.JOBS.name, f"worker-{unique}")
+    assert info.config.ack_wait == 7
+
+
+async def test_same_msg_id_is_stored_once(js: JetStreamContext, unique: str) -> None:
+    first = await publish(js, subjects.requests(unique), _req(unique), msg_id="dup-1")
+    again = await publish(js, subjects.requests(unique), _req(unique), msg_id="dup-1")
+    assert not first.duplicate and again.duplicate and again.seq == first.seq
+
+
+async def test_publish_carries_trace_context(js: JetStreamContext, unique: str, tracer_provider) -> None:  # type: ignore[no-untyped-def]
+    tracer = tracer_provider.get_tracer("t")
+    with tracer.start_as_current_span("client") as span:
+        await publish(js, subjects.requests(unique), _req(unique), msg_id=unique)
+    msg = await js.get_last_msg(subjects.REQUESTS.name, subjects.requests(unique))
+    assert msg.headers is not None and msg.headers[MSG_ID] == unique
+    assert f"{span.get_span_context().trace_id:032x}" in msg.headers["traceparent"]

@@ -1,0 +1,27 @@
+"""Map model specs from settings to something ``vllm.LLM(model=...)`` accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ._smollm2 import smollm2
+from ._tiny import tiny_llama
+
+BUILTINS: dict[str, Callable[[Path | None], Path]] = {
+    "builtin:tiny-llama": tiny_llama,
+    "builtin:smollm2": smollm2,
+}
+
+
+def resolve(spec: str, cache_dir: Path | None = None) -> Path | str:
+    """Turn a model spec into a local directory or pass it through.
+
+    ``builtin:tiny-llama`` and ``builtin:smollm2`` are built (once, cached) and their directory is
+    returned. Any other spec, such as a Hugging Face model id or a filesystem path, is returned
+    unchanged for vLLM to interpret.
+    """
+    builder = BUILTINS.get(spec)
+    if builder is None:
+        return spec
+    return builder(cache_dir)

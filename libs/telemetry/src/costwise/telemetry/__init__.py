@@ -1,0 +1,6 @@
+"""OpenTelemetry setup and W3C trace-context helpers; nothing here is module-global state."""
+
+from ._propagation import extract, inject
+from ._setup import setup
+
+__all__ = ["extract", "inject", "setup"]

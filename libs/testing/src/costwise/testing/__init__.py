@@ -1,0 +1,9 @@
+"""Pytest fixtures on real parts: a nats-server per session, a 3-node cluster, unique names, span capture.
+
+Enable with ``pytest_plugins = ["costwise.testing.plugin"]`` in a root conftest.py.
+"""
+
+from ._cluster import NatsCluster
+from ._names import unique_token
+
+__all__ = ["NatsCluster", "unique_token"]

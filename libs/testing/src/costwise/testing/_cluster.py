@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from costwise.messaging import NatsServer
+
+__all__ = ["NatsCluster"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class NatsCluster:
+    """Three ``nats-server`` processes clustered on loopback, each with its own JetStream store."""
+
+    def __init__(self, root: Path, size: int = 3, name: str = "costwise-test") -> None:
+        cluster_ports = [_free_port() for _ in range(size)]
+        routes = [f"nats://127.0.0.1:{p}" for p in cluster_ports]
+        self.servers = [
+            NatsServer(root / f"n{i}", name=f"n{i}", cluster=(name, cport), routes=routes)
+            for i, cport in enumerate(cluster_ports)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    def start(self) -> NatsCluster:
+        for server in self.servers:
+            server.store_dir.mkdir(parents=True, exist_ok=True)
+            server.start()
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()

@@ -1,0 +1,1 @@
+"""The ``costwise`` command: publish requests, read results, and run the embedded stack (``costwise up``)."""

@@ -1,0 +1,86 @@
+"""``costwise publish|result|watch|up`` (also ``python -m costwise.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import msgspec
+from costwise.client import Client
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="costwise", description=__doc__)
+    parser.add_argument("--nats", default=os.environ.get("COSTWISE_NATS_URL", DEFAULT_URL), help="NATS URL")
+    sub = parser.add_subparsers(dest="command", required=True)
+    pub = sub.add_parser("publish", help="publish one request; prints its request id (and its result with --wait)")
+    pub.add_argument("prompt")
+    pub.add_argument("--tenant", default="demo")
+    pub.add_argument("--model", default="auto")
+    pub.add_argument("--max-tokens", type=int, default=64)
+    pub.add_argument("--request-id")
+    pub.add_argument("--callback-url")
+    pub.add_argument("--wait", action="store_true", help="wait for the result and print it as JSON")
+    pub.add_argument("--timeout", type=float, default=120)
+    res = sub.add_parser("result", help="wait for one request's result and print it as JSON")
+    res.add_argument("request_id")
+    res.add_argument("--tenant", default="demo")
+    res.add_argument("--timeout", type=float, default=120)
+    watch = sub.add_parser("watch", help="print a tenant's results as they arrive (one JSON per line)")
+    watch.add_argument("--tenant", default="demo")
+    watch.add_argument("--all", action="store_true", help="start with the stored results")
+    up = sub.add_parser("up", help="run the embedded stack (nats-server + every service) until Ctrl-C")
+    up.add_argument("--data-dir", default=os.environ.get("COSTWISE_DATA_DIR", "var"))
+    up.add_argument("--port", type=int, default=4222)
+    up.add_argument("--model", default=os.environ.get("COSTWISE_WORKER_MODEL", "builtin:smollm2"))
+    return parser
+
+
+def _print(struct: msgspec.Struct) -> None:
+    sys.stdout.write(msgspec.json.encode(struct).decode() + "\n")
+    sys.stdout.flush()
+
+
+async def _client_command(args: argparse.Namespace) -> int:
+    async with await Client.connect(args.nats) as client:
+        if args.command == "publish":
+            rid = await client.publish(
+                tenant=args.tenant,
+                prompt=args.prompt,
+                model=args.model,
+                max_tokens=args.max_tokens,
+                request_id=args.request_id,
+                callback_url=args.callback_url,
+            )
+            print(rid, flush=True)
+            if args.wait:
+                _print(await client.result(args.tenant, rid, timeout=args.timeout))
+        elif args.command == "result":
+            _print(await client.result(args.tenant, args.request_id, timeout=args.timeout))
+        else:
+            async for result in client.results(args.tenant, since_start=args.all):
+                _print(result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "up":
+        from ._up import run_stack
+
+        return run_stack(args)
+    try:
+        return asyncio.run(_client_command(args))
+    except (TimeoutError, ValueError, OSError) as exc:
+        print(f"costwise: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

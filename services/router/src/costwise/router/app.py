@@ -1,0 +1,100 @@
+"""Composition root of the router: the only place it connects to anything."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from costwise.contracts import Completion, ErrorCode, InferenceRequest, Job, Output, Result, subjects
+from costwise.contracts.subjects import ROUTER_COMPLETIONS, ROUTER_REQUESTS
+from costwise.messaging import (
+    ack_current,
+    connect,
+    ensure_consumer,
+    make_broker,
+    publish_durable,
+    pull_subscriber,
+    reject_current,
+)
+from faststream.nats import NatsBroker
+from opentelemetry.trace import TracerProvider
+
+from .settings import RouterSettings
+
+__all__ = ["Router", "build"]
+
+SERVICE = "router"
+
+
+class Router:
+    """Turns requests into jobs and completions into results; stateless, so run as many as you like."""
+
+    def __init__(self, settings: RouterSettings, broker: NatsBroker, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.clock = clock
+        pull_subscriber(broker, ROUTER_REQUESTS, batch=settings.batch)(self.on_request)
+        pull_subscriber(broker, ROUTER_COMPLETIONS, batch=settings.batch)(self.on_completion)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def on_request(self, req: InferenceRequest) -> None:
+        pool = self.settings.routes.get(req.model)
+        if pool is None:
+            known = ", ".join(sorted(self.settings.routes))
+            why = f"model {req.model!r} is served by no pool (known: {known})"
+            await reject_current(self.broker, service=SERVICE, code=ErrorCode.UNKNOWN_POOL, reason=why)
+            return
+        job = Job(job_id=req.request_id, request=req, pool=pool, routed_ms=self._now_ms())
+        await publish_durable(self.broker, job, subjects.jobs(pool), msg_id=job.job_id)
+        await ack_current(self.broker)
+
+    async def on_completion(self, done: Completion) -> None:
+        req = done.job.request
+        result = Result(
+            request_id=req.request_id,
+            tenant=req.tenant,
+            status="ok",
+            output=Output(text=done.text, finish_reason=done.finish_reason),
+            source="engine",
+            model=done.model,
+            pool=done.job.pool,
+            usage=done.usage,
+            callback_url=req.callback_url,
+            created_ms=req.created_ms,
+            completed_ms=self._now_ms(),
+        )
+        # msg_id = request id: a redelivered completion (or a second worker's) yields one result.
+        await publish_durable(self.broker, result, subjects.results(req.tenant, req.request_id), msg_id=req.request_id)
+        await ack_current(self.broker)
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+
+async def build(
+    settings: RouterSettings,
+    *,
+    broker: NatsBroker | None = None,
+    tracer_provider: TracerProvider | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Router:
+    """Provision the router's consumers and wire its handlers (call ``start()`` to begin pulling)."""
+    nc = await connect(settings.nats_url, name=f"{SERVICE}-provision")
+    try:
+        js = nc.jetstream()
+        for spec in (ROUTER_REQUESTS, ROUTER_COMPLETIONS):
+            await ensure_consumer(js, spec)
+    finally:
+        await nc.close()
+    broker = broker or make_broker(
+        settings.nats_url,
+        service=SERVICE,
+        consumers=(ROUTER_REQUESTS, ROUTER_COMPLETIONS),
+        tracer_provider=tracer_provider,
+    )
+    return Router(settings, broker, clock)

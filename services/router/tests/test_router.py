@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from costwise.client import Client
+from costwise.contracts import (
+    ChatMessage,
+    Completion,
+    DeadLetter,
+    ErrorCode,
+    InferenceRequest,
+    Job,
+    Usage,
+    decode,
+    encode,
+    subjects,
+)
+from costwise.messaging import MSG_ID, ensure_consumer
+from costwise.router import Router, RouterSettings, build
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+
+@pytest_asyncio.fixture
+async def pool(nats_url: str, unique: str, tracer_provider) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """A running router that sends model "auto" to a pool unique to this test."""
+    router: Router = await build(
+        RouterSettings(nats_url=nats_url, routes={"auto": unique}), tracer_provider=tracer_provider
+    )
+    await router.start()
+    yield unique
+    await router.stop()
+
+
+async def _next_job(js: JetStreamContext, pool: str) -> Job:
+    # JOBS is a work queue: read it the way a worker does, through the pool's durable pull consumer.
+    spec = subjects.worker_jobs(pool)
+    await ensure_consumer(js, spec)
+    psub = await js.pull_subscribe_bind(spec.durable, spec.stream)
+    msg = (await psub.fetch(1, timeout=10))[0]
+    await msg.ack()
+    return decode(msg.data, Job)
+
+
+async def _next(js: JetStreamContext, subject: str, timeout: float = 10) -> bytes:
+    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        return (await sub.next_msg(timeout=timeout)).data
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_request_becomes_a_job_for_its_pool(nc, js: JetStreamContext, pool: str) -> None:  # type: ignore[no-untyped-def]
+    client = Client(nc)
+    rid = await client.publish(tenant=pool, prompt="hello", max_tokens=8)
+    job = await _next_job(js, pool)
+    assert job.job_id == rid and job.pool == pool and job.request.messages[0].content == "hello"
+
+
+async def test_completion_becomes_one_result(nc, js: JetStreamContext, pool: str) -> None:  # type: ignore[no-untyped-def]
+    req = InferenceRequest(request_id="c1", tenant=pool, messages=[ChatMessage(role="user", content="q")])
+    done = Completion(
+        job=Job(job_id="c1", request=req, pool=pool),
+        worker_id="w",
+        spot=False,
+        model="m",
+        text="answer",
+        finish_reason="stop",
+        usage=Usage(prompt_tokens=3, completion_tokens=1),
+    )
+    for _ in range(2):  # a redelivered completion must not produce a second result
+        await js.publish(subjects.completions(pool), encode(done))
+    result = await Client(nc).result(pool, "c1", timeout=10)
+    assert result.status == "ok" and result.output is not None and result.output.text == "answer"
+    assert result.usage.prompt_tokens == 3 and result.source == "engine"
+    info = await js.stream_info(subjects.RESULTS.name, subjects_filter=subjects.results(pool, "c1"))
+    assert info.state.subjects == {subjects.results(pool, "c1"): 1}
+
+
+async def test_unknown_model_gets_a_typed_error_and_a_dead_letter(nc, js: JetStreamContext, pool: str) -> None:  # type: ignore[no-untyped-def]
+    client = Client(nc)
+    rid = await client.publish(tenant=pool, prompt="hi", model="no-such-model")
+    result = await client.result(pool, rid, timeout=10)
+    assert result.status == "error" and result.error is not None
+    assert result.error.code == ErrorCode.UNKNOWN_POOL and "no-such-model" in result.error.message
+    letter = await _dead_letter_for(js, rid)
+    assert letter.code == ErrorCode.UNKNOWN_POOL and letter.service == "router"
+
+
+async def test_malformed_payload_is_dead_lettered_and_the_caller_told(nc, js: JetStreamContext, pool: str) -> None:  # type: ignore[no-untyped-def]
+    bad = b'{"type":"inference_request.v1","request_id":"bad1","tenant":"%s","messages":"not-a-list"}' % pool.encode()
+    await js.publish(subjects.requests(pool), bad, headers={MSG_ID: f"{pool}-bad1"})
+    await js.publish(subjects.requests(pool), b"\xff\xfe not json", headers={MSG_ID: f"{pool}-bad2"})
+    result = await Client(nc).result(pool, "bad1", timeout=10)
+    assert result.error is not None and result.error.code == ErrorCode.MALFORMED_MESSAGE
+    assert "messages" in result.error.message
+    letter = await _dead_letter_for(js, "bad1")
+    assert letter.payload == bad
+    # The service keeps serving after poison messages.
+    rid = await Client(nc).publish(tenant=pool, prompt="still there?")
+    assert (await _next_job(js, pool)).job_id == rid
+
+
+async def test_one_trace_spans_publish_router_and_job(
+    nc, js: JetStreamContext, pool: str, tracer_provider, span_exporter
+) -> None:  # type: ignore[no-untyped-def]
+    tracer = tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("client.publish") as root:
+        await Client(nc).publish(tenant=pool, prompt="trace me")
+    trace_id = f"{root.get_span_context().trace_id:032x}"
+    spec = subjects.worker_jobs(pool)
+    await ensure_consumer(js, spec)
+    msg = (await (await js.pull_subscribe_bind(spec.durable, spec.stream)).fetch(1, timeout=10))[0]
+    assert msg.headers is not None and trace_id in msg.headers["traceparent"]
+    router_spans = [
+        s for s in span_exporter.get_finished_spans() if s.context.trace_id == root.get_span_context().trace_id
+    ]
+    assert any(s.name.endswith("process") for s in router_spans)
+
+
+async def _dead_letter_for(js: JetStreamContext, request_id: str) -> DeadLetter:
+    sub = await js.subscribe(subjects.dead_letters("router"), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        while True:
+            letter = decode((await sub.next_msg(timeout=10)).data, DeadLetter)
+            if letter.request_id == request_id:
+                return letter
+    finally:
+        await sub.unsubscribe()

@@ -1,0 +1,249 @@
+"""The spot-safe pull loop: fetch as many jobs as the engine has free slots, heartbeat, hand back on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+from costwise.contracts import (
+    Completion,
+    DecodeError,
+    EngineTimings,
+    ErrorCode,
+    Job,
+    Usage,
+    UsageEvent,
+    decode,
+    subjects,
+)
+from costwise.messaging import connect, ensure_consumer, give_up, publish
+from costwise.telemetry import extract
+from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
+from opentelemetry.trace import SpanKind, TracerProvider
+
+from .engine import Engine, Generation, Progress
+from .settings import WorkerSettings
+
+__all__ = ["Worker", "build"]
+
+log = logging.getLogger("costwise.worker")
+SERVICE = "worker"
+
+
+@dataclass
+class Running:
+    msg: Msg
+    job: Job
+    progress: Progress
+    task: asyncio.Task[None] | None = None
+    settled: bool = False
+    """Acked or terminated: nothing left to hand back."""
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        nc: Nats,
+        engine: Engine,
+        tracer_provider: TracerProvider | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.engine = engine
+        self.tracer = tracer_provider.get_tracer("costwise.worker") if tracer_provider else None
+        self.clock = clock
+        self.consumer = subjects.worker_jobs(
+            settings.pool, ack_wait_s=settings.ack_wait_s, max_deliver=settings.max_deliver
+        )
+        self.running: dict[int, Running] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self._loop: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await ensure_consumer(self.js, self.consumer)
+        psub = await self.js.pull_subscribe_bind(self.consumer.durable, self.consumer.stream)
+        self._loop = asyncio.create_task(self._pull(psub), name=f"pull-{self.settings.pool}")
+
+    async def _pull(self, psub: object) -> None:
+        while not self._stopping:
+            free = self.settings.max_in_flight - len(self.running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                msgs = await psub.fetch(free, timeout=0.5)  # type: ignore[attr-defined]
+            except TimeoutError:
+                continue
+            for msg in msgs:
+                if self._stopping:  # fetched while SIGTERM arrived: give it straight back
+                    await msg.nak()
+                    continue
+                await self._admit(msg)
+
+    async def _admit(self, msg: Msg) -> None:
+        try:
+            job = decode(msg.data, Job)
+        except DecodeError as exc:
+            await self._reject(msg, ErrorCode.MALFORMED_MESSAGE, f"invalid job payload: {exc}")
+            return
+        run = Running(msg, job, Progress.from_checkpoint(job.checkpoint))
+        run.task = asyncio.create_task(self._run(run), name=job.job_id)
+        self.running[id(run)] = run
+
+    async def _reject(self, msg: Msg, code: ErrorCode, reason: str, run: Running | None = None) -> None:
+        if run is not None:
+            run.settled = True
+        await give_up(self.js, msg, service=SERVICE, code=code, reason=reason)
+
+    async def _run(self, run: Running) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(run.msg))
+        try:
+            if self.tracer is None:
+                await self._serve(run)
+            else:
+                ctx = extract(run.msg.headers)
+                with self.tracer.start_as_current_span("worker.job", context=ctx, kind=SpanKind.CONSUMER) as span:
+                    span.set_attribute("gen_ai.request.model", self.engine.model_name)
+                    span.set_attribute("costwise.job_id", run.job.job_id)
+                    await self._serve(run)
+        except asyncio.CancelledError:
+            raise  # preemption: drain() checkpoints and hands the job back
+        except Exception as exc:
+            await self._failed(run, exc)
+        finally:
+            heartbeat.cancel()
+            self.running.pop(id(run), None)
+            self._slot_freed.set()
+
+    async def _serve(self, run: Running) -> None:
+        job = run.job
+        if job.pool != self.settings.pool:
+            await self._reject(
+                run.msg, ErrorCode.UNKNOWN_POOL, f"job for pool {job.pool!r} reached pool {self.settings.pool!r}"
+            )
+            return
+        prompt_ids = self.engine.prompt_ids(job.request.messages)
+        need = len(prompt_ids) + job.request.sampling.max_tokens
+        if need > self.engine.max_model_len:
+            why = (
+                f"prompt has {len(prompt_ids)} tokens + max_tokens {job.request.sampling.max_tokens}"
+                f" = {need}; {self.engine.model_name} takes {self.engine.max_model_len}"
+            )
+            await self._reject(run.msg, ErrorCode.PROMPT_TOO_LONG, why, run)
+            return
+        gen = await self.engine.generate(prompt_ids, job.request.sampling, run.progress)
+        await self._complete(run, gen)
+
+    async def _complete(self, run: Running, gen: Generation) -> None:
+        job, progress = run.job, run.progress
+        usage = Usage(
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=len(progress.token_ids),
+            cached_prompt_tokens=gen.cached_prompt_tokens,
+        )
+        now_ms = int(self.clock() * 1000)
+        done = Completion(
+            job=job,
+            worker_id=self.settings.worker_id,
+            spot=self.settings.spot,
+            model=self.engine.model_name,
+            text=gen.text,
+            finish_reason=gen.finish_reason,  # type: ignore[arg-type]
+            usage=usage,
+            logprobs=progress.summary(),
+            timings=EngineTimings(first_token_s=progress.first_token_s or 0.0, engine_s=gen.engine_s),
+            resumed_tokens=progress.resumed,
+            completed_ms=now_ms,
+        )
+        # Ack only after the completion is stored: a crash before the ack redelivers the job, and the
+        # job-id msg-id makes the repeated completion a no-op.
+        await publish(self.js, subjects.completions(job.pool), done, msg_id=job.job_id)
+        event = UsageEvent(
+            request_id=job.request.request_id,
+            job_id=job.job_id,
+            tenant=job.request.tenant,
+            pool=job.pool,
+            worker_id=self.settings.worker_id,
+            spot=self.settings.spot,
+            model=self.engine.model_name,
+            usage=usage,
+            engine_s=gen.engine_s,
+            ts_ms=now_ms,
+        )
+        await publish(self.js, subjects.usage(job.request.tenant), event, msg_id=f"{job.job_id}.usage")
+        run.settled = True
+        await run.msg.ack()
+
+    async def _failed(self, run: Running, exc: Exception) -> None:
+        delivered = run.msg.metadata.num_delivered
+        if delivered >= self.settings.max_deliver:
+            await self._reject(
+                run.msg, ErrorCode.ENGINE_ERROR, f"failed {delivered} times; last: {type(exc).__name__}: {exc}"
+            )
+        else:
+            log.exception("job %s failed on delivery %d; retrying", run.job.job_id, delivered)
+            await run.msg.nak(delay=min(0.5 * 2**delivered, 10.0))
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        # A long generation must not outlive ack_wait and be handed to a second worker.
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def drain(self, grace_s: float | None = None) -> None:
+        """Spot notice: stop pulling now, let jobs finish for ``grace_s``, checkpoint and hand back the rest."""
+        self._stopping = True
+        self._slot_freed.set()
+        grace = self.settings.grace_s if grace_s is None else grace_s
+        tasks = [r.task for r in self.running.values() if r.task]
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
+        await asyncio.gather(*(self._hand_back(r) for r in list(self.running.values())))
+        if self._loop:
+            await self._loop
+
+    async def _hand_back(self, run: Running) -> None:
+        if run.task:
+            run.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run.task
+        if run.settled:  # it finished (or failed) while we were cancelling it
+            return
+        ckpt = run.progress.checkpoint(self.engine.decode(run.progress.token_ids), self.settings.worker_id)
+        resumed = msgspec.structs.replace(run.job, checkpoint=ckpt)
+        seq = run.msg.metadata.sequence.stream
+        # A new message (not nak) because the checkpoint must travel with the job; publish first, ack second.
+        await publish(self.js, subjects.jobs(run.job.pool), resumed, msg_id=f"{run.job.job_id}.ckpt.{seq}")
+        await run.msg.ack()
+        log.info("handed back %s with %d checkpointed tokens", run.job.job_id, len(ckpt.token_ids))
+
+    async def stop(self) -> None:
+        await self.drain()
+        await self.nc.drain()
+
+
+async def build(
+    settings: WorkerSettings,
+    *,
+    nc: Nats | None = None,
+    engine: Engine | None = None,
+    tracer_provider: TracerProvider | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Worker:
+    """Composition root: connect (unless given ``nc``) and load the engine (unless given one)."""
+    nc = nc or await connect(settings.nats_url, name=f"worker-{settings.worker_id}")
+    if engine is None:
+        engine = await asyncio.to_thread(Engine.load, settings)
+    return Worker(settings, nc, engine, tracer_provider, clock)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = ["WorkerSettings"]
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """One worker of one pool, from ``COSTWISE_WORKER_*`` environment variables."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    pool: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)] = "default"
+    model: str = "builtin:smollm2"
+    """An HF model id or path, or ``builtin:tiny-llama`` / ``builtin:smollm2`` (prepared offline, cached)."""
+    served_model_name: str | None = None
+    quantization: Literal["none", "fp8", "awq", "gptq", "gguf", "bitsandbytes"] = "none"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    max_model_len: Annotated[int, Meta(ge=64)] = 2048
+    max_in_flight: Annotated[int, Meta(ge=1, le=1024)] = 16
+    """Jobs kept inside the engine at once (continuous batching); more are pulled as slots free."""
+    enforce_eager: bool = True
+    """Skip graph capture/compilation: loads in seconds on CPU; turn off on GPUs for throughput."""
+    kv_cache_gib: Annotated[int, Meta(ge=1)] = 1
+    ack_wait_s: Annotated[float, Meta(ge=1)] = 30.0
+    heartbeat_s: Annotated[float, Meta(gt=0)] = 5.0
+    """How often a running job tells JetStream it is alive; must be well under ack_wait_s."""
+    max_deliver: Annotated[int, Meta(ge=1)] = 5
+    grace_s: Annotated[float, Meta(ge=0)] = 5.0
+    """On SIGTERM, how long running jobs may finish before they are checkpointed and handed back."""
+    spot: bool = False
+    worker_id: str = msgspec.field(default_factory=_default_worker_id)
+    otlp_endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_s >= self.ack_wait_s:
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be below ack_wait_s ({self.ack_wait_s})")

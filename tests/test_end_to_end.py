@@ -1,0 +1,72 @@
+"""Publish → router → vLLM worker → router → result, on a real nats-server and real vLLM."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest_asyncio
+from costwise.client import Client
+from costwise.contracts import ChatMessage, InferenceRequest, SamplingParams, subjects
+from costwise.router import RouterSettings
+from costwise.router import build as build_router
+from costwise.worker import WorkerSettings
+from costwise.worker import build as build_worker
+from nats.aio.client import Client as Nats
+from nats.js import JetStreamContext
+
+
+@pytest_asyncio.fixture
+async def stack(nats_url: str, nc: Nats, engine: Any, unique: str, tracer_provider: Any) -> AsyncIterator[str]:
+    """Router + one worker for a pool (and tenant) unique to this test; yields the tenant."""
+    router = await build_router(
+        RouterSettings(nats_url=nats_url, routes={"auto": unique}), tracer_provider=tracer_provider
+    )
+    worker = await build_worker(
+        WorkerSettings(pool=unique, max_model_len=2048), nc=nc, engine=engine, tracer_provider=tracer_provider
+    )
+    await router.start()
+    await worker.start()
+    yield unique
+    await worker.drain(0)
+    await router.stop()
+
+
+async def test_round_trip_through_the_queue(nc: Nats, stack: str) -> None:
+    client = Client(nc)
+    rid = await client.publish(tenant=stack, prompt="What is 2+2?", max_tokens=8)
+    result = await client.result(stack, rid, timeout=60)
+    assert result.status == "ok" and result.output is not None and result.output.text
+    assert result.source == "engine" and result.pool == stack and result.usage.completion_tokens <= 8
+
+
+async def test_duplicate_publish_yields_one_job_and_one_result(nc: Nats, js: JetStreamContext, stack: str) -> None:
+    client = Client(nc)
+    req = InferenceRequest(
+        request_id="dup",
+        tenant=stack,
+        messages=[ChatMessage(role="user", content="hi")],
+        sampling=SamplingParams(max_tokens=4),
+    )
+    for _ in range(3):
+        await client.publish(req)
+    await client.result(stack, "dup", timeout=60)
+    requests = await js.stream_info(subjects.REQUESTS.name, subjects_filter=subjects.requests(stack))
+    results = await js.stream_info(subjects.RESULTS.name, subjects_filter=subjects.tenant_results(stack))
+    completions = await js.stream_info(subjects.COMPLETIONS.name, subjects_filter=subjects.completions(stack))
+    assert requests.state.subjects == {subjects.requests(stack): 1}
+    assert results.state.subjects == {subjects.results(stack, "dup"): 1}
+    assert completions.state.subjects == {subjects.completions(stack): 1}
+
+
+async def test_one_trace_spans_publish_router_worker_and_result(
+    nc: Nats, stack: str, tracer_provider: Any, span_exporter: Any
+) -> None:
+    with tracer_provider.get_tracer("test").start_as_current_span("client") as root:
+        rid = await Client(nc).publish(tenant=stack, prompt="trace", max_tokens=4)
+    await Client(nc).result(stack, rid, timeout=60)
+    trace_id = root.get_span_context().trace_id
+    names = {s.name for s in span_exporter.get_finished_spans() if s.context.trace_id == trace_id}
+    assert "worker.job" in names
+    assert any(n.startswith(subjects.requests("")) for n in names)  # router consumed the request
+    assert any(n.startswith(subjects.completions("")) for n in names)  # router consumed the completion
