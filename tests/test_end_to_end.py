@@ -6,14 +6,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_asyncio
+from nats.aio.client import Client as Nats
+from nats.js import JetStreamContext
+
 from costwise.client import Client
 from costwise.contracts import ChatMessage, InferenceRequest, SamplingParams, subjects
 from costwise.router import RouterSettings
 from costwise.router import build as build_router
 from costwise.worker import WorkerSettings
 from costwise.worker import build as build_worker
-from nats.aio.client import Client as Nats
-from nats.js import JetStreamContext
 
 
 @pytest_asyncio.fixture

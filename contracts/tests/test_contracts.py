@@ -5,6 +5,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+
 from costwise.contracts import ChatMessage, DecodeError, InferenceRequest, Job, Result, decode, encode, subjects
 from costwise.contracts.schema import WIRE_TYPES, render
 

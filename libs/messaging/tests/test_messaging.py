@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from nats.js import JetStreamContext
+
 from costwise.contracts import ChatMessage, InferenceRequest, subjects
 from costwise.messaging import MSG_ID, ensure_consumer, ensure_streams, publish
-from nats.js import JetStreamContext
 
 
 def _req(tenant: str, rid: str = "r1") -> InferenceRequest:

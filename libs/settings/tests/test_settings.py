@@ -4,6 +4,7 @@ from typing import Annotated
 
 import msgspec
 import pytest
+
 from costwise.settings import SettingsError, load
 
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
 from costwise.client import Client
 from costwise.contracts import (
     ChatMessage,
@@ -18,8 +21,6 @@ from costwise.contracts import (
 )
 from costwise.messaging import MSG_ID, ensure_consumer
 from costwise.router import Router, RouterSettings, build
-from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 
 @pytest_asyncio.fixture

@@ -6,6 +6,10 @@ from typing import Any
 
 import msgspec
 import pytest_asyncio
+from nats.aio.client import Client as Nats
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
 from costwise.client import Client
 from costwise.contracts import (
     ChatMessage,
@@ -21,9 +25,6 @@ from costwise.contracts import (
 from costwise.messaging import MSG_ID, publish
 from costwise.worker import Worker, WorkerSettings, build
 from costwise.worker.engine import Progress
-from nats.aio.client import Client as Nats
-from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 MAX_LEN = 2048  # conftest.TINY_MAX_MODEL_LEN
 

@@ -6,10 +6,11 @@ import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from costwise.contracts import ChatMessage, InferenceRequest, Result, SamplingParams, decode, subjects
-from costwise.messaging import connect, publish
 from nats.aio.client import Client as Nats
 from nats.js.api import DeliverPolicy
+
+from costwise.contracts import ChatMessage, InferenceRequest, Result, SamplingParams, decode, subjects
+from costwise.messaging import connect, publish
 
 __all__ = ["Client", "new_request_id"]
 

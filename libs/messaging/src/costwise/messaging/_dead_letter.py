@@ -8,9 +8,10 @@ import time
 from typing import Any
 
 import msgspec
-from costwise.contracts import DeadLetter, ErrorCode, ErrorInfo, Result, subjects
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+
+from costwise.contracts import DeadLetter, ErrorCode, ErrorInfo, Result, subjects
 
 from ._publish import publish
 

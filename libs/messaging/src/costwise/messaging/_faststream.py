@@ -8,8 +8,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import msgspec
-from costwise.contracts import DecodeError, ErrorCode, decode, subjects
-from costwise.contracts.subjects import ConsumerSpec
 from fast_depends.exceptions import ValidationError
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream import AckPolicy, BaseMiddleware
@@ -17,6 +15,9 @@ from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from opentelemetry.trace import TracerProvider
+
+from costwise.contracts import DecodeError, ErrorCode, decode, subjects
+from costwise.contracts.subjects import ConsumerSpec
 
 from ._dead_letter import give_up
 from ._publish import MSG_ID

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from costwise.contracts.subjects import ALL_STREAMS, ConsumerSpec, StreamSpec
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import APIError, ServiceUnavailableError
+
+from costwise.contracts.subjects import ALL_STREAMS, ConsumerSpec, StreamSpec
 
 __all__ = ["ensure_consumer", "ensure_stream", "ensure_streams"]
 

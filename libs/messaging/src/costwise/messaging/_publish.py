@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import msgspec
-from costwise.contracts import encode
-from costwise.telemetry import inject
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+
+from costwise.contracts import encode
+from costwise.telemetry import inject
 
 __all__ = ["MSG_ID", "publish"]
 

@@ -82,8 +82,11 @@ def build_once(cache_dir: Path, name: str, build: Callable[[Path], None]) -> Pat
         try:
             build(tmp)
             (tmp / COMPLETE_MARKER).write_text(name + "\n")
-            # mkdtemp creates 0700; the cache may be shared with other users (e.g. a container uid).
+            # mkdtemp makes the dir 0700 and some writers (safetensors) make files 0600; the cache may
+            # be shared with another uid (e.g. a container), so open it up to read-only for others.
             tmp.chmod(0o755)
+            for f in tmp.rglob("*"):
+                f.chmod(0o755 if f.is_dir() else 0o644)
             tmp.rename(final)
         finally:
             if tmp.exists():

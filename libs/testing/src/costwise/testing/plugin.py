@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from costwise.messaging import NatsServer, connect, ensure_streams
-from costwise.telemetry import setup
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from costwise.messaging import NatsServer, connect, ensure_streams
+from costwise.telemetry import setup
 
 from ._cluster import NatsCluster
 from ._names import unique_token

@@ -8,6 +8,7 @@ import os
 import sys
 
 import msgspec
+
 from costwise.client import Client
 
 DEFAULT_URL = "nats://127.0.0.1:4222"

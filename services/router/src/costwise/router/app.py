@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from faststream.nats import NatsBroker
+from opentelemetry.trace import TracerProvider
+
 from costwise.contracts import Completion, ErrorCode, InferenceRequest, Job, Output, Result, subjects
 from costwise.contracts.subjects import ROUTER_COMPLETIONS, ROUTER_REQUESTS
 from costwise.messaging import (
@@ -16,8 +19,6 @@ from costwise.messaging import (
     pull_subscriber,
     reject_current,
 )
-from faststream.nats import NatsBroker
-from opentelemetry.trace import TracerProvider
 
 from .settings import RouterSettings
 

@@ -10,6 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
+from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
+from opentelemetry.trace import SpanKind, TracerProvider
+
 from costwise.contracts import (
     Completion,
     DecodeError,
@@ -23,9 +27,6 @@ from costwise.contracts import (
 )
 from costwise.messaging import connect, ensure_consumer, give_up, publish
 from costwise.telemetry import extract
-from nats.aio.client import Client as Nats
-from nats.aio.msg import Msg
-from opentelemetry.trace import SpanKind, TracerProvider
 
 from .engine import Engine, Generation, Progress
 from .settings import WorkerSettings
@@ -73,6 +74,7 @@ class Worker:
         await ensure_consumer(self.js, self.consumer)
         psub = await self.js.pull_subscribe_bind(self.consumer.durable, self.consumer.stream)
         self._loop = asyncio.create_task(self._pull(psub), name=f"pull-{self.settings.pool}")
+        log.info("worker %s serving pool %s", self.settings.worker_id, self.settings.pool)
 
     async def _pull(self, psub: object) -> None:
         while not self._stopping:

@@ -89,9 +89,10 @@ class Engine:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from costwise.models import resolve
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
+
+        from costwise.models import resolve
 
         model = str(resolve(settings.model))
         name = settings.served_model_name or settings.model.removeprefix("builtin:")
