@@ -27,7 +27,7 @@ lint: install
 	$(RUN) lint-imports
 
 typecheck: install
-	$(RUN) mypy contracts/src libs/*/src services/*/src
+	$(RUN) mypy contracts/src libs/*/src services/*/src bench/src
 
 test: lint typecheck
 	$(RUN) pytest
