@@ -7,6 +7,9 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 # uv does not read pip's config, so hand the setting over (an explicit UV_FIND_LINKS wins).
 UV_FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 export UV_FIND_LINKS
+# Compile .pyc at install: with PYTHONDONTWRITEBYTECODE set (as on these machines) every vLLM import
+# would otherwise recompile from source (~17 s instead of ~4 s, per process).
+export UV_COMPILE_BYTECODE := 1
 RUN := $(UV) run --no-sync
 
 .PHONY: up test install lint typecheck schemas bench clean

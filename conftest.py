@@ -29,5 +29,6 @@ async def engine(tiny_model: str) -> AsyncIterator[Any]:
 
     settings = WorkerSettings(model=tiny_model, served_model_name="tiny-llama", max_model_len=TINY_MAX_MODEL_LEN)
     eng = await asyncio.to_thread(Engine.load, settings)
+    await eng.warm_up()
     yield eng
     eng.shutdown()

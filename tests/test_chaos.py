@@ -6,6 +6,7 @@ Every request must get exactly one result: none lost, none duplicated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -71,14 +72,17 @@ class WorkerProcs:
         self.kills[sig.name] += 1
         if sig == signal.SIGTERM:
             self.sigterms.append((time.time(), log))
-        proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            os.killpg(proc.pid, sig)  # the spot VM is gone: everything on it dies at once
+        else:
+            proc.send_signal(sig)  # the spot notice goes to the worker, which shuts its engine down
         self.spawn()
 
     def stop(self) -> None:
         for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest_asyncio.fixture
@@ -125,10 +129,6 @@ async def test_every_request_gets_exactly_one_result_under_preemption(
 
 
 def _assert_sigterm_hand_back_within_a_second(workers: WorkerProcs) -> None:
-    for proc, _ in workers.procs:
-        if proc.poll() is None:
-            continue
-        proc.wait()
     delays = []
     for sent, log in workers.sigterms:
         lines = [HANDED_BACK.match(line) for line in log.read_text(errors="replace").splitlines()]

@@ -11,7 +11,10 @@ log = logging.getLogger("costwise.messaging")
 
 
 async def connect(url: str, *, name: str) -> Client:
-    """Connect to NATS and keep reconnecting forever: a broker restart must not kill a service."""
+    """Connect to NATS and keep reconnecting forever: a broker restart must not kill a service.
+
+    ``url`` may list several servers separated by commas (a cluster's seed list).
+    """
 
     async def on_disconnect() -> None:
         log.warning("nats disconnected (%s)", name)
@@ -23,7 +26,7 @@ async def connect(url: str, *, name: str) -> Client:
         log.warning("nats error (%s): %s", name, exc)
 
     return await nats.connect(
-        url,
+        servers=[u.strip() for u in url.split(",")],
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import APIError, ServiceUnavailableError
@@ -44,6 +45,9 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
                 await js.update_stream(config)
                 return
             if not _retryable(exc) or asyncio.get_running_loop().time() > deadline:
+                raise
+        except NatsTimeoutError:  # no meta leader yet: the API request goes unanswered
+            if asyncio.get_running_loop().time() > deadline:
                 raise
         await asyncio.sleep(0.25)
 

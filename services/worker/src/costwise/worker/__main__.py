@@ -16,7 +16,10 @@ async def main() -> None:
     settings = load(WorkerSettings, "COSTWISE_WORKER_")
     tracer_provider = setup("costwise-worker", otlp_endpoint=settings.otlp_endpoint)
     worker = await build(settings, tracer_provider=tracer_provider)
-    await run_until_signalled(worker.start, worker.stop)
+    try:
+        await run_until_signalled(worker.start, worker.stop)
+    finally:
+        worker.engine.shutdown()  # stops the engine-core child process
 
 
 if __name__ == "__main__":

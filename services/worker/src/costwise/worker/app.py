@@ -248,4 +248,5 @@ async def build(
     nc = nc or await connect(settings.nats_url, name=f"worker-{settings.worker_id}")
     if engine is None:
         engine = await asyncio.to_thread(Engine.load, settings)
+        await engine.warm_up()
     return Worker(settings, nc, engine, tracer_provider, clock)

