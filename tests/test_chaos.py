@@ -58,8 +58,13 @@ class WorkerProcs:
     def spawn(self) -> None:
         log = self.logs / f"worker-{len(self.procs)}.log"
         with open(log, "wb") as out:
+            # Own process group: the worker and its vLLM engine-core child go down together.
             proc = subprocess.Popen(
-                [sys.executable, "-m", "costwise.worker"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "costwise.worker"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.procs.append((proc, log))
 

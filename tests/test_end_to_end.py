@@ -71,3 +71,12 @@ async def test_one_trace_spans_publish_router_worker_and_result(
     assert "worker.job" in names
     assert any(n.startswith(subjects.requests("")) for n in names)  # router consumed the request
     assert any(n.startswith(subjects.completions("")) for n in names)  # router consumed the completion
+
+
+async def test_two_tenants_may_use_the_same_request_id(nc: Nats, stack: str) -> None:
+    client, other = Client(nc), f"{stack}b"
+    for tenant in (stack, other):
+        await client.publish(tenant=tenant, prompt="same id", request_id="shared-id", max_tokens=2)
+    for tenant in (stack, other):
+        result = await client.result(tenant, "shared-id", timeout=60)
+        assert result.status == "ok" and result.tenant == tenant

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
@@ -21,6 +22,7 @@ from costwise.contracts import (
 )
 from costwise.messaging import MSG_ID, ensure_consumer
 from costwise.router import Router, RouterSettings, build
+from costwise.testing import first_stored
 
 
 @pytest_asyncio.fixture
@@ -34,14 +36,21 @@ async def pool(nats_url: str, unique: str, tracer_provider) -> AsyncIterator[str
     await router.stop()
 
 
-async def _next_job(js: JetStreamContext, pool: str) -> Job:
+async def _next_job(js: JetStreamContext, pool: str, job_id: str) -> Job:
+    return decode((await _next_job_msg(js, pool, job_id)).data, Job)
+
+
+async def _next_job_msg(js: JetStreamContext, pool: str, job_id: str) -> Msg:
     # JOBS is a work queue: read it the way a worker does, through the pool's durable pull consumer.
     spec = subjects.worker_jobs(pool)
     await ensure_consumer(js, spec)
     psub = await js.pull_subscribe_bind(spec.durable, spec.stream)
-    msg = (await psub.fetch(1, timeout=10))[0]
-    await msg.ack()
-    return decode(msg.data, Job)
+    # The router serves every tenant: requests other tests left in the stream may be routed here too.
+    while True:
+        msg = (await psub.fetch(1, timeout=10))[0]
+        await msg.ack()
+        if decode(msg.data, Job).job_id == job_id:
+            return msg
 
 
 async def _next(js: JetStreamContext, subject: str, timeout: float = 10) -> bytes:
@@ -55,8 +64,8 @@ async def _next(js: JetStreamContext, subject: str, timeout: float = 10) -> byte
 async def test_request_becomes_a_job_for_its_pool(nc, js: JetStreamContext, pool: str) -> None:  # type: ignore[no-untyped-def]
     client = Client(nc)
     rid = await client.publish(tenant=pool, prompt="hello", max_tokens=8)
-    job = await _next_job(js, pool)
-    assert job.job_id == rid and job.pool == pool and job.request.messages[0].content == "hello"
+    job = await _next_job(js, pool, rid)
+    assert job.pool == pool and job.request.messages[0].content == "hello"
 
 
 async def test_completion_becomes_one_result(nc, js: JetStreamContext, pool: str) -> None:  # type: ignore[no-untyped-def]
@@ -100,7 +109,7 @@ async def test_malformed_payload_is_dead_lettered_and_the_caller_told(nc, js: Je
     assert letter.payload == bad
     # The service keeps serving after poison messages.
     rid = await Client(nc).publish(tenant=pool, prompt="still there?")
-    assert (await _next_job(js, pool)).job_id == rid
+    assert (await _next_job(js, pool, rid)).job_id == rid
 
 
 async def test_one_trace_spans_publish_router_and_job(
@@ -108,11 +117,9 @@ async def test_one_trace_spans_publish_router_and_job(
 ) -> None:  # type: ignore[no-untyped-def]
     tracer = tracer_provider.get_tracer("test")
     with tracer.start_as_current_span("client.publish") as root:
-        await Client(nc).publish(tenant=pool, prompt="trace me")
+        rid = await Client(nc).publish(tenant=pool, prompt="trace me")
     trace_id = f"{root.get_span_context().trace_id:032x}"
-    spec = subjects.worker_jobs(pool)
-    await ensure_consumer(js, spec)
-    msg = (await (await js.pull_subscribe_bind(spec.durable, spec.stream)).fetch(1, timeout=10))[0]
+    msg = await _next_job_msg(js, pool, rid)
     assert msg.headers is not None and trace_id in msg.headers["traceparent"]
     router_spans = [
         s for s in span_exporter.get_finished_spans() if s.context.trace_id == root.get_span_context().trace_id
@@ -121,11 +128,4 @@ async def test_one_trace_spans_publish_router_and_job(
 
 
 async def _dead_letter_for(js: JetStreamContext, request_id: str) -> DeadLetter:
-    sub = await js.subscribe(subjects.dead_letters("router"), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    try:
-        while True:
-            letter = decode((await sub.next_msg(timeout=10)).data, DeadLetter)
-            if letter.request_id == request_id:
-                return letter
-    finally:
-        await sub.unsubscribe()
+    return await first_stored(js, subjects.dead_letters("router"), DeadLetter, lambda d: d.request_id == request_id)

@@ -8,7 +8,6 @@ import msgspec
 import pytest_asyncio
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from costwise.client import Client
 from costwise.contracts import (
@@ -19,10 +18,10 @@ from costwise.contracts import (
     InferenceRequest,
     Job,
     SamplingParams,
-    decode,
     subjects,
 )
 from costwise.messaging import MSG_ID, publish
+from costwise.testing import first_stored
 from costwise.worker import Worker, WorkerSettings, build
 from costwise.worker.engine import Progress
 
@@ -57,25 +56,13 @@ def _job(pool: str, rid: str, prompt: str = "hello", max_tokens: int = 16, **kw:
 
 
 async def _completion(js: JetStreamContext, pool: str, job_id: str, timeout: float = 60) -> Completion:
-    sub = await js.subscribe(subjects.completions(pool), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    try:
-        while True:
-            done = decode((await sub.next_msg(timeout=timeout)).data, Completion)
-            if done.job.job_id == job_id:
-                return done
-    finally:
-        await sub.unsubscribe()
+    return await first_stored(
+        js, subjects.completions(pool), Completion, lambda c: c.job.job_id == job_id, timeout=timeout
+    )
 
 
 async def _dead_letter(js: JetStreamContext, request_id: str) -> DeadLetter:
-    sub = await js.subscribe(subjects.dead_letters("worker"), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    try:
-        while True:
-            letter = decode((await sub.next_msg(timeout=30)).data, DeadLetter)
-            if letter.request_id == request_id:
-                return letter
-    finally:
-        await sub.unsubscribe()
+    return await first_stored(js, subjects.dead_letters("worker"), DeadLetter, lambda d: d.request_id == request_id)
 
 
 async def test_job_runs_on_vllm_and_completes_with_usage(js: JetStreamContext, start_worker: Any, unique: str) -> None:

@@ -84,7 +84,14 @@ async def _echo_pool(nc: Nats, pool: str, stop: asyncio.Event) -> None:
         except TimeoutError:
             continue
         jobs = [decode(m.data, Job) for m in msgs]
-        await asyncio.gather(*(publish(js, subjects.completions(pool), _echo(job), msg_id=job.job_id) for job in jobs))
+        await asyncio.gather(
+            *(
+                publish(
+                    js, subjects.completions(pool), _echo(job), msg_id=subjects.dedup_id(job.request.tenant, job.job_id)
+                )
+                for job in jobs
+            )
+        )
         await asyncio.gather(*(m.ack() for m in msgs))
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "StreamSpec",
     "completions",
     "dead_letters",
+    "dedup_id",
     "jobs",
     "payload_type",
     "requests",
@@ -74,6 +75,15 @@ def usage(tenant: str) -> str:
 def dead_letters(service: str) -> str:
     """Where ``service`` files a :class:`DeadLetter` for a message it could not handle."""
     return f"{PREFIX}.dlq.{service}"
+
+
+def dedup_id(tenant: str, key: str, *suffix: str) -> str:
+    """The ``Nats-Msg-Id`` for a message about ``key`` (a request or job id) of ``tenant``.
+
+    JetStream deduplicates per stream, not per subject, and two tenants may well pick the same
+    request id: without the tenant in it, one tenant's result would silently swallow another's.
+    """
+    return ".".join((tenant, key, *suffix))
 
 
 def _all(kind: str) -> str:

@@ -9,7 +9,16 @@ from types import TracebackType
 from nats.aio.client import Client as Nats
 from nats.js.api import DeliverPolicy
 
-from costwise.contracts import ChatMessage, InferenceRequest, Result, SamplingParams, decode, subjects
+from costwise.contracts import (
+    ChatMessage,
+    DecodeError,
+    InferenceRequest,
+    Result,
+    SamplingParams,
+    decode,
+    encode,
+    subjects,
+)
 from costwise.messaging import connect, publish
 
 __all__ = ["Client", "new_request_id"]
@@ -69,8 +78,17 @@ class Client:
                 callback_url=callback_url,
                 created_ms=int(time.time() * 1000),
             )
-        subject = subjects.requests(request.tenant)
-        await publish(self._js, subject, request, msg_id=request.request_id)
+        # Struct constructors do not check constraints; a bad tenant would even change the subject.
+        try:
+            decode(encode(request), InferenceRequest)
+        except DecodeError as exc:
+            raise ValueError(f"invalid request: {exc}") from None
+        await publish(
+            self._js,
+            subjects.requests(request.tenant),
+            request,
+            msg_id=subjects.dedup_id(request.tenant, request.request_id),
+        )
         return request.request_id
 
     async def result(self, tenant: str, request_id: str, *, timeout: float = 60.0) -> Result:

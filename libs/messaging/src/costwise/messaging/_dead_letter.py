@@ -65,7 +65,7 @@ async def send_error_result(
         callback_url=callback_url,
         completed_ms=int(time.time() * 1000),
     )
-    await publish(js, subjects.results(tenant, request_id), result, msg_id=request_id)
+    await publish(js, subjects.results(tenant, request_id), result, msg_id=subjects.dedup_id(tenant, request_id))
 
 
 async def give_up(

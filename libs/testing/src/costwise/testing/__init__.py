@@ -5,5 +5,6 @@ Enable with ``pytest_plugins = ["costwise.testing.plugin"]`` in a root conftest.
 
 from ._cluster import NatsCluster
 from ._names import unique_token
+from ._streams import first_stored
 
-__all__ = ["NatsCluster", "unique_token"]
+__all__ = ["NatsCluster", "first_stored", "unique_token"]

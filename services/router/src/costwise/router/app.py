@@ -48,7 +48,7 @@ class Router:
             await reject_current(self.broker, service=SERVICE, code=ErrorCode.UNKNOWN_POOL, reason=why)
             return
         job = Job(job_id=req.request_id, request=req, pool=pool, routed_ms=self._now_ms())
-        await publish_durable(self.broker, job, subjects.jobs(pool), msg_id=job.job_id)
+        await publish_durable(self.broker, job, subjects.jobs(pool), msg_id=subjects.dedup_id(req.tenant, job.job_id))
         await ack_current(self.broker)
 
     async def on_completion(self, done: Completion) -> None:
@@ -67,7 +67,12 @@ class Router:
             completed_ms=self._now_ms(),
         )
         # msg_id = request id: a redelivered completion (or a second worker's) yields one result.
-        await publish_durable(self.broker, result, subjects.results(req.tenant, req.request_id), msg_id=req.request_id)
+        await publish_durable(
+            self.broker,
+            result,
+            subjects.results(req.tenant, req.request_id),
+            msg_id=subjects.dedup_id(req.tenant, req.request_id),
+        )
         await ack_current(self.broker)
 
     async def start(self) -> None:

@@ -170,7 +170,9 @@ class Worker:
         )
         # Ack only after the completion is stored: a crash before the ack redelivers the job, and the
         # job-id msg-id makes the repeated completion a no-op.
-        await publish(self.js, subjects.completions(job.pool), done, msg_id=job.job_id)
+        await publish(
+            self.js, subjects.completions(job.pool), done, msg_id=subjects.dedup_id(job.request.tenant, job.job_id)
+        )
         event = UsageEvent(
             request_id=job.request.request_id,
             job_id=job.job_id,
@@ -183,7 +185,12 @@ class Worker:
             engine_s=gen.engine_s,
             ts_ms=now_ms,
         )
-        await publish(self.js, subjects.usage(job.request.tenant), event, msg_id=f"{job.job_id}.usage")
+        await publish(
+            self.js,
+            subjects.usage(job.request.tenant),
+            event,
+            msg_id=subjects.dedup_id(job.request.tenant, job.job_id, "usage"),
+        )
         run.settled = True
         await run.msg.ack()
 
@@ -227,7 +234,12 @@ class Worker:
         resumed = msgspec.structs.replace(run.job, checkpoint=ckpt)
         seq = run.msg.metadata.sequence.stream
         # A new message (not nak) because the checkpoint must travel with the job; publish first, ack second.
-        await publish(self.js, subjects.jobs(run.job.pool), resumed, msg_id=f"{run.job.job_id}.ckpt.{seq}")
+        await publish(
+            self.js,
+            subjects.jobs(run.job.pool),
+            resumed,
+            msg_id=subjects.dedup_id(run.job.request.tenant, run.job.job_id, "ckpt", str(seq)),
+        )
         await run.msg.ack()
         log.info("handed back %s with %d checkpointed tokens", run.job.job_id, len(ckpt.token_ids))
 
