@@ -50,11 +50,13 @@ async def _engine_path(stack: Any, model: str, n: int) -> dict[str, Any]:
     js = stack.nc.jetstream()
     sub = await js.subscribe(subjects.completions(pool), ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
     client = Client(stack.nc)
+    # One subscription for all results, opened up front, as a busy client would hold it.
+    results = aiter(client.results(pool))
     overheads, e2e = [], []
     for i in range(n + 5):
         start = time.perf_counter()
-        rid = await client.publish(_request(pool, i))
-        await client.result(pool, rid, timeout=60)
+        await client.publish(_request(pool, i))
+        await asyncio.wait_for(anext(results), 60)
         total = time.perf_counter() - start
         done = decode((await sub.next_msg(timeout=10)).data, Completion)
         if i >= 5:  # warm-up

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import msgspec
 from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
-from opentelemetry.trace import SpanKind, TracerProvider
+from nats.js import JetStreamContext
+from opentelemetry.trace import NoOpTracerProvider, SpanKind, TracerProvider
 
 from costwise.contracts import (
     Completion,
@@ -60,7 +61,7 @@ class Worker:
         self.nc = nc
         self.js = nc.jetstream()
         self.engine = engine
-        self.tracer = tracer_provider.get_tracer("costwise.worker") if tracer_provider else None
+        self.tracer = (tracer_provider or NoOpTracerProvider()).get_tracer("costwise.worker")
         self.clock = clock
         self.consumer = subjects.worker_jobs(
             settings.pool, ack_wait_s=settings.ack_wait_s, max_deliver=settings.max_deliver
@@ -76,7 +77,7 @@ class Worker:
         self._loop = asyncio.create_task(self._pull(psub), name=f"pull-{self.settings.pool}")
         log.info("worker %s serving pool %s", self.settings.worker_id, self.settings.pool)
 
-    async def _pull(self, psub: object) -> None:
+    async def _pull(self, psub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping:
             free = self.settings.max_in_flight - len(self.running)
             if free <= 0:
@@ -84,7 +85,7 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             try:
-                msgs = await psub.fetch(free, timeout=0.5)  # type: ignore[attr-defined]
+                msgs = await psub.fetch(free, timeout=0.5)
             except TimeoutError:
                 continue
             for msg in msgs:
@@ -111,14 +112,11 @@ class Worker:
     async def _run(self, run: Running) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(run.msg))
         try:
-            if self.tracer is None:
+            ctx = extract(run.msg.headers)
+            with self.tracer.start_as_current_span("worker.job", context=ctx, kind=SpanKind.CONSUMER) as span:
+                span.set_attribute("gen_ai.request.model", self.engine.model_name)
+                span.set_attribute("costwise.job_id", run.job.job_id)
                 await self._serve(run)
-            else:
-                ctx = extract(run.msg.headers)
-                with self.tracer.start_as_current_span("worker.job", context=ctx, kind=SpanKind.CONSUMER) as span:
-                    span.set_attribute("gen_ai.request.model", self.engine.model_name)
-                    span.set_attribute("costwise.job_id", run.job.job_id)
-                    await self._serve(run)
         except asyncio.CancelledError:
             raise  # preemption: drain() checkpoints and hands the job back
         except Exception as exc:
@@ -131,9 +129,8 @@ class Worker:
     async def _serve(self, run: Running) -> None:
         job = run.job
         if job.pool != self.settings.pool:
-            await self._reject(
-                run.msg, ErrorCode.UNKNOWN_POOL, f"job for pool {job.pool!r} reached pool {self.settings.pool!r}"
-            )
+            why = f"job for pool {job.pool!r} reached pool {self.settings.pool!r}"
+            await self._reject(run.msg, ErrorCode.UNKNOWN_POOL, why, run)
             return
         prompt_ids = self.engine.prompt_ids(job.request.messages)
         need = len(prompt_ids) + job.request.sampling.max_tokens
