@@ -17,7 +17,7 @@ async def connect(url: str, *, name: str) -> Client:
     """
 
     async def on_disconnect() -> None:
-        log.warning("nats disconnected (%s)", name)
+        log.info("nats disconnected (%s)", name)
 
     async def on_reconnect() -> None:
         log.info("nats reconnected (%s)", name)

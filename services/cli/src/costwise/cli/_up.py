@@ -25,7 +25,15 @@ async def _provision(url: str) -> None:
 
 def _spawn(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
     log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-    return subprocess.Popen([sys.executable, "-m", f"costwise.{name}"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    # Own process group, so a child that will not stop can be killed with everything it started
+    # (the worker's vLLM engine core is a grandchild).
+    return subprocess.Popen(
+        [sys.executable, "-m", f"costwise.{name}"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def run_stack(args: argparse.Namespace) -> int:
@@ -63,7 +71,8 @@ def run_stack(args: argparse.Namespace) -> int:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         server.stop()
     return 0
 

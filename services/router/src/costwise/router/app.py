@@ -14,6 +14,7 @@ from costwise.messaging import (
     ack_current,
     connect,
     ensure_consumer,
+    ensure_streams,
     make_broker,
     publish_durable,
     pull_subscriber,
@@ -93,6 +94,7 @@ async def build(
     nc = await connect(settings.nats_url, name=f"{SERVICE}-provision")
     try:
         js = nc.jetstream()
+        await ensure_streams(js)  # idempotent: any service may be the first one up
         for spec in (ROUTER_REQUESTS, ROUTER_COMPLETIONS):
             await ensure_consumer(js, spec)
     finally:

@@ -26,7 +26,7 @@ from costwise.contracts import (
     decode,
     subjects,
 )
-from costwise.messaging import connect, ensure_consumer, give_up, publish
+from costwise.messaging import connect, ensure_consumer, ensure_streams, give_up, publish
 from costwise.telemetry import extract
 
 from .engine import Engine, Generation, Progress
@@ -70,11 +70,13 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.Task[None] | None = None
+        self._psub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
+        await ensure_streams(self.js)  # idempotent: any service may be the first one up
         await ensure_consumer(self.js, self.consumer)
-        psub = await self.js.pull_subscribe_bind(self.consumer.durable, self.consumer.stream)
-        self._loop = asyncio.create_task(self._pull(psub), name=f"pull-{self.settings.pool}")
+        self._psub = await self.js.pull_subscribe_bind(self.consumer.durable, self.consumer.stream)
+        self._loop = asyncio.create_task(self._pull(self._psub), name=f"pull-{self.settings.pool}")
         log.info("worker %s serving pool %s", self.settings.worker_id, self.settings.pool)
 
     async def _pull(self, psub: JetStreamContext.PullSubscription) -> None:
@@ -219,6 +221,11 @@ class Worker:
         await asyncio.gather(*(self._hand_back(r) for r in list(self.running.values())))
         if self._loop:
             await self._loop
+        if self._psub:
+            # Unsubscribe explicitly: draining the connection with a pull subscription still
+            # registered waits out nats-py's 30 s drain timeout.
+            await self._psub.unsubscribe()
+            self._psub = None
 
     async def _hand_back(self, run: Running) -> None:
         if run.task:
