@@ -76,30 +76,27 @@ def test_every_subject_is_captured_by_exactly_one_stream() -> None:
         subjects.results("t", "r"),
         subjects.usage("t"),
         subjects.dead_letters("svc"),
+        subjects.JOB_MAX_DELIVERIES.replace("*", "worker-p"),
     ]
     for subject in samples:
-        owners = [s for s in subjects.ALL_STREAMS if any(_matches(pat, subject) for pat in s.subjects)]
+        owners = [s for s in subjects.ALL_STREAMS if any(subjects.matches(pat, subject) for pat in s.subjects)]
         assert len(owners) == 1, subject
         assert subjects.stream_of(subject) is owners[0]
-    consumers = [subjects.ROUTER_REQUESTS, subjects.ROUTER_COMPLETIONS, subjects.worker_jobs("p")]
+    consumers = [
+        subjects.ROUTER_REQUESTS,
+        subjects.ROUTER_COMPLETIONS,
+        subjects.ROUTER_ADVISORIES,
+        subjects.worker_jobs("p"),
+    ]
     for consumer in consumers:
         stream = next(s for s in subjects.ALL_STREAMS if s.name == consumer.stream)
-        assert any(_matches(pat, consumer.filter_subject.replace(">", "x")) for pat in stream.subjects)
+        example = consumer.filter_subject.replace(">", "x").replace("*", "x")
+        assert any(subjects.matches(pat, example) for pat in stream.subjects)
 
 
 def test_stream_names_are_unique() -> None:
     names = [s.name for s in subjects.ALL_STREAMS]
     assert len(names) == len(set(names))
-
-
-def _matches(pattern: str, subject: str) -> bool:
-    pat, sub = pattern.split("."), subject.split(".")
-    for i, token in enumerate(pat):
-        if token == ">":
-            return len(sub) > i
-        if i >= len(sub) or (token != "*" and token != sub[i]):
-            return False
-    return len(pat) == len(sub)
 
 
 def test_job_nests_the_full_request() -> None:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest_asyncio
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -46,11 +49,14 @@ async def _next_job_msg(js: JetStreamContext, pool: str, job_id: str) -> Msg:
     await ensure_consumer(js, spec)
     psub = await js.pull_subscribe_bind(spec.durable, spec.stream)
     # The router serves every tenant: requests other tests left in the stream may be routed here too.
-    while True:
-        msg = (await psub.fetch(1, timeout=10))[0]
-        await msg.ack()
-        if decode(msg.data, Job).job_id == job_id:
-            return msg
+    try:
+        while True:
+            msg = (await psub.fetch(1, timeout=10))[0]
+            await msg.ack()
+            if decode(msg.data, Job).job_id == job_id:
+                return msg
+    finally:
+        await psub.unsubscribe()  # a pull subscription left on the session connection stalls its drain
 
 
 async def _next(js: JetStreamContext, subject: str, timeout: float = 10) -> bytes:
@@ -129,3 +135,25 @@ async def test_one_trace_spans_publish_router_and_job(
 
 async def _dead_letter_for(js: JetStreamContext, request_id: str) -> DeadLetter:
     return await first_stored(js, subjects.dead_letters("router"), DeadLetter, lambda d: d.request_id == request_id)
+
+
+async def test_job_whose_workers_keep_dying_ends_in_a_typed_error(nc, js: JetStreamContext, pool: str) -> None:  # type: ignore[no-untyped-def]
+    # Workers that fetch the job and then vanish (SIGKILL) never ack, term or nak it: only JetStream's
+    # max-deliveries advisory knows the job is dead.
+    spec = msgspec.structs.replace(subjects.worker_jobs(pool), ack_wait_s=1, max_deliver=2)
+    await ensure_consumer(js, spec)
+    rid = await Client(nc).publish(tenant=pool, prompt="doomed")
+    psub = await js.pull_subscribe_bind(spec.durable, spec.stream)
+    for _ in range(spec.max_deliver):
+        await psub.fetch(1, timeout=10)  # ... and the worker dies holding it
+    # The server notices the job is out of deliveries when a surviving worker pulls again.
+    await asyncio.sleep(spec.ack_wait_s)
+    with contextlib.suppress(TimeoutError):
+        await psub.fetch(1, timeout=2)
+    await psub.unsubscribe()
+    result = await Client(nc).result(pool, rid, timeout=20)
+    assert result.error is not None and result.error.code == ErrorCode.MAX_DELIVERIES_EXCEEDED
+    letter = await _dead_letter_for(js, rid)
+    assert decode(letter.payload, Job).job_id == rid and letter.num_delivered == 2
+    info = await js.stream_info(subjects.JOBS.name, subjects_filter=subjects.jobs(pool))
+    assert not info.state.subjects  # removed from the work queue, not left to rot

@@ -25,6 +25,7 @@ __all__ = [
     "InferenceRequest",
     "Job",
     "LogprobSummary",
+    "MaxDeliveriesAdvisory",
     "Output",
     "Result",
     "SamplingParams",
@@ -221,3 +222,13 @@ class DeadLetter(_Wire, frozen=True, kw_only=True, tag="dead_letter.v1"):
     request_id: str | None = None
     tenant: str | None = None
     ts_ms: EpochMs = 0
+
+
+class MaxDeliveriesAdvisory(msgspec.Struct, frozen=True, kw_only=True):
+    """JetStream's ``io.nats.jetstream.advisory.v1.max_deliver`` event (NATS's format, not ours)."""
+
+    type: str
+    stream: str
+    consumer: str
+    stream_seq: NonNegInt
+    deliveries: NonNegInt

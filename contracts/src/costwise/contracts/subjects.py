@@ -11,12 +11,15 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "ADVISORIES",
     "ALL_STREAMS",
     "COMPLETIONS",
     "DEAD_LETTERS",
     "JOBS",
+    "JOB_MAX_DELIVERIES",
     "REQUESTS",
     "RESULTS",
+    "ROUTER_ADVISORIES",
     "ROUTER_COMPLETIONS",
     "ROUTER_REQUESTS",
     "USAGE",
@@ -26,6 +29,7 @@ __all__ = [
     "dead_letters",
     "dedup_id",
     "jobs",
+    "matches",
     "payload_type",
     "requests",
     "results",
@@ -120,19 +124,34 @@ COMPLETIONS = StreamSpec(name="COSTWISE_COMPLETIONS", subjects=(_all("completion
 RESULTS = StreamSpec(name="COSTWISE_RESULTS", subjects=(_all("results"),), duplicate_window_s=3600)
 USAGE = StreamSpec(name="COSTWISE_USAGE", subjects=(_all("usage"),), max_age_s=90 * 24 * 3600)
 DEAD_LETTERS = StreamSpec(name="COSTWISE_DLQ", subjects=(_all("dlq"),), max_age_s=30 * 24 * 3600)
-ALL_STREAMS = (REQUESTS, JOBS, COMPLETIONS, RESULTS, USAGE, DEAD_LETTERS)
+# JetStream's own advisory when a job has used up max_deliver (e.g. its worker was SIGKILLed on the
+# last attempt): kept in a stream so the router hears of it even if it was down at that moment.
+JOB_MAX_DELIVERIES = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS.name}.*"
+ADVISORIES = StreamSpec(name="COSTWISE_ADVISORIES", subjects=(JOB_MAX_DELIVERIES,), duplicate_window_s=60)
+ALL_STREAMS = (REQUESTS, JOBS, COMPLETIONS, RESULTS, USAGE, DEAD_LETTERS, ADVISORIES)
 
 ROUTER_REQUESTS = ConsumerSpec(durable="router-requests", stream=REQUESTS.name, filter_subject=_all("requests"))
+ROUTER_ADVISORIES = ConsumerSpec(durable="router-advisories", stream=ADVISORIES.name, filter_subject=JOB_MAX_DELIVERIES)
 ROUTER_COMPLETIONS = ConsumerSpec(
     durable="router-completions", stream=COMPLETIONS.name, filter_subject=_all("completions")
 )
 
 
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a trailing ``>`` one or more."""
+    pat, sub = pattern.split("."), subject.split(".")
+    for i, token in enumerate(pat):
+        if token == ">":
+            return len(sub) > i
+        if i >= len(sub) or token not in ("*", sub[i]):
+            return False
+    return len(pat) == len(sub)
+
+
 def stream_of(subject: str) -> StreamSpec:
     """The stream that captures ``subject`` (every costwise subject is captured by exactly one)."""
-    kind = subject.removeprefix(f"{PREFIX}.").split(".", 1)[0]
     for spec in ALL_STREAMS:
-        if spec.subjects == (_all(kind),):
+        if any(matches(pattern, subject) for pattern in spec.subjects):
             return spec
     raise KeyError(f"no costwise stream captures {subject!r}")
 
@@ -148,6 +167,7 @@ def payload_type(subject: str) -> type[msgspec.Struct]:
         RESULTS.name: messages.Result,
         USAGE.name: messages.UsageEvent,
         DEAD_LETTERS.name: messages.DeadLetter,
+        ADVISORIES.name: messages.MaxDeliveriesAdvisory,
     }
     return kinds[stream_of(subject).name]
 

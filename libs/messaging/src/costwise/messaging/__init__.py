@@ -1,7 +1,7 @@
 """Messaging: connect, provision, publish with dedup + trace context, FastStream wiring, dead letters."""
 
 from ._connect import connect
-from ._dead_letter import give_up, send_error_result
+from ._dead_letter import file_dead_letter, give_up, send_error_result
 from ._faststream import ack_current, make_broker, publish_durable, pull_subscriber, reject_current
 from ._lifecycle import run_until_signalled
 from ._provision import ensure_consumer, ensure_stream, ensure_streams
@@ -16,6 +16,7 @@ __all__ = [
     "ensure_consumer",
     "ensure_stream",
     "ensure_streams",
+    "file_dead_letter",
     "find_nats_server",
     "give_up",
     "make_broker",

@@ -15,7 +15,7 @@ from costwise.contracts import DeadLetter, ErrorCode, ErrorInfo, Result, subject
 
 from ._publish import publish
 
-__all__ = ["give_up", "send_error_result"]
+__all__ = ["file_dead_letter", "give_up", "send_error_result"]
 
 log = logging.getLogger("costwise.messaging")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -83,29 +83,55 @@ async def give_up(
     between redelivers the message instead of losing it. ``tenant_hint`` (e.g. the tenant token of a
     request's subject) is used when the payload itself is too broken to name one.
     """
-    request_id, tenant, callback = _peek(msg.data)
-    request_id, tenant = _valid(request_id), _valid(tenant) or _valid(tenant_hint)
-    meta = _metadata(msg)
-    letter = DeadLetter(
+    delivered, seq = _metadata(msg)
+    await file_dead_letter(
+        js,
         service=service,
         subject=msg.subject,
+        data=msg.data,
+        code=code,
+        reason=reason,
+        num_delivered=delivered,
+        stream_seq=seq,
+        tenant_hint=tenant_hint,
+    )
+    await msg.term()
+
+
+async def file_dead_letter(
+    js: JetStreamContext,
+    *,
+    service: str,
+    subject: str,
+    data: bytes,
+    code: ErrorCode,
+    reason: str,
+    num_delivered: int = 0,
+    stream_seq: int | None = None,
+    tenant_hint: str | None = None,
+) -> None:
+    """Store a dead letter for ``data`` (from ``subject``) and send its caller a typed error result."""
+    request_id, tenant, callback = _peek(data)
+    request_id, tenant = _valid(request_id), _valid(tenant) or _valid(tenant_hint)
+    letter = DeadLetter(
+        service=service,
+        subject=subject,
         code=code,
         reason=reason[:2000],
-        payload=msg.data,
-        num_delivered=meta[0],
-        stream_seq=meta[1],
+        payload=data,
+        num_delivered=num_delivered,
+        stream_seq=stream_seq,
         request_id=request_id,
         tenant=tenant,
         ts_ms=int(time.time() * 1000),
     )
-    seq = meta[1] if meta[1] is not None else f"{time.time_ns()}"
-    await publish(js, subjects.dead_letters(service), letter, msg_id=f"{service}-{msg.subject}-{seq}")
+    seq = stream_seq if stream_seq is not None else time.time_ns()
+    await publish(js, subjects.dead_letters(service), letter, msg_id=f"{service}-{subject}-{seq}")
     if request_id and tenant:
         await send_error_result(
             js, request_id=request_id, tenant=tenant, code=code, message=reason, callback_url=callback
         )
-    log.warning("dead-lettered %s from %s: %s (%s)", request_id or "?", msg.subject, code.value, reason)
-    await msg.term()
+    log.warning("dead-lettered %s from %s: %s (%s)", request_id or "?", subject, code.value, reason)
 
 
 def _metadata(msg: Msg) -> tuple[int, int | None]:

@@ -6,15 +6,26 @@ import time
 from collections.abc import Callable
 
 from faststream.nats import NatsBroker
+from nats.js.errors import NotFoundError
 from opentelemetry.trace import TracerProvider
 
-from costwise.contracts import Completion, ErrorCode, InferenceRequest, Job, Output, Result, subjects
-from costwise.contracts.subjects import ROUTER_COMPLETIONS, ROUTER_REQUESTS
+from costwise.contracts import (
+    Completion,
+    ErrorCode,
+    InferenceRequest,
+    Job,
+    MaxDeliveriesAdvisory,
+    Output,
+    Result,
+    subjects,
+)
+from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_REQUESTS
 from costwise.messaging import (
     ack_current,
     connect,
     ensure_consumer,
     ensure_streams,
+    file_dead_letter,
     make_broker,
     publish_durable,
     pull_subscriber,
@@ -26,6 +37,7 @@ from .settings import RouterSettings
 __all__ = ["Router", "build"]
 
 SERVICE = "router"
+CONSUMERS = (ROUTER_REQUESTS, ROUTER_COMPLETIONS, ROUTER_ADVISORIES)
 
 
 class Router:
@@ -37,6 +49,7 @@ class Router:
         self.clock = clock
         pull_subscriber(broker, ROUTER_REQUESTS, batch=settings.batch)(self.on_request)
         pull_subscriber(broker, ROUTER_COMPLETIONS, batch=settings.batch)(self.on_completion)
+        pull_subscriber(broker, ROUTER_ADVISORIES, batch=settings.batch)(self.on_max_deliveries)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -76,6 +89,29 @@ class Router:
         )
         await ack_current(self.broker)
 
+    async def on_max_deliveries(self, advisory: MaxDeliveriesAdvisory) -> None:
+        """A job used up its deliveries without an answer (e.g. its workers kept dying): tell the caller."""
+        js = self.broker.connection.jetstream()
+        try:
+            job = await js.get_msg(advisory.stream, advisory.stream_seq)
+        except NotFoundError:
+            job = None  # already answered and acked, or handled by an earlier delivery of this advisory
+        if job is not None and job.data is not None and job.subject is not None:
+            why = f"no worker finished the job in {advisory.deliveries} deliveries (consumer {advisory.consumer})"
+            await file_dead_letter(
+                js,
+                service=SERVICE,
+                subject=job.subject,
+                data=job.data,
+                code=ErrorCode.MAX_DELIVERIES_EXCEEDED,
+                reason=why,
+                num_delivered=advisory.deliveries,
+                stream_seq=advisory.stream_seq,
+            )
+            # A work-queue message that no consumer will deliver again would sit there forever.
+            await js.delete_msg(advisory.stream, advisory.stream_seq)
+        await ack_current(self.broker)
+
     async def start(self) -> None:
         await self.broker.start()
 
@@ -95,14 +131,14 @@ async def build(
     try:
         js = nc.jetstream()
         await ensure_streams(js)  # idempotent: any service may be the first one up
-        for spec in (ROUTER_REQUESTS, ROUTER_COMPLETIONS):
+        for spec in CONSUMERS:
             await ensure_consumer(js, spec)
     finally:
         await nc.close()
     broker = broker or make_broker(
         settings.nats_url,
         service=SERVICE,
-        consumers=(ROUTER_REQUESTS, ROUTER_COMPLETIONS),
+        consumers=CONSUMERS,
         tracer_provider=tracer_provider,
     )
     return Router(settings, broker, clock)
