@@ -53,7 +53,7 @@ def make_broker(
     return broker
 
 
-def pull_subscriber(broker: NatsBroker, spec: ConsumerSpec, *, batch: int = 64) -> Any:
+def pull_subscriber(broker: NatsBroker, spec: ConsumerSpec, *, batch: int = 64, concurrency: int = 1) -> Any:
     """Decorator binding a typed handler to the provisioned durable ``spec`` (pull, manual ack)."""
     return broker.subscriber(
         spec.filter_subject,
@@ -61,6 +61,7 @@ def pull_subscriber(broker: NatsBroker, spec: ConsumerSpec, *, batch: int = 64) 
         durable=spec.durable,
         pull_sub=PullSub(batch_size=batch, timeout=0.5),
         ack_policy=AckPolicy.MANUAL,
+        max_workers=concurrency,
     )
 
 

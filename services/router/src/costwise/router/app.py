@@ -47,8 +47,12 @@ class Router:
         self.settings = settings
         self.broker = broker
         self.clock = clock
-        pull_subscriber(broker, ROUTER_REQUESTS, batch=settings.batch)(self.on_request)
-        pull_subscriber(broker, ROUTER_COMPLETIONS, batch=settings.batch)(self.on_completion)
+        pull_subscriber(broker, ROUTER_REQUESTS, batch=settings.batch, concurrency=settings.concurrency)(
+            self.on_request
+        )
+        pull_subscriber(broker, ROUTER_COMPLETIONS, batch=settings.batch, concurrency=settings.concurrency)(
+            self.on_completion
+        )
         pull_subscriber(broker, ROUTER_ADVISORIES, batch=settings.batch)(self.on_max_deliveries)
 
     def _now_ms(self) -> int:

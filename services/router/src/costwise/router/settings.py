@@ -17,6 +17,8 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     )
     """Model or tier name → worker pool. A request for any other model gets ``unknown_pool``."""
     batch: Annotated[int, Meta(ge=1, le=1024)] = 64
+    concurrency: Annotated[int, Meta(ge=1, le=1024)] = 16
+    """Messages of a pulled batch handled at once (each handler waits for its publish's PubAck)."""
     otlp_endpoint: str | None = None
 
     def __post_init__(self) -> None:
