@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     overhead.add_argument("--model", default="builtin:tiny-llama")
     overhead.add_argument("--requests", type=int, default=200)
     overhead.add_argument("--passthrough", type=int, default=5000)
+    preemption = sub.add_parser("preemption", help="requeue latency and regenerated tokens after SIGTERM/SIGKILL")
+    preemption.add_argument("--model", default="builtin:tiny-llama")
+    preemption.add_argument("--trials", type=int, default=5)
+    preemption.add_argument("--ack-wait", type=float, default=5.0)
+    preemption.add_argument("--after-tokens", type=int, default=100)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.bench == "batching":
@@ -34,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
 
         levels = [int(x) for x in args.levels.split(",")]
         out = asyncio.run(run(args.model, levels, args.requests_per_slot, args.max_tokens))
+    elif args.bench == "preemption":
+        from .preemption import run as run_preemption
+
+        out = asyncio.run(run_preemption(args.model, args.trials, args.ack_wait, args.after_tokens))
     else:
         from .overhead import run as run_overhead
 

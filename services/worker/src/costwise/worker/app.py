@@ -227,6 +227,20 @@ class Worker:
             await self._psub.unsubscribe()
             self._psub = None
 
+    async def abandon(self) -> None:
+        """Stop as a SIGKILLed machine would: no ack, nak, hand-back or heartbeat ever again.
+
+        JetStream redelivers the abandoned jobs after ``ack_wait``; benchmarks use this to time that path.
+        """
+        self._stopping = True
+        self._slot_freed.set()
+        for run in list(self.running.values()):
+            if run.task:
+                run.task.cancel()
+        if self._psub:
+            await self._psub.unsubscribe()
+            self._psub = None
+
     async def _hand_back(self, run: Running) -> None:
         if run.task:
             run.task.cancel()
