@@ -84,7 +84,7 @@ class Router:
             created_ms=req.created_ms,
             completed_ms=self._now_ms(),
         )
-        # msg_id = request id: a redelivered completion (or a second worker's) yields one result.
+        # Deduplicated by tenant + request id: a redelivered completion (or a second worker's) yields one result.
         await publish_durable(
             self.broker,
             result,
