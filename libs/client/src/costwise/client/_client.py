@@ -79,14 +79,15 @@ class Client:
                 created_ms=int(time.time() * 1000),
             )
         # Struct constructors do not check constraints; a bad tenant would even change the subject.
+        data = encode(request)
         try:
-            decode(encode(request), InferenceRequest)
+            decode(data, InferenceRequest)
         except DecodeError as exc:
             raise ValueError(f"invalid request: {exc}") from None
         await publish(
             self._js,
             subjects.requests(request.tenant),
-            request,
+            data,
             msg_id=subjects.dedup_id(request.tenant, request.request_id),
         )
         return request.request_id

@@ -15,7 +15,7 @@ MSG_ID = "Nats-Msg-Id"
 async def publish(
     js: JetStreamContext,
     subject: str,
-    message: msgspec.Struct,
+    message: msgspec.Struct | bytes,
     *,
     msg_id: str,
     timeout: float = 5.0,
@@ -23,7 +23,9 @@ async def publish(
     """Publish ``message`` durably (waits for the stream's ack) with ``Nats-Msg-Id`` dedup and trace context.
 
     Publishing the same ``msg_id`` again within the stream's duplicate window stores nothing and returns
-    an ack with ``duplicate=True``: that is what makes every hop's retry safe.
+    an ack with ``duplicate=True``: that is what makes every hop's retry safe. ``message`` may be
+    already-encoded JSON (a caller that validated it need not encode it twice).
     """
     headers = inject({MSG_ID: msg_id})
-    return await js.publish(subject, encode(message), headers=headers, timeout=timeout)
+    data = message if isinstance(message, bytes) else encode(message)
+    return await js.publish(subject, data, headers=headers, timeout=timeout)

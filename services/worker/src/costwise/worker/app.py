@@ -212,8 +212,7 @@ class Worker:
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Spot notice: stop pulling now, let jobs finish for ``grace_s``, checkpoint and hand back the rest."""
-        self._stopping = True
-        self._slot_freed.set()
+        self._stop_pulling()
         grace = self.settings.grace_s if grace_s is None else grace_s
         tasks = [r.task for r in self.running.values() if r.task]
         if tasks and grace > 0:
@@ -221,22 +220,26 @@ class Worker:
         await asyncio.gather(*(self._hand_back(r) for r in list(self.running.values())))
         if self._loop:
             await self._loop
-        if self._psub:
-            # Unsubscribe explicitly: draining the connection with a pull subscription still
-            # registered waits out nats-py's 30 s drain timeout.
-            await self._psub.unsubscribe()
-            self._psub = None
+        await self._unsubscribe()
 
     async def abandon(self) -> None:
         """Stop as a SIGKILLed machine would: no ack, nak, hand-back or heartbeat ever again.
 
         JetStream redelivers the abandoned jobs after ``ack_wait``; benchmarks use this to time that path.
         """
-        self._stopping = True
-        self._slot_freed.set()
+        self._stop_pulling()
         for run in list(self.running.values()):
             if run.task:
                 run.task.cancel()
+        await self._unsubscribe()
+
+    def _stop_pulling(self) -> None:
+        self._stopping = True
+        self._slot_freed.set()  # wakes a pull loop waiting for a free slot, so it sees _stopping
+
+    async def _unsubscribe(self) -> None:
+        # Explicitly: draining the connection with a pull subscription still registered waits out
+        # nats-py's 30 s drain timeout.
         if self._psub:
             await self._psub.unsubscribe()
             self._psub = None

