@@ -13,6 +13,7 @@ from costwise.client import Client
 from costwise.contracts import ChatMessage, InferenceRequest, SamplingParams, subjects
 from costwise.router import RouterSettings
 from costwise.router import build as build_router
+from costwise.testing import span_names
 from costwise.worker import WorkerSettings
 from costwise.worker import build as build_worker
 
@@ -66,8 +67,8 @@ async def test_one_trace_spans_publish_router_worker_and_result(
     with tracer_provider.get_tracer("test").start_as_current_span("client") as root:
         rid = await Client(nc).publish(tenant=stack, prompt="trace", max_tokens=4)
     await Client(nc).result(stack, rid, timeout=60)
-    trace_id = root.get_span_context().trace_id
-    names = {s.name for s in span_exporter.get_finished_spans() if s.context.trace_id == trace_id}
+    completion_seen = lambda names: any(n.startswith(subjects.completions("")) for n in names)  # noqa: E731
+    names = await span_names(span_exporter, root.get_span_context().trace_id, until=completion_seen)
     assert "worker.job" in names
     assert any(n.startswith(subjects.requests("")) for n in names)  # router consumed the request
     assert any(n.startswith(subjects.completions("")) for n in names)  # router consumed the completion

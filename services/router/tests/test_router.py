@@ -25,7 +25,7 @@ from costwise.contracts import (
 )
 from costwise.messaging import MSG_ID, ensure_consumer
 from costwise.router import Router, RouterSettings, build
-from costwise.testing import first_stored
+from costwise.testing import first_stored, span_names
 
 
 @pytest_asyncio.fixture
@@ -127,10 +127,8 @@ async def test_one_trace_spans_publish_router_and_job(
     trace_id = f"{root.get_span_context().trace_id:032x}"
     msg = await _next_job_msg(js, pool, rid)
     assert msg.headers is not None and trace_id in msg.headers["traceparent"]
-    router_spans = [
-        s for s in span_exporter.get_finished_spans() if s.context.trace_id == root.get_span_context().trace_id
-    ]
-    assert any(s.name.endswith("process") for s in router_spans)
+    processed = lambda names: any(n.endswith("process") for n in names)  # noqa: E731
+    assert processed(await span_names(span_exporter, root.get_span_context().trace_id, until=processed))
 
 
 async def _dead_letter_for(js: JetStreamContext, request_id: str) -> DeadLetter:
