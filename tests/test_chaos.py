@@ -22,6 +22,8 @@ import pytest_asyncio
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 
+from costwise.cache import CacheSettings
+from costwise.cache import build as build_cache
 from costwise.client import Client
 from costwise.contracts import ChatMessage, InferenceRequest, SamplingParams, subjects
 from costwise.router import RouterSettings
@@ -103,7 +105,9 @@ async def workers(nats_url: str, tiny_model: str, unique: str, tmp_path: Path) -
 async def test_every_request_gets_exactly_one_result_under_preemption(
     nats_url: str, nc: Nats, js: JetStreamContext, workers: WorkerProcs, unique: str
 ) -> None:
+    cache = await build_cache(CacheSettings(nats_url=nats_url))
     router = await build_router(RouterSettings(nats_url=nats_url, routes={"auto": unique}))
+    await cache.start()
     await router.start()
     client, rng = Client(nc), random.Random(7)
     ids = {f"c{i}" for i in range(REQUESTS)}
@@ -125,6 +129,7 @@ async def test_every_request_gets_exactly_one_result_under_preemption(
     await collect
     results = collect.result()
     await router.stop()
+    await cache.stop()
 
     assert set(results) == ids and all(r.status == "ok" for r in results.values())
     stored = await js.stream_info(subjects.RESULTS.name, subjects_filter=subjects.tenant_results(unique))

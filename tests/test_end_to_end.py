@@ -1,7 +1,8 @@
-"""Publish → router → vLLM worker → router → result, on a real nats-server and real vLLM."""
+"""Publish → cache → router → vLLM worker → router → result, on a real nats-server and real vLLM."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,8 +10,10 @@ import pytest_asyncio
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 
-from costwise.client import Client
-from costwise.contracts import ChatMessage, InferenceRequest, SamplingParams, subjects
+from costwise.cache import CacheSettings
+from costwise.cache import build as build_cache
+from costwise.client import Client, new_request_id
+from costwise.contracts import ChatMessage, InferenceRequest, Result, SamplingParams, subjects
 from costwise.router import RouterSettings
 from costwise.router import build as build_router
 from costwise.testing import span_names
@@ -20,18 +23,20 @@ from costwise.worker import build as build_worker
 
 @pytest_asyncio.fixture
 async def stack(nats_url: str, nc: Nats, engine: Any, unique: str, tracer_provider: Any) -> AsyncIterator[str]:
-    """Router + one worker for a pool (and tenant) unique to this test; yields the tenant."""
+    """Cache + router + one worker for a pool (and tenant) unique to this test; yields the tenant."""
+    cache = await build_cache(CacheSettings(nats_url=nats_url), tracer_provider=tracer_provider)
     router = await build_router(
         RouterSettings(nats_url=nats_url, routes={"auto": unique}), tracer_provider=tracer_provider
     )
     worker = await build_worker(
         WorkerSettings(pool=unique, max_model_len=2048), nc=nc, engine=engine, tracer_provider=tracer_provider
     )
-    await router.start()
-    await worker.start()
+    for service in (cache, router, worker):
+        await service.start()
     yield unique
     await worker.drain(0)
     await router.stop()
+    await cache.stop()
 
 
 async def test_round_trip_through_the_queue(nc: Nats, stack: str) -> None:
@@ -72,6 +77,31 @@ async def test_one_trace_spans_publish_router_worker_and_result(
     assert "worker.job" in names
     assert any(n.startswith(subjects.requests("")) for n in names)  # router consumed the request
     assert any(n.startswith(subjects.completions("")) for n in names)  # router consumed the completion
+
+
+async def test_a_repeated_question_is_answered_by_the_cache(nc: Nats, stack: str) -> None:
+    client = Client(nc)
+
+    # Truncated answers are never cached, and the random tiny model never ends on its own: stop strings it
+    # is sure to produce make the answer complete.
+    sampling = SamplingParams(max_tokens=64, stop=["a", "e", "o", " "])
+
+    async def ask() -> Result:
+        question = [ChatMessage(role="user", content="A colour?")]
+        req = InferenceRequest(request_id=new_request_id(), tenant=stack, messages=question, sampling=sampling)
+        return await client.result(stack, await client.publish(req), timeout=60)
+
+    first = await ask()
+    assert first.output is not None and first.output.finish_reason == "stop"
+    # The cache stores the answer when it consumes the result, a moment after the client got it.
+    for _ in range(20):
+        again = await ask()
+        if again.source != "engine":
+            break
+        await asyncio.sleep(0.2)
+    assert first.source == "engine" and again.source == "cache_exact"
+    assert again.output == first.output and again.cache is not None
+    assert again.cache.saved == first.usage and again.usage.completion_tokens == 0
 
 
 async def test_two_tenants_may_use_the_same_request_id(nc: Nats, stack: str) -> None:

@@ -68,10 +68,19 @@ def test_invalid_requests_fail_with_the_offending_path(patch: dict[str, object],
         decode(json.dumps(doc), InferenceRequest)
 
 
+def test_invalid_utf8_is_a_decode_error() -> None:
+    payload = (
+        b'{"type":"inference_request.v1","request_id":"r","tenant":"t","messages":[{"role":"user","content":"\xff"}]}'
+    )
+    with pytest.raises(DecodeError, match="UTF-8"):
+        decode(payload, InferenceRequest)
+
+
 def test_every_subject_is_captured_by_exactly_one_stream() -> None:
     samples = [
         subjects.requests("t"),
         subjects.jobs("p"),
+        subjects.route("t"),
         subjects.completions("p"),
         subjects.results("t", "r"),
         subjects.usage("t"),
@@ -83,7 +92,9 @@ def test_every_subject_is_captured_by_exactly_one_stream() -> None:
         assert len(owners) == 1, subject
         assert subjects.stream_of(subject) is owners[0]
     consumers = [
-        subjects.ROUTER_REQUESTS,
+        subjects.CACHE_REQUESTS,
+        subjects.CACHE_RESULTS,
+        subjects.ROUTER_ROUTE,
         subjects.ROUTER_COMPLETIONS,
         subjects.ROUTER_ADVISORIES,
         subjects.worker_jobs("p"),
@@ -92,6 +103,13 @@ def test_every_subject_is_captured_by_exactly_one_stream() -> None:
         stream = next(s for s in subjects.ALL_STREAMS if s.name == consumer.stream)
         example = consumer.filter_subject.replace(">", "x").replace("*", "x")
         assert any(subjects.matches(pat, example) for pat in stream.subjects)
+
+
+def test_tenant_of_reads_request_subjects_only() -> None:
+    assert subjects.tenant_of(subjects.requests("acme")) == "acme"
+    assert subjects.tenant_of(subjects.route("acme")) == "acme"
+    assert subjects.tenant_of(subjects.results("acme", "r1")) is None
+    assert subjects.tenant_of(subjects.requests("")) is None
 
 
 def test_stream_names_are_unique() -> None:

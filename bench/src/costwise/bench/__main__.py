@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     batching.add_argument("--max-tokens", type=int, default=128)
     overhead = sub.add_parser("overhead", help="latency and CPU costwise adds outside the engine; pass-through req/s")
     overhead.add_argument("--model", default="builtin:tiny-llama")
-    overhead.add_argument("--requests", type=int, default=200)
-    overhead.add_argument("--passthrough", type=int, default=5000)
+    overhead.add_argument("--requests", type=int, default=200, help="requests at one in flight (0: skip)")
+    overhead.add_argument("--passthrough", type=int, default=5000, help="requests per pass-through round (0: skip)")
+    overhead.add_argument("--rounds", type=int, default=3, help="pass-through rounds; the median is reported")
+    overhead.add_argument("--routers", type=int, default=1, help="router processes in the pass-through run")
     preemption = sub.add_parser("preemption", help="requeue latency and regenerated tokens after SIGTERM/SIGKILL")
     preemption.add_argument("--model", default="builtin:tiny-llama")
     preemption.add_argument("--trials", type=int, default=5)
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from .overhead import run as run_overhead
 
-        out = asyncio.run(run_overhead(args.model, args.requests, args.passthrough))
+        out = asyncio.run(run_overhead(args.model, args.requests, args.passthrough, args.rounds, args.routers))
     out["machine"] = _machine()
     out["command"] = "costwise-bench " + " ".join(sys.argv[1:] if argv is None else argv)
     print(json.dumps(out, indent=2))

@@ -12,7 +12,11 @@ from pathlib import Path
 
 from nats.aio.client import Client as Nats
 
+from costwise.cache import CacheSettings
+from costwise.cache import build as build_cache
 from costwise.messaging import NatsServer, connect, ensure_streams
+from costwise.router import RouterSettings
+from costwise.router import build as build_router
 from costwise.worker import Engine, WorkerSettings
 
 
@@ -33,6 +37,20 @@ async def nats_stack() -> AsyncIterator[Stack]:
         finally:
             await nc.drain()
             server.stop()
+
+
+@asynccontextmanager
+async def front(stack: Stack, pool: str) -> AsyncIterator[None]:
+    """The services in front of a worker pool, in this process: cache, and a router sending "auto" to ``pool``."""
+    cache = await build_cache(CacheSettings(nats_url=stack.url))
+    router = await build_router(RouterSettings(nats_url=stack.url, routes={"auto": pool}))
+    await cache.start()
+    await router.start()
+    try:
+        yield
+    finally:
+        await router.stop()
+        await cache.stop()
 
 
 async def load_engine(model: str, max_in_flight: int, max_model_len: int = 2048) -> Engine:

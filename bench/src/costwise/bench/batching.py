@@ -8,13 +8,11 @@ from typing import Any
 
 from costwise.client import Client
 from costwise.contracts import ChatMessage, InferenceRequest, SamplingParams
-from costwise.router import RouterSettings
-from costwise.router import build as build_router
 from costwise.worker import Engine, WorkerSettings
 from costwise.worker import build as build_worker
 from costwise.worker.engine import Progress
 
-from ._harness import load_engine, nats_stack
+from ._harness import front, load_engine, nats_stack
 
 
 def _messages(i: int) -> list[ChatMessage]:
@@ -43,21 +41,22 @@ async def _queued(stack: Any, engine: Engine, concurrency: int, n: int, max_toke
         nc=stack.nc,
         engine=engine,
     )
-    router = await build_router(RouterSettings(nats_url=stack.url, routes={"auto": pool}))
-    await router.start()
     await worker.start()
     client = Client(stack.nc)
-    start = time.perf_counter()
-    ids = set()
-    for i in range(n):
-        req = InferenceRequest(
-            request_id=f"{tag}-{i}", tenant=pool, messages=_messages(i), sampling=SamplingParams(max_tokens=max_tokens)
-        )
-        ids.add(await client.publish(req))
-    results = await client.wait_all(pool, ids, timeout=1800)
-    elapsed = time.perf_counter() - start
+    async with front(stack, pool):
+        start = time.perf_counter()
+        ids = set()
+        for i in range(n):
+            req = InferenceRequest(
+                request_id=f"{tag}-{i}",
+                tenant=pool,
+                messages=_messages(i),
+                sampling=SamplingParams(max_tokens=max_tokens),
+            )
+            ids.add(await client.publish(req))
+        results = await client.wait_all(pool, ids, timeout=1800)
+        elapsed = time.perf_counter() - start
     await worker.drain(0)
-    await router.stop()
     return sum(r.usage.completion_tokens for r in results.values()), elapsed
 
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psutil
 from nats.aio.client import Client as Nats
 from nats.js.api import DeliverPolicy
 
@@ -27,26 +32,38 @@ from costwise.router import build as build_router
 from costwise.worker import WorkerSettings
 from costwise.worker import build as build_worker
 
-from ._harness import load_engine, nats_stack, percentile
+from ._harness import front, load_engine, nats_stack, percentile
 
 
-def _request(tenant: str, i: int, max_tokens: int = 1) -> InferenceRequest:
+def _request(tenant: str, i: int, max_tokens: int = 1, tag: str = "") -> InferenceRequest:
     return InferenceRequest(
-        request_id=f"{tenant}-{i}",
+        request_id=f"{tenant}-{tag}{i}",
         tenant=tenant,
-        messages=[ChatMessage(role="user", content=f"ping {i}")],
+        messages=[ChatMessage(role="user", content=f"ping {tag}{i}")],
         sampling=SamplingParams(max_tokens=max_tokens),
     )
 
 
 async def _engine_path(stack: Any, model: str, n: int) -> dict[str, Any]:
-    """One request at a time through router + vLLM worker: end-to-end minus the engine time it reports."""
+    """One request at a time to a vLLM worker: end-to-end minus the engine time it reports, for the thin
+    path (router only: the request is published where the cache forwards misses) and the full path (cache +
+    router; every request a miss, the cache's worst case)."""
     engine = await load_engine(model, 1)
     pool = "lat"
     worker = await build_worker(WorkerSettings(pool=pool, max_in_flight=1), nc=stack.nc, engine=engine)
+    await worker.start()
     router = await build_router(RouterSettings(nats_url=stack.url, routes={"auto": pool}))
     await router.start()
-    await worker.start()
+    thin = await _one_in_flight(stack, pool, n, via_cache=False)
+    await router.stop()
+    async with front(stack, pool):
+        full = await _one_in_flight(stack, pool, n, via_cache=True)
+    await worker.drain(0)
+    engine.shutdown()
+    return {"requests": n, "router_only": thin, "cache_and_router": full}
+
+
+async def _one_in_flight(stack: Any, pool: str, n: int, *, via_cache: bool) -> dict[str, float]:
     js = stack.nc.jetstream()
     sub = await js.subscribe(subjects.completions(pool), ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
     client = Client(stack.nc)
@@ -54,8 +71,12 @@ async def _engine_path(stack: Any, model: str, n: int) -> dict[str, Any]:
     results = aiter(client.results(pool))
     overheads, e2e = [], []
     for i in range(n + 5):
+        req = _request(pool, i, tag="c" if via_cache else "r")
         start = time.perf_counter()
-        await client.publish(_request(pool, i))
+        if via_cache:
+            await client.publish(req)
+        else:
+            await publish(js, subjects.route(pool), req, msg_id=subjects.dedup_id(pool, req.request_id))
         await asyncio.wait_for(anext(results), 60)
         total = time.perf_counter() - start
         done = decode((await sub.next_msg(timeout=10)).data, Completion)
@@ -63,11 +84,7 @@ async def _engine_path(stack: Any, model: str, n: int) -> dict[str, Any]:
             e2e.append(total * 1000)
             overheads.append((total - done.timings.engine_s) * 1000)
     await sub.unsubscribe()
-    await worker.drain(0)
-    await router.stop()
-    engine.shutdown()
     return {
-        "requests": n,
         "e2e_ms_p50": round(statistics.median(e2e), 2),
         "overhead_ms_p50": round(statistics.median(overheads), 2),
         "overhead_ms_p99": round(percentile(overheads, 99), 2),
@@ -103,33 +120,95 @@ def _echo(job: Job) -> Completion:
     )
 
 
-async def _passthrough(stack: Any, n: int) -> dict[str, Any]:
+async def _passthrough(stack: Any, n: int, rounds: int, routers: int) -> dict[str, Any]:
+    """Req/s with the services in their own processes, as deployed; the echo pool and the client share this one.
+    Router only (requests published where the cache forwards misses), then cache + router (every request a miss)."""
     pool = "echo"
-    router = await build_router(RouterSettings(nats_url=stack.url, routes={"auto": pool}, batch=256))
-    await router.start()
+    env = {
+        **os.environ,
+        "COSTWISE_ROUTER_NATS_URL": stack.url,
+        "COSTWISE_ROUTER_ROUTES": json.dumps({"auto": pool}),
+        "COSTWISE_ROUTER_BATCH": "256",
+        "COSTWISE_CACHE_NATS_URL": stack.url,
+        "COSTWISE_CACHE_BATCH": "256",
+    }
     stop = asyncio.Event()
     echo = asyncio.create_task(_echo_pool(stack.nc, pool, stop))
-    client = Client(stack.nc)
-    cpu0, start = time.process_time(), time.perf_counter()
-    ids: set[str] = set()
-    for chunk in range(0, n, 500):
-        batch = [_request(pool, i) for i in range(chunk, min(n, chunk + 500))]
-        ids.update(await asyncio.gather(*(client.publish(r) for r in batch)))
-    await client.wait_all(pool, ids, timeout=600)
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    stop.set()
-    await echo
-    await router.stop()
+    try:
+        thin = await _throughput(stack, pool, env, {"router": routers}, n, rounds, via_cache=False)
+        full = await _throughput(stack, pool, env, {"router": routers, "cache": 1}, n, rounds, via_cache=True)
+    finally:
+        stop.set()
+        await echo
+    return {"requests_per_round": n, "router_only": thin, "cache_and_router": full}
+
+
+async def _throughput(
+    stack: Any, pool: str, env: dict[str, str], services: dict[str, int], n: int, rounds: int, *, via_cache: bool
+) -> dict[str, Any]:
+    procs = {
+        name: [
+            await asyncio.create_subprocess_exec(sys.executable, "-m", f"costwise.{name}", env=env) for _ in range(k)
+        ]
+        for name, k in services.items()
+    }
+    tag = "c" if via_cache else "r"
+    try:
+        submit = _submitter(stack, pool, via_cache=via_cache)
+        await Client(stack.nc).wait_all(pool, {await submit(_request(pool, -1, tag=tag))}, timeout=60)  # warm-up
+        watched = {name: [psutil.Process(p.pid) for p in ps] for name, ps in procs.items()}
+        runs = [await _round(stack, pool, submit, range(r * n, (r + 1) * n), tag, watched) for r in range(rounds)]
+    finally:
+        for proc in (p for ps in procs.values() for p in ps):
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 30)
     return {
-        "requests": n,
-        "req_per_s": round(n / elapsed, 1),
-        "cpu_ms_per_request": round(cpu * 1000 / n, 3),
-        "note": "router, echo pool and client share one process; CPU is all of it (an upper bound for the router)",
+        "processes": services,
+        **{key: statistics.median(run[key] for run in runs) for key in runs[0]},
+        "rounds": runs,
     }
 
 
-async def run(model: str, requests: int, passthrough: int) -> dict[str, Any]:
+def _submitter(stack: Any, pool: str, *, via_cache: bool) -> Callable[[InferenceRequest], Awaitable[str]]:
+    client, js = Client(stack.nc), stack.nc.jetstream()
+
+    async def to_route(req: InferenceRequest) -> str:
+        await publish(js, subjects.route(pool), req, msg_id=subjects.dedup_id(pool, req.request_id))
+        return req.request_id
+
+    return client.publish if via_cache else to_route
+
+
+async def _round(
+    stack: Any,
+    pool: str,
+    submit: Callable[[InferenceRequest], Awaitable[str]],
+    numbers: range,
+    tag: str,
+    services: dict[str, list[psutil.Process]],
+) -> dict[str, float]:
+    here = psutil.Process()
+    cpu0 = {name: _cpu(ps) for name, ps in services.items()} | {"client_and_echo": _cpu([here])}
+    start = time.perf_counter()
+    ids: set[str] = set()
+    for chunk in range(numbers.start, numbers.stop, 500):
+        batch = [_request(pool, i, tag=tag) for i in range(chunk, min(numbers.stop, chunk + 500))]
+        ids.update(await asyncio.gather(*(submit(r) for r in batch)))
+    await Client(stack.nc).wait_all(pool, ids, timeout=600)
+    elapsed = time.perf_counter() - start
+    cpu = {name: _cpu(ps) - cpu0[name] for name, ps in services.items()}
+    cpu["client_and_echo"] = _cpu([here]) - cpu0["client_and_echo"]
+    return {"req_per_s": round(len(numbers) / elapsed, 1)} | {
+        f"{name}_cpu_ms_per_request": round(seconds * 1000 / len(numbers), 3) for name, seconds in cpu.items()
+    }
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    return sum(float(t.user + t.system) for t in (p.cpu_times() for p in procs))
+
+
+async def run(model: str, requests: int, passthrough: int, rounds: int = 3, routers: int = 1) -> dict[str, Any]:
     async with nats_stack() as stack:
-        latency = await _engine_path(stack, model, requests)
-        through = await _passthrough(stack, passthrough)
+        latency = await _engine_path(stack, model, requests) if requests else None
+        through = await _passthrough(stack, passthrough, rounds, routers) if passthrough else None
     return {"benchmark": "overhead", "model": model, "one_in_flight": latency, "passthrough": through}

@@ -4,6 +4,7 @@ from . import subjects
 from .codec import DecodeError, decode, encode
 from .errors import ErrorCode
 from .messages import (
+    CacheHit,
     CachePolicy,
     ChatMessage,
     Checkpoint,
@@ -23,6 +24,7 @@ from .messages import (
 )
 
 __all__ = [
+    "CacheHit",
     "CachePolicy",
     "ChatMessage",
     "Checkpoint",

@@ -29,4 +29,7 @@ def encode(message: msgspec.Struct) -> bytes:
 
 def decode(data: bytes | str, kind: type[T]) -> T:
     """Parse and validate ``data`` as ``kind``; raises :data:`DecodeError` with a readable reason."""
-    return _decoder(kind).decode(data)  # type: ignore[no-any-return,arg-type]
+    try:
+        return _decoder(kind).decode(data)  # type: ignore[no-any-return,arg-type]
+    except UnicodeDecodeError as exc:  # msgspec lets this one through as is
+        raise DecodeError(f"payload is not valid UTF-8: {exc.reason} at byte {exc.start}") from None

@@ -15,6 +15,7 @@ from msgspec import Meta
 from .errors import ErrorCode
 
 __all__ = [
+    "CacheHit",
     "CachePolicy",
     "ChatMessage",
     "Checkpoint",
@@ -168,6 +169,16 @@ class Output(msgspec.Struct, frozen=True, kw_only=True):
     finish_reason: Literal["stop", "length", "abort"]
 
 
+class CacheHit(msgspec.Struct, frozen=True, kw_only=True):
+    """How a cached answer matched: which earlier request it came from, and how close it was."""
+
+    kind: Literal["exact", "semantic"]
+    cached_request_id: RequestId
+    similarity: Annotated[float, Meta(ge=-1.0, le=1.0)] = 1.0
+    saved: Usage = Usage()
+    """Tokens the cached answer cost when it was generated: what this hit did not spend again."""
+
+
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     code: ErrorCode
     message: str
@@ -192,6 +203,8 @@ class Result(_Wire, frozen=True, kw_only=True, tag="result.v1"):
     callback_url: Url | None = None
     created_ms: EpochMs = 0
     completed_ms: EpochMs = 0
+    cache: CacheHit | None = None
+    """Set when the cache answered (``source`` is ``cache_exact`` or ``cache_semantic``)."""
 
 
 class UsageEvent(_Wire, frozen=True, kw_only=True, tag="usage_event.v1"):

@@ -12,18 +12,25 @@ import msgspec
 
 __all__ = [
     "ADVISORIES",
+    "ALL_KEY_VALUES",
     "ALL_STREAMS",
+    "CACHE_EXACT",
+    "CACHE_PENDING",
+    "CACHE_REQUESTS",
+    "CACHE_RESULTS",
     "COMPLETIONS",
     "DEAD_LETTERS",
     "JOBS",
     "JOB_MAX_DELIVERIES",
     "REQUESTS",
     "RESULTS",
+    "ROUTE",
     "ROUTER_ADVISORIES",
     "ROUTER_COMPLETIONS",
-    "ROUTER_REQUESTS",
+    "ROUTER_ROUTE",
     "USAGE",
     "ConsumerSpec",
+    "KeyValueSpec",
     "StreamSpec",
     "completions",
     "dead_letters",
@@ -33,7 +40,9 @@ __all__ = [
     "payload_type",
     "requests",
     "results",
+    "route",
     "stream_of",
+    "tenant_of",
     "tenant_results",
     "usage",
     "worker_jobs",
@@ -45,6 +54,20 @@ PREFIX = "costwise.v1"
 def requests(tenant: str) -> str:
     """Where applications (or the gateway) publish an :class:`InferenceRequest`."""
     return f"{PREFIX}.requests.{tenant}"
+
+
+def route(tenant: str) -> str:
+    """Where the cache forwards an :class:`InferenceRequest` it could not answer, for the router."""
+    return f"{PREFIX}.route.{tenant}"
+
+
+def tenant_of(subject: str) -> str | None:
+    """The tenant a request subject names (``requests`` or ``route``), even when its payload can't be read."""
+    for kind in (requests, route):
+        head = kind("")
+        if subject.startswith(head) and "." not in subject[len(head) :]:
+            return subject[len(head) :] or None
+    return None
 
 
 def jobs(pool: str) -> str:
@@ -105,6 +128,16 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_msg_size: int = 1 << 20
 
 
+class KeyValueSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A JetStream key-value bucket costwise provisions at start (entries may carry their own TTL)."""
+
+    bucket: str
+    max_age_s: float
+    """Upper bound on any entry's life; per-entry TTLs are shorter."""
+    max_value_size: int = 1 << 20
+    max_bytes: int = -1
+
+
 class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A durable pull consumer: every instance of a service shares it, so work is spread."""
 
@@ -117,6 +150,9 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 REQUESTS = StreamSpec(name="COSTWISE_REQUESTS", subjects=(_all("requests"),))
+# Requests the cache could not answer. Its own stream because JetStream deduplicates per stream:
+# the forwarded copy keeps the request's Nats-Msg-Id.
+ROUTE = StreamSpec(name="COSTWISE_ROUTE", subjects=(_all("route"),))
 # Work-queue retention: a job is removed once a worker acks it, and each pool's
 # subject has exactly one consumer, shared by the pool's workers.
 JOBS = StreamSpec(name="COSTWISE_JOBS", subjects=(_all("jobs"),), retention="workqueue")
@@ -128,9 +164,17 @@ DEAD_LETTERS = StreamSpec(name="COSTWISE_DLQ", subjects=(_all("dlq"),), max_age_
 # last attempt): kept in a stream so the router hears of it even if it was down at that moment.
 JOB_MAX_DELIVERIES = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS.name}.*"
 ADVISORIES = StreamSpec(name="COSTWISE_ADVISORIES", subjects=(JOB_MAX_DELIVERIES,), duplicate_window_s=60)
-ALL_STREAMS = (REQUESTS, JOBS, COMPLETIONS, RESULTS, USAGE, DEAD_LETTERS, ADVISORIES)
+ALL_STREAMS = (REQUESTS, ROUTE, JOBS, COMPLETIONS, RESULTS, USAGE, DEAD_LETTERS, ADVISORIES)
 
-ROUTER_REQUESTS = ConsumerSpec(durable="router-requests", stream=REQUESTS.name, filter_subject=_all("requests"))
+# Exact-cache answers, keyed by tenant and the hash of the canonical request.
+CACHE_EXACT = KeyValueSpec(bucket="costwise-cache-exact", max_age_s=30 * 24 * 3600)
+# What the cache remembers between a miss and its result (the key to store the answer under).
+CACHE_PENDING = KeyValueSpec(bucket="costwise-cache-pending", max_age_s=24 * 3600, max_value_size=64 << 10)
+ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING)
+
+CACHE_REQUESTS = ConsumerSpec(durable="cache-requests", stream=REQUESTS.name, filter_subject=_all("requests"))
+CACHE_RESULTS = ConsumerSpec(durable="cache-results", stream=RESULTS.name, filter_subject=_all("results"))
+ROUTER_ROUTE = ConsumerSpec(durable="router-route", stream=ROUTE.name, filter_subject=_all("route"))
 ROUTER_ADVISORIES = ConsumerSpec(durable="router-advisories", stream=ADVISORIES.name, filter_subject=JOB_MAX_DELIVERIES)
 ROUTER_COMPLETIONS = ConsumerSpec(
     durable="router-completions", stream=COMPLETIONS.name, filter_subject=_all("completions")
@@ -162,6 +206,7 @@ def payload_type(subject: str) -> type[msgspec.Struct]:
 
     kinds: dict[str, type[msgspec.Struct]] = {
         REQUESTS.name: messages.InferenceRequest,
+        ROUTE.name: messages.InferenceRequest,
         JOBS.name: messages.Job,
         COMPLETIONS.name: messages.Completion,
         RESULTS.name: messages.Result,

@@ -2,9 +2,9 @@
 
 from ._connect import connect
 from ._dead_letter import file_dead_letter, give_up, send_error_result
-from ._faststream import ack_current, make_broker, publish_durable, pull_subscriber, reject_current
+from ._faststream import ack_current, forward_current, make_broker, publish_durable, pull_subscriber, reject_current
 from ._lifecycle import run_until_signalled
-from ._provision import ensure_consumer, ensure_stream, ensure_streams
+from ._provision import ensure_consumer, ensure_key_value, ensure_stream, ensure_streams
 from ._publish import MSG_ID, publish
 from ._server import NatsServer, find_nats_server
 
@@ -14,10 +14,12 @@ __all__ = [
     "ack_current",
     "connect",
     "ensure_consumer",
+    "ensure_key_value",
     "ensure_stream",
     "ensure_streams",
     "file_dead_letter",
     "find_nats_server",
+    "forward_current",
     "give_up",
     "make_broker",
     "publish",

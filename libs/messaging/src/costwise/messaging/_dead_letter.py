@@ -24,7 +24,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 def _peek(data: bytes) -> tuple[str | None, str | None, str | None]:
     """Best-effort (request_id, tenant, callback_url) from a payload that failed to decode."""
     try:
-        doc: Any = msgspec.json.decode(data)
+        # Invalid UTF-8 somewhere in a prompt must not hide the request id from the caller's error result.
+        doc: Any = msgspec.json.decode(data.decode("utf-8", errors="replace"))
     except msgspec.DecodeError:
         return None, None, None
     # Requests carry the fields at the top, jobs under "request", completions under "job"."request".

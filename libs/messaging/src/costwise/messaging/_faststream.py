@@ -20,12 +20,12 @@ from costwise.contracts import DecodeError, ErrorCode, decode, subjects
 from costwise.contracts.subjects import ConsumerSpec
 
 from ._dead_letter import give_up
-from ._publish import MSG_ID
+from ._publish import publish
 
-__all__ = ["ack_current", "make_broker", "publish_durable", "pull_subscriber", "reject_current"]
+__all__ = ["ack_current", "forward_current", "make_broker", "publish_durable", "pull_subscriber", "reject_current"]
 
 log = logging.getLogger("costwise.messaging")
-_DECODE_ERRORS = (ValidationError, json.JSONDecodeError, msgspec.DecodeError)
+_DECODE_ERRORS = (ValidationError, json.JSONDecodeError, msgspec.DecodeError, UnicodeDecodeError)
 
 
 def make_broker(
@@ -67,8 +67,12 @@ def pull_subscriber(broker: NatsBroker, spec: ConsumerSpec, *, batch: int = 64, 
 
 async def publish_durable(broker: NatsBroker, message: msgspec.Struct, subject: str, *, msg_id: str) -> None:
     """Publish and wait until the stream has stored it (deduplicated by ``msg_id``)."""
-    stream = subjects.stream_of(subject).name
-    await broker.publish(message, subject, stream=stream, headers={MSG_ID: msg_id}, timeout=5.0)
+    await publish(broker.connection.jetstream(), subject, message, msg_id=msg_id)
+
+
+async def forward_current(broker: NatsBroker, subject: str, *, msg_id: str) -> None:
+    """Publish the message being handled, as received (no re-encoding), to ``subject`` and wait for its PubAck."""
+    await publish(broker.connection.jetstream(), subject, broker.context.get_local("message").body, msg_id=msg_id)
 
 
 async def ack_current(broker: NatsBroker) -> None:
@@ -112,8 +116,7 @@ async def reject_current(broker: NatsBroker, *, service: str, code: ErrorCode, r
 
 async def _poison(broker: NatsBroker, msg: StreamMessage[Any], service: str, code: ErrorCode, why: str) -> None:
     raw = msg.raw_message
-    # Requests arrive on costwise.v1.requests.<tenant>: the subject names the tenant even when the body can't.
-    hint = raw.subject.rsplit(".", 1)[-1] if raw.subject.startswith(subjects.requests("")) else None
+    hint = subjects.tenant_of(raw.subject)
     await give_up(broker.connection.jetstream(), raw, service=service, code=code, reason=why, tenant_hint=hint)
 
 

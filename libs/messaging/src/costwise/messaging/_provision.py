@@ -6,12 +6,12 @@ import asyncio
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import APIError, ServiceUnavailableError
 
-from costwise.contracts.subjects import ALL_STREAMS, ConsumerSpec, StreamSpec
+from costwise.contracts.subjects import ALL_KEY_VALUES, ALL_STREAMS, ConsumerSpec, KeyValueSpec, StreamSpec
 
-__all__ = ["ensure_consumer", "ensure_stream", "ensure_streams"]
+__all__ = ["ensure_consumer", "ensure_key_value", "ensure_stream", "ensure_streams"]
 
 _RETENTION = {
     "limits": RetentionPolicy.LIMITS,
@@ -59,9 +59,27 @@ def _retryable(exc: APIError) -> bool:
 
 
 async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
-    """Provision every costwise stream."""
+    """Provision every costwise stream and key-value bucket."""
     for spec in ALL_STREAMS:
         await ensure_stream(js, spec, replicas=replicas)
+    for kv in ALL_KEY_VALUES:
+        await ensure_key_value(js, kv, replicas=replicas)
+
+
+async def ensure_key_value(js: JetStreamContext, spec: KeyValueSpec, *, replicas: int = 1) -> None:
+    """Create ``spec``'s bucket if missing (an existing bucket is left as it is)."""
+    config = KeyValueConfig(
+        bucket=spec.bucket,
+        ttl=spec.max_age_s,
+        max_value_size=spec.max_value_size,
+        max_bytes=spec.max_bytes,
+        replicas=replicas,
+    )
+    try:
+        await js.create_key_value(config)  # per-entry TTLs (allow_msg_ttl) are on by default
+    except APIError as exc:
+        if exc.err_code != 10058:  # already exists with another config
+            raise
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:

@@ -13,13 +13,16 @@ def setup(
     exporter: SpanExporter | None = None,
     otlp_endpoint: str | None = None,
     project: str | None = None,
-) -> TracerProvider:
+) -> TracerProvider | None:
     """Return a new tracer provider for ``service_name``; the caller passes it on, never a global.
 
     ``exporter`` (tests: an in-memory exporter) is flushed synchronously; ``otlp_endpoint``
-    (``http://host:4318/v1/traces``) exports in batches. With neither, spans are created and dropped,
-    which keeps trace ids flowing through headers at near-zero cost.
+    (``http://host:4318/v1/traces``) exports in batches. With neither, return ``None`` and services
+    trace nothing: creating spans nobody exports was a third of the router's CPU per message
+    (docs/benchmarks.md), and a deployment traces all of its services or none.
     """
+    if exporter is None and not otlp_endpoint:
+        return None
     attrs = {"service.name": service_name}
     if project:
         # Phoenix files spans under this project instead of "default".

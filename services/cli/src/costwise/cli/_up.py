@@ -14,7 +14,7 @@ from pathlib import Path
 from costwise.messaging import NatsServer, connect, ensure_streams
 
 # Each service runs as `python -m costwise.<name>`; the launcher never imports them.
-SERVICES = ("router", "worker")
+SERVICES = ("cache", "router", "worker")
 
 
 async def _provision(url: str) -> None:

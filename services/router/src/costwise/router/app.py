@@ -19,7 +19,7 @@ from costwise.contracts import (
     Result,
     subjects,
 )
-from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_REQUESTS
+from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_ROUTE
 from costwise.messaging import (
     ack_current,
     connect,
@@ -37,7 +37,7 @@ from .settings import RouterSettings
 __all__ = ["Router", "build"]
 
 SERVICE = "router"
-CONSUMERS = (ROUTER_REQUESTS, ROUTER_COMPLETIONS, ROUTER_ADVISORIES)
+CONSUMERS = (ROUTER_ROUTE, ROUTER_COMPLETIONS, ROUTER_ADVISORIES)
 
 
 class Router:
@@ -47,9 +47,7 @@ class Router:
         self.settings = settings
         self.broker = broker
         self.clock = clock
-        pull_subscriber(broker, ROUTER_REQUESTS, batch=settings.batch, concurrency=settings.concurrency)(
-            self.on_request
-        )
+        pull_subscriber(broker, ROUTER_ROUTE, batch=settings.batch, concurrency=settings.concurrency)(self.on_request)
         pull_subscriber(broker, ROUTER_COMPLETIONS, batch=settings.batch, concurrency=settings.concurrency)(
             self.on_completion
         )

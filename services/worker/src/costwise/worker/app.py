@@ -167,11 +167,6 @@ class Worker:
             resumed_tokens=progress.resumed,
             completed_ms=now_ms,
         )
-        # Ack only after the completion is stored: a crash before the ack redelivers the job, and the
-        # job-id msg-id makes the repeated completion a no-op.
-        await publish(
-            self.js, subjects.completions(job.pool), done, msg_id=subjects.dedup_id(job.request.tenant, job.job_id)
-        )
         event = UsageEvent(
             request_id=job.request.request_id,
             job_id=job.job_id,
@@ -184,11 +179,12 @@ class Worker:
             engine_s=gen.engine_s,
             ts_ms=now_ms,
         )
-        await publish(
-            self.js,
-            subjects.usage(job.request.tenant),
-            event,
-            msg_id=subjects.dedup_id(job.request.tenant, job.job_id, "usage"),
+        # Ack only after both are stored: a crash before the ack redelivers the job, and the job-id msg-ids
+        # make the repeats no-ops. The two PubAcks are awaited together (one round trip, not two).
+        tenant = job.request.tenant
+        await asyncio.gather(
+            publish(self.js, subjects.completions(job.pool), done, msg_id=subjects.dedup_id(tenant, job.job_id)),
+            publish(self.js, subjects.usage(tenant), event, msg_id=subjects.dedup_id(tenant, job.job_id, "usage")),
         )
         run.settled = True
         await run.msg.ack()

@@ -1,0 +1,213 @@
+"""The exact cache on a real nats-server: hits, misses, what is never stored, tenants, TTL, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as Nats
+from nats.js import JetStreamContext
+
+from costwise.cache import Cache, CacheSettings, build
+from costwise.client import Client, new_request_id
+from costwise.contracts import (
+    CachePolicy,
+    ChatMessage,
+    DeadLetter,
+    ErrorCode,
+    InferenceRequest,
+    Output,
+    Result,
+    SamplingParams,
+    Usage,
+    subjects,
+)
+from costwise.messaging import MSG_ID, publish
+from costwise.testing import first_stored
+
+
+@pytest_asyncio.fixture
+async def cache(nats_url: str) -> AsyncIterator[Cache]:
+    service = await build(CacheSettings(nats_url=nats_url))
+    await service.start()
+    yield service
+    await service.stop()
+
+
+def _request(tenant: str, prompt: str = "What is the capital of France?", **changes: object) -> InferenceRequest:
+    req = InferenceRequest(
+        request_id=new_request_id(), tenant=tenant, messages=[ChatMessage(role="user", content=prompt)]
+    )
+    return msgspec.structs.replace(req, **changes)
+
+
+async def _answer(js: JetStreamContext, req: InferenceRequest, text: str = "Paris.", **changes: object) -> None:
+    """What the router publishes when a worker answered ``req``."""
+    result = Result(
+        request_id=req.request_id,
+        tenant=req.tenant,
+        status="ok",
+        output=Output(text=text, finish_reason="stop"),
+        source="engine",
+        model="m",
+        usage=Usage(prompt_tokens=7, completion_tokens=2),
+    )
+    result = msgspec.structs.replace(result, **changes)
+    msg_id = subjects.dedup_id(req.tenant, req.request_id)
+    await publish(js, subjects.results(req.tenant, req.request_id), result, msg_id=msg_id)
+
+
+async def _routed(js: JetStreamContext, req: InferenceRequest) -> InferenceRequest:
+    return await first_stored(
+        js, subjects.route(req.tenant), InferenceRequest, lambda r: r.request_id == req.request_id, timeout=10
+    )
+
+
+async def _miss_then_answer(nc: Nats, req: InferenceRequest, **changes: object) -> None:
+    js = nc.jetstream()
+    await Client(nc).publish(req)
+    await _routed(js, req)
+    await _answer(js, req, **changes)
+
+
+async def _outcome(nc: Nats, req: InferenceRequest) -> str:
+    """ "hit" when the cache answered ``req``, "miss" when it forwarded it to the router."""
+    await Client(nc).publish(req)
+    hit = asyncio.create_task(Client(nc).result(req.tenant, req.request_id, timeout=10))
+    routed = asyncio.create_task(_routed(nc.jetstream(), req))
+    done, pending = await asyncio.wait({hit, routed}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return "hit" if hit in done else "miss"
+
+
+async def _stored(nc: Nats, req: InferenceRequest) -> None:
+    # The answer is stored after the cache consumes the result; wait until a probe hits.
+    for _ in range(50):
+        if await _outcome(nc, msgspec.structs.replace(req, request_id=new_request_id())) == "hit":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the answer was never stored")
+
+
+async def test_miss_is_forwarded_to_the_router_unchanged(nc: Nats, cache: Cache, unique: str) -> None:
+    req = _request(unique)
+    await Client(nc).publish(req)
+    assert await _routed(nc.jetstream(), req) == req
+
+
+async def test_identical_request_is_answered_from_the_cache(nc: Nats, cache: Cache, unique: str) -> None:
+    first = _request(unique)
+    await _miss_then_answer(nc, first)
+    await _stored(nc, first)
+    again = msgspec.structs.replace(first, request_id=new_request_id())
+    await Client(nc).publish(again)
+    result = await Client(nc).result(unique, again.request_id, timeout=10)
+    assert result.status == "ok" and result.source == "cache_exact"
+    assert result.output == Output(text="Paris.", finish_reason="stop")
+    assert result.cache is not None and result.cache.cached_request_id == first.request_id
+    assert result.cache.saved == Usage(prompt_tokens=7, completion_tokens=2) and result.usage == Usage()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "large"},
+        {"sampling": SamplingParams(max_tokens=17)},
+        {"sampling": SamplingParams(stop=["."])},
+        {"messages": [ChatMessage(role="system", content="Answer in French."), ChatMessage(role="user", content="q")]},
+        {"messages": [ChatMessage(role="user", content="What is the capital of Spain?")]},
+    ],
+    ids=["model", "max_tokens", "stop", "system_prompt", "question"],
+)
+async def test_anything_that_changes_the_answer_misses(
+    nc: Nats, cache: Cache, unique: str, change: dict[str, object]
+) -> None:
+    first = _request(unique)
+    await _miss_then_answer(nc, first)
+    await _stored(nc, first)
+    other = msgspec.structs.replace(first, request_id=new_request_id(), **change)
+    assert await _outcome(nc, other) == "miss"
+
+
+async def test_one_tenants_answer_is_never_served_to_another(nc: Nats, cache: Cache, unique: str) -> None:
+    first = _request(unique)
+    await _miss_then_answer(nc, first)
+    await _stored(nc, first)
+    assert await _outcome(nc, _request(f"{unique}-other")) == "miss"
+
+
+@pytest.mark.parametrize(
+    ("request_change", "result_change"),
+    [
+        ({}, {"output": Output(text="Par", finish_reason="length")}),
+        ({}, {"status": "error", "output": None}),
+        ({"sampling": SamplingParams(temperature=0.7)}, {}),
+        ({"cache": CachePolicy(mode="bypass")}, {}),
+    ],
+    ids=["truncated", "error", "sampled", "bypass"],
+)
+async def test_answers_that_must_not_be_cached_are_not(
+    nc: Nats, cache: Cache, unique: str, request_change: dict[str, object], result_change: dict[str, object]
+) -> None:
+    first = _request(unique, **request_change)
+    await _miss_then_answer(nc, first, **result_change)
+    # Give the cache time to consume the result, then prove a storable answer *would* have been stored.
+    control = _request(unique, prompt="control")
+    await _miss_then_answer(nc, control)
+    await _stored(nc, control)
+    assert await _outcome(nc, msgspec.structs.replace(first, request_id=new_request_id())) == "miss"
+
+
+async def test_sampled_answers_are_cached_when_the_tenant_opts_in(nc: Nats, cache: Cache, unique: str) -> None:
+    first = _request(unique, sampling=SamplingParams(temperature=0.7), cache=CachePolicy(allow_sampled=True))
+    await _miss_then_answer(nc, first)
+    await _stored(nc, first)
+
+
+async def test_entries_expire_after_their_ttl(nc: Nats, cache: Cache, unique: str) -> None:
+    first = _request(unique, cache=CachePolicy(ttl_s=1))
+    await _miss_then_answer(nc, first)
+    await _stored(nc, first)
+    await asyncio.sleep(2.5)
+    assert await _outcome(nc, msgspec.structs.replace(first, request_id=new_request_id())) == "miss"
+
+
+async def test_entries_survive_a_restart_of_the_service(nats_url: str, nc: Nats, unique: str) -> None:
+    first = _request(unique)
+    service = await build(CacheSettings(nats_url=nats_url))
+    await service.start()
+    await _miss_then_answer(nc, first)
+    await _stored(nc, first)
+    await service.stop()
+    restarted = await build(CacheSettings(nats_url=nats_url))
+    await restarted.start()
+    try:
+        assert await _outcome(nc, msgspec.structs.replace(first, request_id=new_request_id())) == "hit"
+    finally:
+        await restarted.stop()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"type":"inference_request.v1","request_id":"%s","tenant":"%s","messages":[]}',
+        b'{"type":"inference_request.v1","request_id":"%s","tenant":"%s","messages":[{"role":"user","content":"\xff\xfe"}]}',
+    ],
+    ids=["empty_messages", "not_utf8"],
+)
+async def test_bad_requests_get_a_typed_error_and_a_dead_letter(
+    nc: Nats, cache: Cache, unique: str, payload: bytes
+) -> None:
+    rid = new_request_id()
+    js = nc.jetstream()
+    await js.publish(subjects.requests(unique), payload % (rid.encode(), unique.encode()), headers={MSG_ID: rid})
+    result = await Client(nc).result(unique, rid, timeout=10)
+    assert result.error is not None and result.error.code == ErrorCode.MALFORMED_MESSAGE
+    letter = await first_stored(js, subjects.dead_letters("cache"), DeadLetter, lambda d: d.request_id == rid)
+    assert letter.code == ErrorCode.MALFORMED_MESSAGE
+    # ... and the cache keeps serving.
+    assert await _outcome(nc, _request(unique)) == "miss"
