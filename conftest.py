@@ -32,3 +32,21 @@ async def engine(tiny_model: str) -> AsyncIterator[Any]:
     await eng.warm_up()
     yield eng
     eng.shutdown()
+
+
+@pytest.fixture(scope="session")
+def semantic_models() -> Any:
+    """The semantic cache's models (MiniLM embedder, hit verifier), loaded once for the whole session."""
+    from costwise.cache import Embedder
+    from costwise.cache.verify import Verifier
+
+    return Embedder.load(threads=1), Verifier.load(threads=1)
+
+
+@pytest.fixture
+def semantic_cache(semantic_models: Any, tmp_path: Any) -> Any:
+    """A semantic cache on the session's models with a fresh on-disk index of its own."""
+    from costwise.cache import EdgeIndex, SemanticCache
+
+    embedder, verifier = semantic_models
+    return SemanticCache(embedder, EdgeIndex.open(tmp_path / "semantic"), verifier)

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -103,9 +104,9 @@ async def workers(nats_url: str, tiny_model: str, unique: str, tmp_path: Path) -
 
 @pytest.mark.timeout(900)
 async def test_every_request_gets_exactly_one_result_under_preemption(
-    nats_url: str, nc: Nats, js: JetStreamContext, workers: WorkerProcs, unique: str
+    nats_url: str, nc: Nats, js: JetStreamContext, workers: WorkerProcs, unique: str, semantic_cache: Any
 ) -> None:
-    cache = await build_cache(CacheSettings(nats_url=nats_url))
+    cache = await build_cache(CacheSettings(nats_url=nats_url), semantic=semantic_cache)
     router = await build_router(RouterSettings(nats_url=nats_url, routes={"auto": unique}))
     await cache.start()
     await router.start()

@@ -22,9 +22,12 @@ from costwise.worker import build as build_worker
 
 
 @pytest_asyncio.fixture
-async def stack(nats_url: str, nc: Nats, engine: Any, unique: str, tracer_provider: Any) -> AsyncIterator[str]:
+async def stack(
+    nats_url: str, nc: Nats, engine: Any, unique: str, tracer_provider: Any, semantic_cache: Any
+) -> AsyncIterator[str]:
     """Cache + router + one worker for a pool (and tenant) unique to this test; yields the tenant."""
-    cache = await build_cache(CacheSettings(nats_url=nats_url), tracer_provider=tracer_provider)
+    settings = CacheSettings(nats_url=nats_url)
+    cache = await build_cache(settings, tracer_provider=tracer_provider, semantic=semantic_cache)
     router = await build_router(
         RouterSettings(nats_url=nats_url, routes={"auto": unique}), tracer_provider=tracer_provider
     )

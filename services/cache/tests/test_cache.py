@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -11,7 +13,7 @@ import pytest_asyncio
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 
-from costwise.cache import Cache, CacheSettings, build
+from costwise.cache import Cache, CacheSettings, EdgeIndex, SemanticCache, build
 from costwise.client import Client, new_request_id
 from costwise.contracts import (
     CachePolicy,
@@ -30,11 +32,23 @@ from costwise.testing import first_stored
 
 
 @pytest_asyncio.fixture
-async def cache(nats_url: str) -> AsyncIterator[Cache]:
-    service = await build(CacheSettings(nats_url=nats_url))
+async def cache(nats_url: str, semantic_cache: SemanticCache) -> AsyncIterator[Cache]:
+    service = await build(CacheSettings(nats_url=nats_url), semantic=semantic_cache)
     await service.start()
     yield service
     await service.stop()
+
+
+# Reworded questions the verifier must accept, and near-misses it must refuse.
+PARAPHRASES = [
+    ("How do I reset my password?", "How can I reset my password?"),
+    ("What is the best way to learn Python?", "What's the best way to learn Python?"),
+]
+NEAR_MISSES = [
+    ("Where is my order 48213?", "Where is my order 91377?"),
+    ("Can I return an item after 30 days?", "Can I return an item after 90 days?"),
+    ("Is it safe to take ibuprofen with alcohol?", "Is it not safe to take ibuprofen with alcohol?"),
+]
 
 
 def _request(tenant: str, prompt: str = "What is the capital of France?", **changes: object) -> InferenceRequest:
@@ -74,14 +88,19 @@ async def _miss_then_answer(nc: Nats, req: InferenceRequest, **changes: object) 
 
 
 async def _outcome(nc: Nats, req: InferenceRequest) -> str:
-    """ "hit" when the cache answered ``req``, "miss" when it forwarded it to the router."""
+    """'hit' when the cache answered ``req``, 'miss' when it forwarded it to the router."""
+    return "miss" if await _cached_result(nc, req) is None else "hit"
+
+
+async def _cached_result(nc: Nats, req: InferenceRequest) -> Result | None:
+    """The cache's answer to ``req``, or None when it forwarded ``req`` to the router."""
     await Client(nc).publish(req)
     hit = asyncio.create_task(Client(nc).result(req.tenant, req.request_id, timeout=10))
     routed = asyncio.create_task(_routed(nc.jetstream(), req))
     done, pending = await asyncio.wait({hit, routed}, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
-    return "hit" if hit in done else "miss"
+    return hit.result() if hit in done else None
 
 
 async def _stored(nc: Nats, req: InferenceRequest) -> None:
@@ -176,17 +195,46 @@ async def test_entries_expire_after_their_ttl(nc: Nats, cache: Cache, unique: st
     assert await _outcome(nc, msgspec.structs.replace(first, request_id=new_request_id())) == "miss"
 
 
-async def test_entries_survive_a_restart_of_the_service(nats_url: str, nc: Nats, unique: str) -> None:
+async def test_refresh_skips_the_lookup_and_replaces_the_stored_answer(nc: Nats, cache: Cache, unique: str) -> None:
     first = _request(unique)
-    service = await build(CacheSettings(nats_url=nats_url))
+    await _miss_then_answer(nc, first)
+    await _stored(nc, first)
+    fresh = _request(unique, cache=CachePolicy(mode="refresh"))
+    await _miss_then_answer(nc, fresh, output=Output(text="Paris, France.", finish_reason="stop"))
+    for _ in range(50):  # until the cache has consumed the fresh answer
+        again = await _cached_result(nc, _request(unique))
+        if again is not None and again.cache is not None and again.cache.cached_request_id == fresh.request_id:
+            break
+        await asyncio.sleep(0.1)
+    assert again is not None and again.output is not None and again.output.text == "Paris, France."
+
+
+def test_ttl_comes_from_the_request_then_the_tenant_then_the_default() -> None:
+    settings = CacheSettings(ttl_s=600, tenant_ttl_s={"acme": 60})
+    assert settings.ttl_for("acme", 5) == 5
+    assert settings.ttl_for("acme", None) == 60
+    assert settings.ttl_for("other", None) == 600
+
+
+async def test_entries_survive_a_restart_of_the_service(
+    nats_url: str, nc: Nats, unique: str, semantic_models: Any, tmp_path: Path
+) -> None:
+    def semantic() -> SemanticCache:  # the same on-disk index, reopened
+        embedder, verifier = semantic_models
+        return SemanticCache(embedder, EdgeIndex.open(tmp_path / "index"), verifier)
+
+    first = _request(unique, prompt=PARAPHRASES[0][0])
+    service = await build(CacheSettings(nats_url=nats_url), semantic=semantic())
     await service.start()
     await _miss_then_answer(nc, first)
     await _stored(nc, first)
     await service.stop()
-    restarted = await build(CacheSettings(nats_url=nats_url))
+    restarted = await build(CacheSettings(nats_url=nats_url), semantic=semantic())
     await restarted.start()
     try:
         assert await _outcome(nc, msgspec.structs.replace(first, request_id=new_request_id())) == "hit"
+        reworded = await _cached_result(nc, _request(unique, prompt=PARAPHRASES[0][1]))
+        assert reworded is not None and reworded.source == "cache_semantic"
     finally:
         await restarted.stop()
 
@@ -211,3 +259,44 @@ async def test_bad_requests_get_a_typed_error_and_a_dead_letter(
     assert letter.code == ErrorCode.MALFORMED_MESSAGE
     # ... and the cache keeps serving.
     assert await _outcome(nc, _request(unique)) == "miss"
+
+
+@pytest.mark.parametrize(("cached", "asked"), PARAPHRASES)
+async def test_a_reworded_question_gets_a_verified_semantic_hit(
+    nc: Nats, cache: Cache, unique: str, cached: str, asked: str
+) -> None:
+    first = _request(unique, prompt=cached)
+    await _miss_then_answer(nc, first)
+    await _stored(nc, first)
+    result = await _cached_result(nc, _request(unique, prompt=asked))
+    assert result is not None and result.source == "cache_semantic"
+    assert result.output == Output(text="Paris.", finish_reason="stop")
+    assert result.cache is not None and result.cache.kind == "semantic"
+    assert result.cache.cached_request_id == first.request_id and 0.8 < result.cache.similarity <= 1.0
+
+
+@pytest.mark.parametrize(("cached", "asked"), NEAR_MISSES, ids=["order_id", "number", "negation"])
+async def test_similar_questions_that_differ_in_substance_miss(
+    nc: Nats, cache: Cache, unique: str, cached: str, asked: str
+) -> None:
+    first = _request(unique, prompt=cached)
+    await _miss_then_answer(nc, first)
+    await _stored(nc, first)
+    assert await _outcome(nc, _request(unique, prompt=asked)) == "miss"
+
+
+@pytest.mark.parametrize("scope", ["other_tenant", "system_prompt", "semantic_off"])
+async def test_semantic_hits_stay_in_scope(nc: Nats, cache: Cache, unique: str, scope: str) -> None:
+    cached, asked = PARAPHRASES[0]
+    first = _request(unique, prompt=cached)
+    await _miss_then_answer(nc, first)
+    await _stored(nc, first)
+    probes = {
+        "other_tenant": _request(f"{unique}-other", prompt=asked),
+        "system_prompt": _request(
+            unique,
+            messages=[ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content=asked)],
+        ),
+        "semantic_off": _request(unique, prompt=asked, cache=CachePolicy(semantic=False)),
+    }
+    assert await _outcome(nc, probes[scope]) == "miss"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
 import platform
 import sys
+from pathlib import Path
 
 
 def _machine() -> str:
@@ -23,32 +25,62 @@ def main(argv: list[str] | None = None) -> int:
     batching.add_argument("--levels", default="1,4,16")
     batching.add_argument("--requests-per-slot", type=int, default=4)
     batching.add_argument("--max-tokens", type=int, default=128)
+    batching.add_argument("--with-cache", action="store_true", help="queue path through the cache (default: router)")
+    batching.set_defaults(
+        module="batching",
+        call=lambda run, a: run(
+            a.model, [int(x) for x in a.levels.split(",")], a.requests_per_slot, a.max_tokens, a.with_cache
+        ),
+    )
     overhead = sub.add_parser("overhead", help="latency and CPU costwise adds outside the engine; pass-through req/s")
     overhead.add_argument("--model", default="builtin:tiny-llama")
     overhead.add_argument("--requests", type=int, default=200, help="requests at one in flight (0: skip)")
     overhead.add_argument("--passthrough", type=int, default=5000, help="requests per pass-through round (0: skip)")
     overhead.add_argument("--rounds", type=int, default=3, help="pass-through rounds; the median is reported")
     overhead.add_argument("--routers", type=int, default=1, help="router processes in the pass-through run")
+    overhead.set_defaults(
+        module="overhead", call=lambda run, a: run(a.model, a.requests, a.passthrough, a.rounds, a.routers)
+    )
     preemption = sub.add_parser("preemption", help="requeue latency and regenerated tokens after SIGTERM/SIGKILL")
     preemption.add_argument("--model", default="builtin:tiny-llama")
     preemption.add_argument("--trials", type=int, default=5)
     preemption.add_argument("--ack-wait", type=float, default=5.0)
     preemption.add_argument("--after-tokens", type=int, default=100)
+    preemption.set_defaults(module="preemption", call=lambda run, a: run(a.model, a.trials, a.ack_wait, a.after_tokens))
+    pairs = sub.add_parser("cache-pairs", help="semantic cache precision/recall on labelled question pairs")
+    pairs.add_argument("--pairs", type=Path, required=True, help='JSON list of {"text_a","text_b","label"}')
+    pairs.add_argument("--limit", type=int, default=None)
+    pairs.add_argument(
+        "--split",
+        choices=["held_out", "all"],
+        default="held_out",
+        help="held_out (default): only pairs the shipped verifier never trained on (see verify.SPLIT_RULE)",
+    )
+    pairs.add_argument("--target-precision", type=float, default=None)
+    pairs.add_argument("--json", action="store_true", help="print only the JSON object (the default output)")
+    pairs.set_defaults(module="cache_pairs", call=lambda run, a: run(a.pairs, a.limit, a.split, a.target_precision))
+    lookup = sub.add_parser("cache-lookup", help="semantic lookups/s and latency at 10k and 100k entries")
+    lookup.add_argument("--entries", default="10000,100000")
+    lookup.add_argument("--queries", type=int, default=2000)
+    lookup.add_argument("--concurrency", type=int, default=16)
+    lookup.set_defaults(
+        module="cache_lookup", call=lambda run, a: run([int(x) for x in a.entries.split(",")], a.queries, a.concurrency)
+    )
+    replay = sub.add_parser("cache-replay", help="hit rate and wrong hits replaying an FAQ query log (Zipf skew)")
+    replay.add_argument("--queries", type=Path, required=True, help="CSV with a text and an intent-label column")
+    replay.add_argument("--requests", type=int, default=5000)
+    replay.add_argument("--zipf", type=float, default=1.1, help="popularity skew exponent s: P(rank r) ∝ r^-s")
+    replay.add_argument("--seed", type=int, default=7)
+    replay.add_argument("--text-col", default=None, help="default: text or utterance")
+    replay.add_argument("--label-col", default=None, help="default: category or intent")
+    replay.set_defaults(
+        module="cache_replay", call=lambda run, a: run(a.queries, a.requests, a.zipf, a.seed, a.text_col, a.label_col)
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    if args.bench == "batching":
-        from .batching import run
-
-        levels = [int(x) for x in args.levels.split(",")]
-        out = asyncio.run(run(args.model, levels, args.requests_per_slot, args.max_tokens))
-    elif args.bench == "preemption":
-        from .preemption import run as run_preemption
-
-        out = asyncio.run(run_preemption(args.model, args.trials, args.ack_wait, args.after_tokens))
-    else:
-        from .overhead import run as run_overhead
-
-        out = asyncio.run(run_overhead(args.model, args.requests, args.passthrough, args.rounds, args.routers))
+    # Imported on demand: each benchmark pulls in different heavy parts (vLLM, torch, the embedding model).
+    run = importlib.import_module(f".{args.module}", __package__).run
+    out = asyncio.run(args.call(run, args))
     out["machine"] = _machine()
     out["command"] = "costwise-bench " + " ".join(sys.argv[1:] if argv is None else argv)
     print(json.dumps(out, indent=2))

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import statistics
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client as Nats
+from nats.js import JetStreamContext
 
 from costwise.cache import CacheSettings
 from costwise.cache import build as build_cache
-from costwise.messaging import NatsServer, connect, ensure_streams
+from costwise.client import Client
+from costwise.contracts import InferenceRequest, subjects
+from costwise.messaging import NatsServer, connect, ensure_streams, publish
 from costwise.router import RouterSettings
 from costwise.router import build as build_router
 from costwise.worker import Engine, WorkerSettings
@@ -24,6 +28,7 @@ from costwise.worker import Engine, WorkerSettings
 class Stack:
     url: str
     nc: Nats
+    tmp: Path
 
 
 @asynccontextmanager
@@ -33,24 +38,35 @@ async def nats_stack() -> AsyncIterator[Stack]:
         nc = await connect(server.url, name="bench")
         await ensure_streams(nc.jetstream())
         try:
-            yield Stack(server.url, nc)
+            yield Stack(server.url, nc, Path(tmp))
         finally:
             await nc.drain()
             server.stop()
 
 
 @asynccontextmanager
-async def front(stack: Stack, pool: str) -> AsyncIterator[None]:
-    """The services in front of a worker pool, in this process: cache, and a router sending "auto" to ``pool``."""
-    cache = await build_cache(CacheSettings(nats_url=stack.url))
-    router = await build_router(RouterSettings(nats_url=stack.url, routes={"auto": pool}))
-    await cache.start()
-    await router.start()
+async def front(stack: Stack, pool: str, *, cache: bool) -> AsyncIterator[Callable[[InferenceRequest], Awaitable[str]]]:
+    """The services in front of a worker pool, in this process: a router sending "auto" to ``pool`` and, with
+    ``cache``, the cache (default settings) before it. Yields how to submit a request: through the cache, or
+    straight to where the cache forwards its misses."""
+    services: list[Any] = [await build_router(RouterSettings(nats_url=stack.url, routes={"auto": pool}))]
+    if cache:
+        services.append(await build_cache(CacheSettings(nats_url=stack.url, data_dir=str(stack.tmp / "cache"))))
+    for service in services:
+        await service.start()
     try:
-        yield
+        yield Client(stack.nc).publish if cache else to_route(stack.nc.jetstream())
     finally:
-        await router.stop()
-        await cache.stop()
+        for service in services:
+            await service.stop()
+
+
+def to_route(js: JetStreamContext) -> Callable[[InferenceRequest], Awaitable[str]]:
+    async def submit(req: InferenceRequest) -> str:
+        await publish(js, subjects.route(req.tenant), req, msg_id=subjects.dedup_id(req.tenant, req.request_id))
+        return req.request_id
+
+    return submit
 
 
 async def load_engine(model: str, max_in_flight: int, max_model_len: int = 2048) -> Engine:

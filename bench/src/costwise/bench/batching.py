@@ -34,7 +34,9 @@ async def _direct(engine: Engine, concurrency: int, n: int, max_tokens: int) -> 
     return tokens, time.perf_counter() - start
 
 
-async def _queued(stack: Any, engine: Engine, concurrency: int, n: int, max_tokens: int, tag: str) -> tuple[int, float]:
+async def _queued(
+    stack: Any, engine: Engine, concurrency: int, n: int, max_tokens: int, tag: str, with_cache: bool
+) -> tuple[int, float]:
     pool = f"bench{tag}"
     worker = await build_worker(
         WorkerSettings(pool=pool, max_in_flight=concurrency, max_model_len=engine.max_model_len),
@@ -43,7 +45,7 @@ async def _queued(stack: Any, engine: Engine, concurrency: int, n: int, max_toke
     )
     await worker.start()
     client = Client(stack.nc)
-    async with front(stack, pool):
+    async with front(stack, pool, cache=with_cache) as submit:
         start = time.perf_counter()
         ids = set()
         for i in range(n):
@@ -53,14 +55,16 @@ async def _queued(stack: Any, engine: Engine, concurrency: int, n: int, max_toke
                 messages=_messages(i),
                 sampling=SamplingParams(max_tokens=max_tokens),
             )
-            ids.add(await client.publish(req))
+            ids.add(await submit(req))
         results = await client.wait_all(pool, ids, timeout=1800)
         elapsed = time.perf_counter() - start
     await worker.drain(0)
     return sum(r.usage.completion_tokens for r in results.values()), elapsed
 
 
-async def run(model: str, levels: list[int], requests_per_slot: int, max_tokens: int) -> dict[str, Any]:
+async def run(
+    model: str, levels: list[int], requests_per_slot: int, max_tokens: int, with_cache: bool = False
+) -> dict[str, Any]:
     engine = await load_engine(model, max(levels))
     rows = []
     async with nats_stack() as stack:
@@ -74,7 +78,7 @@ async def run(model: str, levels: list[int], requests_per_slot: int, max_tokens:
                 if path == "direct":
                     measured[path] = await _direct(engine, c, n, max_tokens)
                 else:
-                    measured[path] = await _queued(stack, engine, c, n, max_tokens, f"c{c}")
+                    measured[path] = await _queued(stack, engine, c, n, max_tokens, f"c{c}", with_cache)
             d_tok, d_s = measured["direct"]
             q_tok, q_s = measured["queue"]
             rows.append(
@@ -90,4 +94,5 @@ async def run(model: str, levels: list[int], requests_per_slot: int, max_tokens:
     base = rows[0]["queue_tok_s"]
     for row in rows:
         row["queue_speedup_vs_1"] = round(row["queue_tok_s"] / base, 2)
-    return {"benchmark": "batching", "model": model, "max_tokens": max_tokens, "rows": rows}
+    path = "cache + router" if with_cache else "router"
+    return {"benchmark": "batching", "model": model, "max_tokens": max_tokens, "queue_path": path, "rows": rows}

@@ -27,12 +27,10 @@ from costwise.contracts import (
     subjects,
 )
 from costwise.messaging import ensure_consumer, publish
-from costwise.router import RouterSettings
-from costwise.router import build as build_router
 from costwise.worker import WorkerSettings
 from costwise.worker import build as build_worker
 
-from ._harness import front, load_engine, nats_stack, percentile
+from ._harness import front, load_engine, nats_stack, percentile, to_route
 
 
 def _request(tenant: str, i: int, max_tokens: int = 1, tag: str = "") -> InferenceRequest:
@@ -46,24 +44,24 @@ def _request(tenant: str, i: int, max_tokens: int = 1, tag: str = "") -> Inferen
 
 async def _engine_path(stack: Any, model: str, n: int) -> dict[str, Any]:
     """One request at a time to a vLLM worker: end-to-end minus the engine time it reports, for the thin
-    path (router only: the request is published where the cache forwards misses) and the full path (cache +
-    router; every request a miss, the cache's worst case)."""
+    path (router only: the request is published where the cache forwards misses) and the full default path
+    (cache with semantic lookups + router; every request a miss, the cache's worst case)."""
     engine = await load_engine(model, 1)
     pool = "lat"
     worker = await build_worker(WorkerSettings(pool=pool, max_in_flight=1), nc=stack.nc, engine=engine)
     await worker.start()
-    router = await build_router(RouterSettings(nats_url=stack.url, routes={"auto": pool}))
-    await router.start()
-    thin = await _one_in_flight(stack, pool, n, via_cache=False)
-    await router.stop()
-    async with front(stack, pool):
-        full = await _one_in_flight(stack, pool, n, via_cache=True)
+    async with front(stack, pool, cache=False) as submit:
+        thin = await _one_in_flight(stack, pool, n, submit, "r")
+    async with front(stack, pool, cache=True) as submit:
+        full = await _one_in_flight(stack, pool, n, submit, "c")
     await worker.drain(0)
     engine.shutdown()
     return {"requests": n, "router_only": thin, "cache_and_router": full}
 
 
-async def _one_in_flight(stack: Any, pool: str, n: int, *, via_cache: bool) -> dict[str, float]:
+async def _one_in_flight(
+    stack: Any, pool: str, n: int, submit: Callable[[InferenceRequest], Awaitable[str]], tag: str
+) -> dict[str, float]:
     js = stack.nc.jetstream()
     sub = await js.subscribe(subjects.completions(pool), ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
     client = Client(stack.nc)
@@ -71,12 +69,9 @@ async def _one_in_flight(stack: Any, pool: str, n: int, *, via_cache: bool) -> d
     results = aiter(client.results(pool))
     overheads, e2e = [], []
     for i in range(n + 5):
-        req = _request(pool, i, tag="c" if via_cache else "r")
+        req = _request(pool, i, tag=tag)
         start = time.perf_counter()
-        if via_cache:
-            await client.publish(req)
-        else:
-            await publish(js, subjects.route(pool), req, msg_id=subjects.dedup_id(pool, req.request_id))
+        await submit(req)
         await asyncio.wait_for(anext(results), 60)
         total = time.perf_counter() - start
         done = decode((await sub.next_msg(timeout=10)).data, Completion)
@@ -122,7 +117,8 @@ def _echo(job: Job) -> Completion:
 
 async def _passthrough(stack: Any, n: int, rounds: int, routers: int) -> dict[str, Any]:
     """Req/s with the services in their own processes, as deployed; the echo pool and the client share this one.
-    Router only (requests published where the cache forwards misses), then cache + router (every request a miss)."""
+    Router only (requests published where the cache forwards misses), then exact cache + router (every request
+    a miss: lookup, pending record, forward, and storing the answer)."""
     pool = "echo"
     env = {
         **os.environ,
@@ -130,6 +126,8 @@ async def _passthrough(stack: Any, n: int, rounds: int, routers: int) -> dict[st
         "COSTWISE_ROUTER_ROUTES": json.dumps({"auto": pool}),
         "COSTWISE_ROUTER_BATCH": "256",
         "COSTWISE_CACHE_NATS_URL": stack.url,
+        # Exact cache only here: the semantic path is bounded by embedding speed (see cache-lookup).
+        "COSTWISE_CACHE_SEMANTIC": "false",
         "COSTWISE_CACHE_BATCH": "256",
     }
     stop = asyncio.Event()
@@ -154,7 +152,7 @@ async def _throughput(
     }
     tag = "c" if via_cache else "r"
     try:
-        submit = _submitter(stack, pool, via_cache=via_cache)
+        submit = _submitter(stack, via_cache=via_cache)
         await Client(stack.nc).wait_all(pool, {await submit(_request(pool, -1, tag=tag))}, timeout=60)  # warm-up
         watched = {name: [psutil.Process(p.pid) for p in ps] for name, ps in procs.items()}
         runs = [await _round(stack, pool, submit, range(r * n, (r + 1) * n), tag, watched) for r in range(rounds)]
@@ -169,14 +167,8 @@ async def _throughput(
     }
 
 
-def _submitter(stack: Any, pool: str, *, via_cache: bool) -> Callable[[InferenceRequest], Awaitable[str]]:
-    client, js = Client(stack.nc), stack.nc.jetstream()
-
-    async def to_route(req: InferenceRequest) -> str:
-        await publish(js, subjects.route(pool), req, msg_id=subjects.dedup_id(pool, req.request_id))
-        return req.request_id
-
-    return client.publish if via_cache else to_route
+def _submitter(stack: Any, *, via_cache: bool) -> Callable[[InferenceRequest], Awaitable[str]]:
+    return Client(stack.nc).publish if via_cache else to_route(stack.nc.jetstream())
 
 
 async def _round(

@@ -74,6 +74,10 @@ class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
     allow_sampled: bool = False
     """Cache answers sampled with temperature > 0 (off by default: they are not reproducible)."""
     ttl_s: Annotated[int, Meta(ge=0)] | None = None
+    semantic: bool = True
+    """Allow answers to differently worded but equivalent questions (each such hit is verified)."""
+    target_precision: Annotated[float, Meta(ge=0.5, le=0.999)] | None = None
+    """Precision the semantic hit verifier is calibrated to (default: the service's); higher = fewer hits."""
 
 
 class InferenceRequest(_Wire, frozen=True, kw_only=True, tag="inference_request.v1"):

@@ -1,7 +1,24 @@
 """The cache service: answers a request it has seen before, forwards the rest to the router."""
 
-from .app import Cache, build
-from .keys import exact_key, is_cacheable
+from ._embed import Embedder
+from ._semantic import Probe, SemanticCache
+from ._store import CachedAnswer
+from ._vectors import EdgeIndex
+from .app import Cache, build, load_semantic
+from .keys import exact_key, is_cacheable, semantic_scope
 from .settings import CacheSettings
 
-__all__ = ["Cache", "CacheSettings", "build", "exact_key", "is_cacheable"]
+__all__ = [
+    "Cache",
+    "CacheSettings",
+    "CachedAnswer",
+    "EdgeIndex",
+    "Embedder",
+    "Probe",
+    "SemanticCache",
+    "build",
+    "exact_key",
+    "is_cacheable",
+    "load_semantic",
+    "semantic_scope",
+]

@@ -32,6 +32,12 @@ class Pending(msgspec.Struct, frozen=True, kw_only=True, tag="cache_pending.v1",
 
     key: str
     ttl_s: int
+    replace: bool = False
+    """The request asked for a fresh answer (``refresh``): it replaces what is stored."""
+    question: str | None = None
+    """Set when the answer is also stored for semantic lookups (with the scope and the question's vector)."""
+    scope: str | None = None
+    vector: bytes | None = None
 
 
 class ExactStore:

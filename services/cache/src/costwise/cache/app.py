@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import msgspec
 from faststream.nats import NatsBroker
 from opentelemetry.trace import TracerProvider
 
@@ -21,7 +24,10 @@ from costwise.messaging import (
     pull_subscriber,
 )
 
+from ._embed import Embedder
+from ._semantic import Probe, SemanticCache, vector_bytes, vector_from
 from ._store import CachedAnswer, ExactStore, Pending
+from ._vectors import EdgeIndex
 from .keys import exact_key, is_cacheable
 from .settings import CacheSettings
 
@@ -36,10 +42,17 @@ _STORABLE_SOURCES = ("engine", "provider")
 class Cache:
     """Answers repeated requests from the store and forwards the rest to the router; learns from results."""
 
-    def __init__(self, settings: CacheSettings, broker: NatsBroker, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        settings: CacheSettings,
+        broker: NatsBroker,
+        clock: Callable[[], float],
+        semantic: SemanticCache | None,
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.clock = clock
+        self.semantic = semantic
         self.store: ExactStore | None = None  # bound in start(): the buckets need a live connection
         pull_subscriber(broker, CACHE_REQUESTS, batch=settings.batch, concurrency=settings.concurrency)(self.on_request)
         pull_subscriber(broker, CACHE_RESULTS, batch=settings.batch, concurrency=settings.concurrency)(self.on_result)
@@ -48,26 +61,44 @@ class Cache:
         return int(self.clock() * 1000)
 
     async def on_request(self, req: InferenceRequest) -> None:
-        store = self._store()
         key = exact_key(req)
-        answer = await store.get(key) if req.cache.mode == "use" else None
-        if answer is not None:
-            await self._answer(req, answer)
+        probe = None
+        hit = await self._exact(req, key)
+        if hit is None:
+            probe = await self.semantic.probe(req) if self.semantic and _semantic_allowed(req) else None
+            hit = await self._similar(req, probe) if probe is not None else None
+        if hit is not None:
+            await self._answer(req, *hit)
         else:
-            if is_cacheable(req):
-                await store.expect(req.tenant, req.request_id, Pending(key=key, ttl_s=self._ttl(req)))
-            msg_id = subjects.dedup_id(req.tenant, req.request_id)
-            await forward_current(self.broker, subjects.route(req.tenant), msg_id=msg_id)
+            await self._forward(req, key, probe)
         await ack_current(self.broker)
 
-    async def _answer(self, req: InferenceRequest, answer: CachedAnswer) -> None:
-        hit = CacheHit(kind="exact", cached_request_id=answer.request_id, saved=answer.usage)
+    async def _exact(self, req: InferenceRequest, key: str) -> tuple[CachedAnswer, CacheHit] | None:
+        answer = await self._store().get(key) if req.cache.mode == "use" else None
+        if answer is None:
+            return None
+        return answer, CacheHit(kind="exact", cached_request_id=answer.request_id, saved=answer.usage)
+
+    async def _similar(self, req: InferenceRequest, probe: Probe) -> tuple[CachedAnswer, CacheHit] | None:
+        assert self.semantic is not None
+        if req.cache.mode != "use":
+            return None
+        found = await self.semantic.lookup(req, probe, now_ms=self._now_ms())
+        if found is None:
+            return None
+        answer = found.answer
+        hit = CacheHit(
+            kind="semantic", cached_request_id=answer.request_id, similarity=found.similarity, saved=answer.usage
+        )
+        return answer, hit
+
+    async def _answer(self, req: InferenceRequest, answer: CachedAnswer, hit: CacheHit) -> None:
         result = Result(
             request_id=req.request_id,
             tenant=req.tenant,
             status="ok",
             output=answer.output,
-            source="cache_exact",
+            source="cache_exact" if hit.kind == "exact" else "cache_semantic",
             model=answer.model,
             usage=Usage(),  # nothing was generated for this request
             callback_url=req.callback_url,
@@ -79,23 +110,34 @@ class Cache:
         msg_id = subjects.dedup_id(req.tenant, req.request_id)
         await publish_durable(self.broker, result, subjects.results(req.tenant, req.request_id), msg_id=msg_id)
 
-    async def on_result(self, result: Result) -> None:
-        if _storable(result):
-            store = self._store()
-            pending = await store.take_pending(result.tenant, result.request_id)
-            if pending is not None and result.output is not None:
-                answer = CachedAnswer(
-                    request_id=result.request_id,
-                    output=result.output,
-                    model=result.model,
-                    usage=result.usage,
-                    stored_ms=self._now_ms(),
-                )
-                await store.put(pending.key, answer, ttl_s=pending.ttl_s)
-        await ack_current(self.broker)
+    async def _forward(self, req: InferenceRequest, key: str, probe: Probe | None) -> None:
+        if is_cacheable(req):
+            ttl_s = self.settings.ttl_for(req.tenant, req.cache.ttl_s)
+            pending = Pending(key=key, ttl_s=ttl_s, replace=req.cache.mode == "refresh")
+            if probe is not None:
+                vector = vector_bytes(probe.vector)
+                pending = msgspec.structs.replace(pending, question=probe.question, scope=probe.scope, vector=vector)
+            await self._store().expect(req.tenant, req.request_id, pending)
+        msg_id = subjects.dedup_id(req.tenant, req.request_id)
+        await forward_current(self.broker, subjects.route(req.tenant), msg_id=msg_id)
 
-    def _ttl(self, req: InferenceRequest) -> int:
-        return req.cache.ttl_s or self.settings.ttl_s
+    async def on_result(self, result: Result) -> None:
+        pending = await self._store().take_pending(result.tenant, result.request_id) if _storable(result) else None
+        if pending is not None and result.output is not None:
+            now = self._now_ms()
+            answer = CachedAnswer(
+                request_id=result.request_id,
+                output=result.output,
+                model=result.model,
+                usage=result.usage,
+                stored_ms=now,
+            )
+            await self._store().put(pending.key, answer, ttl_s=pending.ttl_s, replace=pending.replace)
+            if self.semantic is not None and pending.vector is not None and pending.question and pending.scope:
+                probe = Probe(question=pending.question, scope=pending.scope, vector=vector_from(pending.vector))
+                expires_ms = now + pending.ttl_s * 1000
+                await self.semantic.store(result.tenant, pending.key, probe, answer, expires_ms=expires_ms)
+        await ack_current(self.broker)
 
     def _store(self) -> ExactStore:
         if self.store is None:
@@ -112,6 +154,12 @@ class Cache:
 
     async def stop(self) -> None:
         await self.broker.stop()
+        if self.semantic is not None:
+            await self.semantic.close()
+
+
+def _semantic_allowed(req: InferenceRequest) -> bool:
+    return req.cache.semantic and req.cache.mode != "bypass"
 
 
 def _storable(result: Result) -> bool:
@@ -129,8 +177,13 @@ async def build(
     broker: NatsBroker | None = None,
     tracer_provider: TracerProvider | None = None,
     clock: Callable[[], float] = time.time,
+    semantic: SemanticCache | None = None,
 ) -> Cache:
-    """Provision the cache's buckets and consumers and wire its handlers (call ``start()`` to begin pulling)."""
+    """Provision the cache's buckets and consumers and wire its handlers (call ``start()`` to begin pulling).
+
+    With ``settings.semantic`` and no ``semantic`` given, loads the embedding model, the hit verifier and
+    the Qdrant Edge index under ``settings.data_dir`` (tests inject one built on session-wide models).
+    """
     nc = await connect(settings.nats_url, name=f"{SERVICE}-provision")
     try:
         js = nc.jetstream()
@@ -142,4 +195,13 @@ async def build(
     broker = broker or make_broker(
         settings.nats_url, service=SERVICE, consumers=CONSUMERS, tracer_provider=tracer_provider
     )
-    return Cache(settings, broker, clock)
+    if semantic is None and settings.semantic:
+        semantic = await asyncio.to_thread(load_semantic, Path(settings.data_dir) / "semantic")
+    return Cache(settings, broker, clock, semantic)
+
+
+def load_semantic(index_dir: Path) -> SemanticCache:
+    """Embedder + verifier + on-disk index: the semantic cache's parts, each loaded once per process."""
+    from .verify import Verifier
+
+    return SemanticCache(Embedder.load(threads=1), EdgeIndex.open(index_dir), Verifier.load(threads=1))

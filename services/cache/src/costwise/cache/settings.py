@@ -15,7 +15,17 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     nats_url: str = "nats://127.0.0.1:4222"
     ttl_s: Annotated[int, Meta(ge=1, le=_30_DAYS)] = 7 * 24 * 3600
-    """How long an answer stays when the request's cache policy names no TTL (the bucket keeps ≤ 30 days)."""
+    """How long an answer stays when neither the request's cache policy nor ``tenant_ttl_s`` names one."""
+    tenant_ttl_s: dict[str, Annotated[int, Meta(ge=1, le=_30_DAYS)]] = {}
+    """Per-tenant default lifetimes, e.g. ``{"acme": 3600}`` (the bucket keeps nothing past 30 days)."""
+    semantic: bool = True
+    """Serve verified answers to equivalent, differently worded questions (loads MiniLM and the verifier)."""
+    data_dir: str = "var/cache"
+    """Where the embedded vector index (Qdrant Edge) keeps its files."""
     batch: Annotated[int, Meta(ge=1, le=1024)] = 64
     concurrency: Annotated[int, Meta(ge=1, le=1024)] = 16
     otlp_endpoint: str | None = None
+
+    def ttl_for(self, tenant: str, requested: int | None) -> int:
+        """The lifetime of an answer: the request's own, else its tenant's, else the service default."""
+        return requested or self.tenant_ttl_s.get(tenant, self.ttl_s)

@@ -46,6 +46,7 @@ def run_stack(args: argparse.Namespace) -> int:
     for name in SERVICES:
         env[f"COSTWISE_{name.upper()}_NATS_URL"] = server.url
     env.setdefault("COSTWISE_WORKER_MODEL", args.model)
+    env.setdefault("COSTWISE_CACHE_DATA_DIR", str(data / "cache"))
     children = {name: _spawn(name, env, logs) for name in SERVICES}
     print(_banner(server.url, logs), flush=True)
     stop = False

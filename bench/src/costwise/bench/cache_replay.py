@@ -1,0 +1,87 @@
+"""Replay an FAQ-style query log through the cache with a Zipf popularity skew; judge hits by intent label.
+
+Every distinct query gets a popularity rank (shuffled, seeded); requests are drawn with P(rank r) ∝ r^-s.
+A miss is "answered" with the query's intent label and stored, as the service stores a model's answer; a hit
+is right when the cached entry's label equals the query's. Exact repeats hit the exact cache, rewordings
+go through the semantic path (embedding, Qdrant Edge, verifier) exactly as the service runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from costwise.cache import CachedAnswer, Probe, SemanticCache, load_semantic
+from costwise.contracts import ChatMessage, InferenceRequest, Output, Usage
+
+_TENANT, _SCOPE, _FOREVER_MS = "replay", "faq", 2**52
+
+
+def _read(path: Path, text_col: str | None, label_col: str | None) -> list[tuple[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = reader.fieldnames or []
+        text = text_col or ("text" if "text" in fields else "utterance")
+        label = label_col or ("category" if "category" in fields else "intent")
+        return sorted({(row[text].strip(), row[label]) for row in reader if row[text].strip()})
+
+
+async def run(
+    path: Path, requests: int, zipf_s: float, seed: int, text_col: str | None, label_col: str | None
+) -> dict[str, Any]:
+    queries = _read(path, text_col, label_col)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(queries)  # type: ignore[arg-type]
+    weights = 1.0 / np.arange(1, len(queries) + 1) ** zipf_s
+    stream = rng.choice(len(queries), size=requests, p=weights / weights.sum())
+    with tempfile.TemporaryDirectory(prefix="costwise-replay-") as tmp:
+        semantic = await asyncio.to_thread(load_semantic, Path(tmp) / "index")
+        try:
+            counts = await _replay(semantic, [queries[i] for i in stream])
+        finally:
+            await semantic.close()
+    hits = counts["exact"] + counts["semantic_right"] + counts["semantic_wrong"]
+    return {
+        "benchmark": "cache-replay",
+        "queries_file": str(path),
+        "distinct_queries": len(queries),
+        "requests": requests,
+        "zipf_s": zipf_s,
+        **counts,
+        "hit_rate": round(hits / requests, 4),
+        "exact_hit_rate": round(counts["exact"] / requests, 4),
+        "semantic_hit_rate": round((hits - counts["exact"]) / requests, 4),
+        "wrong_hit_share": round(counts["semantic_wrong"] / max(1, hits), 4),
+    }
+
+
+async def _replay(semantic: SemanticCache, stream: list[tuple[str, str]]) -> dict[str, int]:
+    exact: dict[str, str] = {}
+    counts = {"exact": 0, "semantic_right": 0, "semantic_wrong": 0, "misses": 0}
+    for i, (text, label) in enumerate(tqdm(stream, desc="replay", unit="req")):
+        if text in exact:  # the exact cache's key is the canonical request: here, the text
+            counts["exact"] += 1
+            continue
+        req = InferenceRequest(request_id=f"r{i}", tenant=_TENANT, messages=[ChatMessage(role="user", content=text)])
+        probe = Probe(question=text, scope=_SCOPE, vector=await semantic.embedder.embed(text))
+        hit = await semantic.lookup(req, probe, now_ms=0)
+        if hit is not None:
+            counts["semantic_right" if hit.answer.output.text == label else "semantic_wrong"] += 1
+            continue
+        counts["misses"] += 1
+        exact[text] = label
+        answer = CachedAnswer(
+            request_id=req.request_id,
+            output=Output(text=label, finish_reason="stop"),
+            model=None,
+            usage=Usage(),
+            stored_ms=0,
+        )
+        await semantic.store(_TENANT, f"k{i}", probe, answer, expires_ms=_FOREVER_MS)
+    return counts

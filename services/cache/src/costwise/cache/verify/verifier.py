@@ -1,0 +1,128 @@
+"""The hit verifier the semantic cache calls before serving a cached answer to a different-looking question."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .lexical import veto
+from .metrics import threshold_for
+from .model import PairClassifier, encode, load_tokenizer
+
+__all__ = ["ARTIFACT_DIR", "Decision", "Verifier"]
+
+ARTIFACT_DIR = Path(__file__).resolve().parent / "artifact"
+"""The artifact shipped in the wheel: ``weights.safetensors`` (fine-tuned layers) and ``verifier.json``."""
+
+WEIGHTS_FILE = "weights.safetensors"
+META_FILE = "verifier.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Why a candidate hit was accepted or refused (for logs and metrics)."""
+
+    accepted: bool
+    reason: str
+    """"accepted", "similarity" (below the pre-threshold), "veto:<check>", or "verifier"."""
+    probability: float | None = None
+    """The verifier's same-question probability, when it ran."""
+
+
+class Verifier:
+    """Decides whether a cached question's answer may be served for a new query.
+
+    A hit needs all three: cosine similarity at or above ``min_similarity``, no lexical veto, and a
+    probability at or above the threshold calibrated for the wanted precision. The probability combines the
+    cross-encoder's logit with the cosine (the two err differently; together they rank better than either).
+    """
+
+    def __init__(self, model: PairClassifier, tokenizer: Any, meta: dict[str, Any]) -> None:
+        self._model = model.eval()
+        self._tokenizer = tokenizer
+        self.meta = meta
+        self.max_length = int(meta["max_length"])
+        self.min_similarity = float(meta["min_similarity"])
+        self.default_target_precision = float(meta["default_target_precision"])
+        self.checks: tuple[str, ...] = tuple(meta["vetoes"])
+        self._table: list[dict[str, float]] = meta["calibration"]["table"]
+        self._combiner: dict[str, float] = meta["calibration"]["combiner"]
+        if self._table:
+            self.threshold()  # an artifact whose default target was never calibrated must not load
+
+    @classmethod
+    def load(cls, path: Path | None = None, *, threads: int = 1) -> Verifier:
+        """Load an artifact directory (default: the one shipped in this package) onto the base MiniLM weights.
+
+        ``threads`` is applied with :func:`torch.set_num_threads`, which is process-wide.
+        """
+        path = Path(path) if path is not None else ARTIFACT_DIR
+        torch.set_num_threads(threads)
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        model = PairClassifier.from_base(trainable_layers=int(meta["trainable_layers"]))
+        model.load_trained(path / WEIGHTS_FILE)
+        return cls(model, load_tokenizer(), meta)
+
+    @torch.inference_mode()
+    def logits(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 64) -> list[float]:
+        """The cross-encoder's raw same-question logit for each ``(a, b)`` pair, computed in batches."""
+        # Batching neighbours of similar length keeps padding (wasted compute) small.
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        out = [0.0] * len(pairs)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = encode(self._tokenizer, [pairs[i] for i in idx], self.max_length)
+            for i, logit in zip(idx, self._model(**batch).tolist(), strict=True):
+                out[i] = float(logit)
+        return out
+
+    def score(
+        self, pairs: Sequence[tuple[str, str]], similarities: Sequence[float] | None = None, *, batch_size: int = 64
+    ) -> list[float]:
+        """Probability that each ``(a, b)`` pair asks the same question, computed in batches.
+
+        With ``similarities`` (the pairs' embedding cosines) the probability also weighs the cosine, through
+        the logistic combiner fitted on calibration data: that is the score the thresholds apply to.
+        """
+        logits = self.logits(pairs, batch_size=batch_size)
+        if similarities is None:
+            return [float(p) for p in 1.0 / (1.0 + np.exp(-np.asarray(logits)))]
+        return self.combine(logits, similarities)
+
+    def combine(self, logits: Sequence[float], similarities: Sequence[float]) -> list[float]:
+        """The calibrated probability from cross-encoder logits and embedding cosines (what thresholds cut)."""
+        c = self._combiner
+        z = c["logit"] * np.asarray(logits) + c["cosine"] * np.asarray(similarities, dtype=np.float64) + c["bias"]
+        return [float(p) for p in 1.0 / (1.0 + np.exp(-z))]
+
+    @property
+    def max_target_precision(self) -> float:
+        """The strictest precision calibration could vouch for (a higher target raises ValueError)."""
+        return max(float(r["target_precision"]) for r in self._table)
+
+    def threshold(self, target_precision: float | None = None) -> float:
+        """The probability threshold calibrated for ``target_precision`` (default: the artifact's)."""
+        return threshold_for(
+            self._table, self.default_target_precision if target_precision is None else target_precision
+        )
+
+    def decide(self, query: str, cached: str, similarity: float, *, target_precision: float | None = None) -> Decision:
+        """Run the checks cheapest-first and say which one refused, if any."""
+        threshold = self.threshold(target_precision)  # fail fast on an unreachable target
+        if similarity < self.min_similarity:
+            return Decision(False, "similarity")
+        vetoed = veto(query, cached, self.checks)
+        if vetoed is not None:
+            return Decision(False, f"veto:{vetoed}")
+        probability = self.score([(query, cached)], [similarity])[0]
+        return Decision(probability >= threshold, "accepted" if probability >= threshold else "verifier", probability)
+
+    def accept(self, query: str, cached: str, similarity: float, *, target_precision: float | None = None) -> bool:
+        """Whether ``cached``'s answer may be served for ``query`` (``similarity``: their embedding cosine)."""
+        return self.decide(query, cached, similarity, target_precision=target_precision).accepted
