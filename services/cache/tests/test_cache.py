@@ -285,6 +285,18 @@ async def test_similar_questions_that_differ_in_substance_miss(
     assert await _outcome(nc, _request(unique, prompt=asked)) == "miss"
 
 
+async def test_a_precision_the_verifier_cannot_promise_means_no_semantic_hit(
+    nc: Nats, cache: Cache, unique: str
+) -> None:
+    cached, asked = PARAPHRASES[0]
+    first = _request(unique, prompt=cached)
+    await _miss_then_answer(nc, first)
+    await _stored(nc, first)
+    strict = _request(unique, prompt=asked, cache=CachePolicy(target_precision=0.999))
+    assert await _outcome(nc, strict) == "miss"
+    assert await _outcome(nc, _request(unique, prompt=asked)) == "hit"  # the default target still serves it
+
+
 @pytest.mark.parametrize("scope", ["other_tenant", "system_prompt", "semantic_off"])
 async def test_semantic_hits_stay_in_scope(nc: Nats, cache: Cache, unique: str, scope: str) -> None:
     cached, asked = PARAPHRASES[0]

@@ -66,14 +66,18 @@ class SemanticCache:
         decision = await asyncio.get_running_loop().run_in_executor(
             self._thread, self._decide, probe.question, cached_question, found.similarity, req.cache.target_precision
         )
-        if not decision.accepted:
-            log.debug("semantic candidate refused (%s, similarity %.3f)", decision.reason, found.similarity)
+        if decision is None or not decision.accepted:
+            why = "target precision out of reach" if decision is None else decision.reason
+            log.debug("semantic candidate refused (%s, similarity %.3f)", why, found.similarity)
             return None
         answer = msgspec.json.decode(found.payload["answer"], type=CachedAnswer)
         return SemanticHit(answer=answer, similarity=min(1.0, found.similarity))
 
     def _decide(self, query: str, cached: str, similarity: float, target: float | None) -> Any:
-        return self.verifier.decide(query, cached, similarity, target_precision=target)
+        try:
+            return self.verifier.decide(query, cached, similarity, target_precision=target)
+        except ValueError:  # a precision the calibration cannot promise: no semantic hit, never an error
+            return None
 
     async def store(self, tenant: str, key: str, probe: Probe, answer: CachedAnswer, *, expires_ms: int) -> None:
         payload = {
