@@ -4,7 +4,7 @@ from ._connect import connect
 from ._dead_letter import file_dead_letter, give_up, send_error_result
 from ._faststream import ack_current, forward_current, make_broker, publish_durable, pull_subscriber, reject_current
 from ._lifecycle import run_until_signalled
-from ._provision import ensure_consumer, ensure_key_value, ensure_stream, ensure_streams
+from ._provision import ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
 from ._publish import MSG_ID, publish
 from ._server import NatsServer, find_nats_server
 
@@ -22,6 +22,7 @@ __all__ = [
     "forward_current",
     "give_up",
     "make_broker",
+    "provision",
     "publish",
     "publish_durable",
     "pull_subscriber",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -11,7 +12,9 @@ from nats.js.errors import APIError, ServiceUnavailableError
 
 from costwise.contracts.subjects import ALL_KEY_VALUES, ALL_STREAMS, ConsumerSpec, KeyValueSpec, StreamSpec
 
-__all__ = ["ensure_consumer", "ensure_key_value", "ensure_stream", "ensure_streams"]
+from ._connect import connect
+
+__all__ = ["ensure_consumer", "ensure_key_value", "ensure_stream", "ensure_streams", "provision"]
 
 _RETENTION = {
     "limits": RetentionPolicy.LIMITS,
@@ -93,3 +96,16 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
         max_ack_pending=spec.max_ack_pending,
     )
     await js.add_consumer(spec.stream, config)
+
+
+async def provision(url: str, consumers: Iterable[ConsumerSpec] = (), *, name: str) -> None:
+    """On a short-lived connection: every stream and bucket, then ``consumers`` (idempotent, so any service
+    may be the first one up)."""
+    nc = await connect(url, name=f"{name}-provision")
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        for spec in consumers:
+            await ensure_consumer(js, spec)
+    finally:
+        await nc.close()

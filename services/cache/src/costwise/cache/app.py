@@ -15,11 +15,9 @@ from costwise.contracts import CacheHit, InferenceRequest, Result, Usage, subjec
 from costwise.contracts.subjects import CACHE_EXACT, CACHE_PENDING, CACHE_REQUESTS, CACHE_RESULTS
 from costwise.messaging import (
     ack_current,
-    connect,
-    ensure_consumer,
-    ensure_streams,
     forward_current,
     make_broker,
+    provision,
     publish_durable,
     pull_subscriber,
 )
@@ -159,7 +157,8 @@ class Cache:
 
 
 def _semantic_allowed(req: InferenceRequest) -> bool:
-    return req.cache.semantic and req.cache.mode != "bypass"
+    # The embedding is worth computing only if it is looked up now or stored with the answer later.
+    return req.cache.semantic and (req.cache.mode == "use" or is_cacheable(req))
 
 
 def _storable(result: Result) -> bool:
@@ -184,14 +183,7 @@ async def build(
     With ``settings.semantic`` and no ``semantic`` given, loads the embedding model, the hit verifier and
     the Qdrant Edge index under ``settings.data_dir`` (tests inject one built on session-wide models).
     """
-    nc = await connect(settings.nats_url, name=f"{SERVICE}-provision")
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js)  # streams and key-value buckets; idempotent
-        for spec in CONSUMERS:
-            await ensure_consumer(js, spec)
-    finally:
-        await nc.close()
+    await provision(settings.nats_url, CONSUMERS, name=SERVICE)
     broker = broker or make_broker(
         settings.nats_url, service=SERVICE, consumers=CONSUMERS, tracer_provider=tracer_provider
     )

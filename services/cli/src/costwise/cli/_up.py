@@ -11,16 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from costwise.messaging import NatsServer, connect, ensure_streams
+from costwise.messaging import NatsServer, provision
 
 # Each service runs as `python -m costwise.<name>`; the launcher never imports them.
 SERVICES = ("cache", "router", "worker")
-
-
-async def _provision(url: str) -> None:
-    nc = await connect(url, name="costwise-up")
-    await ensure_streams(nc.jetstream())
-    await nc.close()
 
 
 def _spawn(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
@@ -41,7 +35,7 @@ def run_stack(args: argparse.Namespace) -> int:
     logs = data / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     server = NatsServer(data / "nats", port=args.port).start()
-    asyncio.run(_provision(server.url))
+    asyncio.run(provision(server.url, name="costwise-up"))
     env = dict(os.environ)
     for name in SERVICES:
         env[f"COSTWISE_{name.upper()}_NATS_URL"] = server.url

@@ -22,11 +22,9 @@ from costwise.contracts import (
 from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_ROUTE
 from costwise.messaging import (
     ack_current,
-    connect,
-    ensure_consumer,
-    ensure_streams,
     file_dead_letter,
     make_broker,
+    provision,
     publish_durable,
     pull_subscriber,
     reject_current,
@@ -129,14 +127,7 @@ async def build(
     clock: Callable[[], float] = time.time,
 ) -> Router:
     """Provision the router's consumers and wire its handlers (call ``start()`` to begin pulling)."""
-    nc = await connect(settings.nats_url, name=f"{SERVICE}-provision")
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js)  # idempotent: any service may be the first one up
-        for spec in CONSUMERS:
-            await ensure_consumer(js, spec)
-    finally:
-        await nc.close()
+    await provision(settings.nats_url, CONSUMERS, name=SERVICE)
     broker = broker or make_broker(
         settings.nats_url,
         service=SERVICE,
