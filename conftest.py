@@ -37,8 +37,8 @@ async def engine(tiny_model: str) -> AsyncIterator[Any]:
 @pytest.fixture(scope="session")
 def semantic_models() -> Any:
     """The semantic cache's models (MiniLM embedder, hit verifier), loaded once for the whole session."""
-    from costwise.cache import Embedder
     from costwise.cache.verify import Verifier
+    from costwise.embed import Embedder
 
     return Embedder.load(threads=1), Verifier.load(threads=1)
 

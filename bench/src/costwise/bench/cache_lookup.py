@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from costwise.cache import EdgeIndex, Embedder
-from costwise.cache._embed import DIMENSIONS
+from costwise.cache import EdgeIndex
+from costwise.embed import DIMENSIONS, Embedder
 
 from ._harness import percentile
 

@@ -1,6 +1,5 @@
 """The cache service: answers a request it has seen before, forwards the rest to the router."""
 
-from ._embed import Embedder
 from ._semantic import Probe, SemanticCache
 from ._store import CachedAnswer
 from ._vectors import EdgeIndex
@@ -13,7 +12,6 @@ __all__ = [
     "CacheSettings",
     "CachedAnswer",
     "EdgeIndex",
-    "Embedder",
     "Probe",
     "SemanticCache",
     "build",

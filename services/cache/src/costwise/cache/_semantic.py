@@ -12,8 +12,8 @@ import msgspec
 import numpy as np
 
 from costwise.contracts import InferenceRequest
+from costwise.embed import Embedder, Vector
 
-from ._embed import Embedder, Vector
 from ._store import CachedAnswer
 from ._vectors import VectorIndex
 from .keys import question_of, semantic_scope

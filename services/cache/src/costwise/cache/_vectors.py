@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ._embed import DIMENSIONS
+from costwise.embed import DIMENSIONS
 
 __all__ = ["Candidate", "EdgeIndex", "VectorIndex", "point_id"]
 

@@ -13,6 +13,7 @@ from opentelemetry.trace import TracerProvider
 
 from costwise.contracts import CacheHit, InferenceRequest, Result, Usage, subjects
 from costwise.contracts.subjects import CACHE_EXACT, CACHE_PENDING, CACHE_REQUESTS, CACHE_RESULTS
+from costwise.embed import Embedder
 from costwise.messaging import (
     ack_current,
     forward_current,
@@ -22,7 +23,6 @@ from costwise.messaging import (
     pull_subscriber,
 )
 
-from ._embed import Embedder
 from ._semantic import Probe, SemanticCache, vector_bytes, vector_from
 from ._store import CachedAnswer, ExactStore, Pending
 from ._vectors import EdgeIndex

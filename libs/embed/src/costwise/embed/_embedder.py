@@ -1,4 +1,4 @@
-"""Sentence embeddings for the semantic cache: all-MiniLM-L6-v2 on one pinned thread, concurrent calls batched."""
+"""Sentence embeddings: all-MiniLM-L6-v2 on one pinned thread, concurrent calls batched."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DIMENSIONS", "Embedder"]
+__all__ = ["DIMENSIONS", "Embedder", "Vector"]
 
 DIMENSIONS = 384
 Vector = NDArray[np.float32]
