@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 
 from costwise.cache import CacheSettings
 from costwise.cache import build as build_cache
+from costwise.catalog import default_catalog
 from costwise.client import Client
 from costwise.contracts import ChatMessage, InferenceRequest, SamplingParams, subjects
 from costwise.router import RouterSettings
@@ -107,7 +108,7 @@ async def test_every_request_gets_exactly_one_result_under_preemption(
     nats_url: str, nc: Nats, js: JetStreamContext, workers: WorkerProcs, unique: str, semantic_cache: Any
 ) -> None:
     cache = await build_cache(CacheSettings(nats_url=nats_url), semantic=semantic_cache)
-    router = await build_router(RouterSettings(nats_url=nats_url, routes={"auto": unique}))
+    router = await build_router(RouterSettings(nats_url=nats_url), catalog=default_catalog(unique))
     await cache.start()
     await router.start()
     client, rng = Client(nc), random.Random(7)

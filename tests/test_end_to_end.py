@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 
 from costwise.cache import CacheSettings
 from costwise.cache import build as build_cache
+from costwise.catalog import default_catalog
 from costwise.client import Client, new_request_id
 from costwise.contracts import ChatMessage, InferenceRequest, Result, SamplingParams, subjects
 from costwise.router import RouterSettings
@@ -29,7 +30,7 @@ async def stack(
     settings = CacheSettings(nats_url=nats_url)
     cache = await build_cache(settings, tracer_provider=tracer_provider, semantic=semantic_cache)
     router = await build_router(
-        RouterSettings(nats_url=nats_url, routes={"auto": unique}), tracer_provider=tracer_provider
+        RouterSettings(nats_url=nats_url), catalog=default_catalog(unique), tracer_provider=tracer_provider
     )
     worker = await build_worker(
         WorkerSettings(pool=unique, max_model_len=2048), nc=nc, engine=engine, tracer_provider=tracer_provider

@@ -58,7 +58,7 @@ def test_pool_price_derives_from_gpu_hour_and_throughput_exactly() -> None:
             ">= 0",
         ),
         (
-            'baseline = "x"\n[aliases]\nauto="huge"\n[[tiers]]\nname = "t"\nbackends = ["x"]\n'
+            'baseline = "x"\n[aliases]\nbig="huge"\n[[tiers]]\nname = "t"\nbackends = ["x"]\n'
             + "[[backends]]\ntype='pool'\nname='x'\nmodel='m'\ngpu_usd_per_hour=1\nprefill_tokens_per_s=1\ndecode_tokens_per_s=1\n",
             "unknown tier",
         ),
@@ -78,5 +78,5 @@ def test_bad_catalog_fails_at_load_with_a_clear_message(tmp_path: Path, toml: st
 
 def test_default_catalog_serves_the_embedded_pool() -> None:
     catalog = default_catalog()
-    assert catalog.tier("auto").backends == ["default"]
+    assert catalog.tier("small").backends == ["default"]
     assert catalog.baseline_price.cost(Usage(completion_tokens=1)) > 0

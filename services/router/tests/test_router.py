@@ -10,6 +10,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
+from costwise.catalog import default_catalog
 from costwise.client import Client, new_request_id
 from costwise.contracts import (
     ChatMessage,
@@ -32,7 +33,7 @@ from costwise.testing import first_stored, span_names
 async def pool(nats_url: str, unique: str, tracer_provider) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
     """A running router that sends model "auto" to a pool unique to this test."""
     router: Router = await build(
-        RouterSettings(nats_url=nats_url, routes={"auto": unique}), tracer_provider=tracer_provider
+        RouterSettings(nats_url=nats_url), catalog=default_catalog(unique), tracer_provider=tracer_provider
     )
     await router.start()
     yield unique

@@ -154,3 +154,15 @@ async def test_keeps_many_jobs_in_flight(js: JetStreamContext, start_worker: Any
     assert peak == 8  # continuous batching: the engine holds up to max_in_flight jobs at once
     for i in range(12):
         await _completion(js, unique, f"b{i}")
+
+
+async def test_a_job_past_its_deadline_is_not_generated(
+    nc: Nats, js: JetStreamContext, start_worker: Any, unique: str
+) -> None:
+    await start_worker()
+    job = _job(unique, "late")
+    late = msgspec.structs.replace(job, request=msgspec.structs.replace(job.request, deadline_ms=1))
+    await publish(js, subjects.jobs(unique), late, msg_id=f"{unique}-late")
+    result = await Client(nc).result(unique, "late", timeout=30)
+    assert result.error is not None and result.error.code == ErrorCode.DEADLINE_EXCEEDED
+    assert (await _dead_letter(js, "late")).code == ErrorCode.DEADLINE_EXCEEDED

@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 
 from costwise.cache import CacheSettings
 from costwise.cache import build as build_cache
+from costwise.catalog import default_catalog
 from costwise.client import Client
 from costwise.contracts import InferenceRequest, subjects
 from costwise.messaging import NatsServer, connect, ensure_streams, publish
@@ -49,7 +50,7 @@ async def front(stack: Stack, pool: str, *, cache: bool) -> AsyncIterator[Callab
     """The services in front of a worker pool, in this process: a router sending "auto" to ``pool`` and, with
     ``cache``, the cache (default settings) before it. Yields how to submit a request: through the cache, or
     straight to where the cache forwards its misses."""
-    services: list[Any] = [await build_router(RouterSettings(nats_url=stack.url, routes={"auto": pool}))]
+    services: list[Any] = [await build_router(RouterSettings(nats_url=stack.url), catalog=default_catalog(pool))]
     if cache:
         services.append(await build_cache(CacheSettings(nats_url=stack.url, data_dir=str(stack.tmp / "cache"))))
     for service in services:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -11,10 +10,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 import psutil
 from nats.aio.client import Client as Nats
 from nats.js.api import DeliverPolicy
 
+from costwise.catalog import default_catalog
 from costwise.client import Client
 from costwise.contracts import (
     ChatMessage,
@@ -120,10 +121,12 @@ async def _passthrough(stack: Any, n: int, rounds: int, routers: int) -> dict[st
     Router only (requests published where the cache forwards misses), then exact cache + router (every request
     a miss: lookup, pending record, forward, and storing the answer)."""
     pool = "echo"
+    catalog = stack.tmp / "catalog.json"
+    catalog.write_bytes(msgspec.json.encode(default_catalog(pool)))
     env = {
         **os.environ,
         "COSTWISE_ROUTER_NATS_URL": stack.url,
-        "COSTWISE_ROUTER_ROUTES": json.dumps({"auto": pool}),
+        "COSTWISE_ROUTER_CATALOG": str(catalog),
         "COSTWISE_ROUTER_BATCH": "256",
         "COSTWISE_CACHE_NATS_URL": stack.url,
         # Exact cache only here: the semantic path is bounded by embedding speed (see cache-lookup).

@@ -4,6 +4,7 @@ from . import subjects
 from .codec import DecodeError, decode, encode
 from .errors import ErrorCode
 from .messages import (
+    Attempt,
     CacheHit,
     CachePolicy,
     ChatMessage,
@@ -24,6 +25,7 @@ from .messages import (
 )
 
 __all__ = [
+    "Attempt",
     "CacheHit",
     "CachePolicy",
     "ChatMessage",

@@ -15,6 +15,7 @@ from msgspec import Meta
 from .errors import ErrorCode
 
 __all__ = [
+    "Attempt",
     "CacheHit",
     "CachePolicy",
     "ChatMessage",
@@ -37,6 +38,8 @@ __all__ = [
 # Tenants, pools and request ids become NATS subject tokens: no dots, wildcards or spaces.
 Token = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=64)]
 RequestId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=128)]
+# A job id is its request id, plus ``-<attempt>`` from the second attempt on (failover, escalation).
+JobId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=140)]
 Url = Annotated[str, Meta(max_length=2048)]
 EpochMs = Annotated[int, Meta(ge=0)]
 NonNegInt = Annotated[int, Meta(ge=0)]
@@ -116,16 +119,21 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Job(_Wire, frozen=True, kw_only=True, tag="job.v1"):
-    """A request assigned to one worker pool (``subjects.jobs(pool)``)."""
+    """A request assigned to one backend (``subjects.jobs(pool)``: a worker pool or a provider)."""
 
-    job_id: RequestId
+    job_id: JobId
     request: InferenceRequest
     pool: Token
     attempt: Annotated[int, Meta(ge=1)] = 1
     stage: Literal["direct", "cascade_small", "cascade_large", "batch"] = "direct"
     checkpoint: Checkpoint | None = None
     prefix_hash: str | None = None
+    """Hash of everything before the last message: jobs sharing it reuse the engine's prefix cache."""
     routed_ms: EpochMs = 0
+    tier: str | None = None
+    """The catalog tier this attempt runs in."""
+    attempts: Annotated[list[Attempt], Meta(max_length=16)] = []
+    """Earlier attempts of the same request (escalated or failed), so the router can stay stateless."""
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,6 +141,22 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     completion_tokens: NonNegInt = 0
     cached_prompt_tokens: NonNegInt = 0
     """Prompt tokens served from the engine's prefix cache."""
+
+
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One backend's try at a request, as the result reports it (the route taken, and what it cost)."""
+
+    backend: str
+    tier: str | None = None
+    stage: Literal["direct", "cascade_small", "cascade_large", "batch"] = "direct"
+    model: str = ""
+    outcome: Literal["accepted", "escalated", "failed"]
+    reason: Annotated[str, Meta(max_length=1024)] = ""
+    """Why it was escalated or failed (empty when accepted)."""
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    spot: bool = False
+    worker_id: str = ""
 
 
 class LogprobSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -166,6 +190,8 @@ class Completion(_Wire, frozen=True, kw_only=True, tag="completion.v1"):
     resumed_tokens: NonNegInt = 0
     """Tokens taken from a checkpoint instead of being generated again."""
     completed_ms: EpochMs = 0
+    error: ErrorInfo | None = None
+    """Set when the backend failed this attempt (``text`` is then empty): the router fails over."""
 
 
 class Output(msgspec.Struct, frozen=True, kw_only=True):
@@ -209,13 +235,15 @@ class Result(_Wire, frozen=True, kw_only=True, tag="result.v1"):
     completed_ms: EpochMs = 0
     cache: CacheHit | None = None
     """Set when the cache answered (``source`` is ``cache_exact`` or ``cache_semantic``)."""
+    route: Annotated[list[Attempt], Meta(max_length=16)] = []
+    """Every backend attempt, in order; the last one produced ``output`` (or the error)."""
 
 
 class UsageEvent(_Wire, frozen=True, kw_only=True, tag="usage_event.v1"):
     """Resources one job attempt consumed; billing's raw material."""
 
     request_id: RequestId
-    job_id: RequestId
+    job_id: JobId
     tenant: Token
     pool: Token
     worker_id: str

@@ -5,10 +5,11 @@ billing to price every attempt and its no-lever baseline. One file, checked once
 """
 
 from ._backends import Backend, Provider, WorkerPool
-from ._catalog import Catalog, CatalogError, Tier, default_catalog, load_catalog
+from ._catalog import AUTO, Catalog, CatalogError, Tier, default_catalog, load_catalog
 from ._price import Price, usd
 
 __all__ = [
+    "AUTO",
     "Backend",
     "Catalog",
     "CatalogError",

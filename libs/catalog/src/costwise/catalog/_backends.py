@@ -13,8 +13,10 @@ from ._price import MILLION, Price, usd
 __all__ = ["Backend", "Provider", "WorkerPool"]
 
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=64)]
-Positive = Annotated[float, Meta(gt=0)]
-NonNegative = Annotated[float, Meta(ge=0)]
+# Float bounds spelled as floats: typing caches Annotated[float, Meta(ge=0)] and Meta(ge=0.0) as one
+# (they compare equal), and the committed JSON schemas must not depend on import order.
+Positive = Annotated[float, Meta(gt=0.0)]
+NonNegative = Annotated[float, Meta(ge=0.0)]
 _SECONDS_PER_HOUR = Decimal(3600)
 
 
@@ -81,6 +83,9 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True, tag="provider"):
     api_key_env: str | None = None
     """Environment variable holding the API key (the key itself never sits in config)."""
     concurrency: Annotated[int, Meta(ge=1, le=1024)] = 8
+    """Calls in flight at once per provider worker (the API's rate limit, shared fairly)."""
+    tokens_per_s: Positive = 50.0
+    """Typical output speed of one call: what the router assumes when checking a deadline."""
     timeout_s: Positive = 60.0
     max_retries: Annotated[int, Meta(ge=0, le=10)] = 2
 

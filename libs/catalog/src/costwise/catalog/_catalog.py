@@ -12,7 +12,10 @@ from msgspec import Meta
 from ._backends import Backend, Name, Provider, WorkerPool
 from ._price import Price
 
-__all__ = ["Catalog", "CatalogError", "Tier", "default_catalog", "load_catalog"]
+__all__ = ["AUTO", "Catalog", "CatalogError", "Tier", "default_catalog", "load_catalog"]
+
+
+AUTO = "auto"
 
 
 class CatalogError(ValueError):
@@ -37,7 +40,8 @@ class Catalog(msgspec.Struct, frozen=True, kw_only=True):
     backends: Annotated[list[WorkerPool | Provider], Meta(min_length=1)]
     baseline: Name
     aliases: dict[str, Name] = {}
-    """Extra model names that mean a tier (e.g. ``"gpt-4o": "large"``); tier names always work."""
+    """Extra model names that mean a tier (e.g. ``"gpt-4o": "large"``); tier names always work.
+    ``auto`` is not an alias: it lets the router choose, starting from the first tier."""
 
     def __post_init__(self) -> None:
         _check(self)
@@ -85,6 +89,8 @@ def _check(catalog: Catalog) -> None:
         unknown = [name for name in tier.backends if name not in names]
         if unknown:
             raise CatalogError(f"tier {tier.name!r} names unknown backends {unknown} (known: {names})")
+    if AUTO in catalog.aliases or AUTO in tier_names:
+        raise CatalogError(f"{AUTO!r} is reserved: it means 'let the router choose' (cascade from the first tier)")
     for alias, target in catalog.aliases.items():
         if target not in tier_names:
             raise CatalogError(f"alias {alias!r} points at unknown tier {target!r} (tiers: {tier_names})")
@@ -129,29 +135,30 @@ def _from_raw(raw: dict[str, object], source: str) -> Catalog:
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
-    """The catalog in a TOML file (see ``deploy/catalog.example.toml``), or :func:`default_catalog`."""
+    """The catalog in a TOML (see ``deploy/catalog.example.toml``) or JSON file, or :func:`default_catalog`."""
     if path is None:
         return default_catalog()
+    path = Path(path)
     try:
-        raw = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        text = path.read_text()
+        raw = msgspec.json.decode(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (OSError, tomllib.TOMLDecodeError, msgspec.DecodeError) as exc:
         raise CatalogError(f"cannot read catalog {path}: {exc}") from None
     return _from_raw(raw, str(path))
 
 
-def default_catalog() -> Catalog:
-    """The embedded stack: one CPU worker pool (``default``) serving every tier name it knows."""
+def default_catalog(pool_name: str = "default", *, model: str = "builtin:smollm2") -> Catalog:
+    """The embedded stack: one CPU worker pool serving one tier, ``small``."""
     pool = WorkerPool(
-        name="default",
-        model="builtin:smollm2",
+        name=pool_name,
+        model=model,
         quantization="gguf",
         gpu_usd_per_hour=0.10,
         prefill_tokens_per_s=400.0,
         decode_tokens_per_s=30.0,
     )
     return Catalog(
-        tiers=[Tier(name="small", backends=["default"])],
+        tiers=[Tier(name="small", backends=[pool_name])],
         backends=[pool],
-        baseline="default",
-        aliases={"auto": "small"},
+        baseline=pool_name,
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
+from costwise.catalog import CatalogError
 from costwise.messaging import run_until_signalled
-from costwise.settings import load
+from costwise.settings import SettingsError, load
 from costwise.telemetry import setup
 
 from . import build
@@ -19,4 +21,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (SettingsError, CatalogError) as exc:  # bad config: one clear line, not a traceback
+        sys.exit(f"costwise-router: {exc}")

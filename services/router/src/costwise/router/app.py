@@ -1,24 +1,17 @@
-"""Composition root of the router: the only place it connects to anything."""
+"""Composition root of the router, and its handlers: request → job, completion → result or next attempt."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
+import msgspec
 from faststream.nats import NatsBroker
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import TracerProvider
 
-from costwise.contracts import (
-    Completion,
-    ErrorCode,
-    InferenceRequest,
-    Job,
-    MaxDeliveriesAdvisory,
-    Output,
-    Result,
-    subjects,
-)
+from costwise.catalog import AUTO, Catalog, Tier, load_catalog
+from costwise.contracts import Attempt, Completion, ErrorCode, InferenceRequest, Job, MaxDeliveriesAdvisory, subjects
 from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_ROUTE
 from costwise.messaging import (
     ack_current,
@@ -30,6 +23,11 @@ from costwise.messaging import (
     reject_current,
 )
 
+from ._affinity import Affinity, prefix_hash
+from ._arbitrage import Refusal, choose
+from ._capacity import Capacity
+from ._outcome import attempt_of, error_result, ok_result
+from ._quality import check
 from .settings import RouterSettings
 
 __all__ = ["Router", "build"]
@@ -39,11 +37,24 @@ CONSUMERS = (ROUTER_ROUTE, ROUTER_COMPLETIONS, ROUTER_ADVISORIES)
 
 
 class Router:
-    """Turns requests into jobs and completions into results; stateless, so run as many as you like."""
+    """Turns requests into jobs and completions into results or next attempts.
 
-    def __init__(self, settings: RouterSettings, broker: NatsBroker, clock: Callable[[], float]) -> None:
+    Stateless between messages (a job carries its earlier attempts), so run as many as you like.
+    """
+
+    def __init__(
+        self,
+        settings: RouterSettings,
+        broker: NatsBroker,
+        catalog: Catalog,
+        capacity: Capacity,
+        clock: Callable[[], float],
+    ) -> None:
         self.settings = settings
         self.broker = broker
+        self.catalog = catalog
+        self.capacity = capacity
+        self.affinity = Affinity(settings.affinity_entries)
         self.clock = clock
         pull_subscriber(broker, ROUTER_ROUTE, batch=settings.batch, concurrency=settings.concurrency)(self.on_request)
         pull_subscriber(broker, ROUTER_COMPLETIONS, batch=settings.batch, concurrency=settings.concurrency)(
@@ -55,39 +66,128 @@ class Router:
         return int(self.clock() * 1000)
 
     async def on_request(self, req: InferenceRequest) -> None:
-        pool = self.settings.routes.get(req.model)
-        if pool is None:
-            known = ", ".join(sorted(self.settings.routes))
-            why = f"model {req.model!r} is served by no pool (known: {known})"
-            await reject_current(self.broker, service=SERVICE, code=ErrorCode.UNKNOWN_POOL, reason=why)
+        start = self._first_tier(req)
+        if isinstance(start, Refusal):
+            await reject_current(self.broker, service=SERVICE, code=start.code, reason=start.reason)
             return
-        job = Job(job_id=req.request_id, request=req, pool=pool, routed_ms=self._now_ms())
-        await publish_durable(self.broker, job, subjects.jobs(pool), msg_id=subjects.dedup_id(req.tenant, job.job_id))
+        tier, stage = start
+        job = Job(
+            job_id=req.request_id, request=req, pool="-", tier=tier.name, stage=stage, prefix_hash=prefix_hash(req)
+        )
+        refusal = await self._dispatch(job, tier)
+        if refusal is not None:
+            await reject_current(self.broker, service=SERVICE, code=refusal.code, reason=refusal.reason)
+            return
         await ack_current(self.broker)
 
+    def _first_tier(self, req: InferenceRequest) -> tuple[Tier, str] | Refusal:
+        """Where a request starts: ``auto`` cascades up from the first tier; a tier, alias or model is served as asked."""
+        batch = req.priority == "batch"
+        if req.model == AUTO:
+            tier = self.catalog.tiers[0]
+            cascade = self.catalog.next_tier(tier.name) is not None
+            return tier, "batch" if batch else "cascade_small" if cascade else "direct"
+        tier = self._tier(req.model)
+        if tier is None:
+            known = ", ".join([AUTO, *(t.name for t in self.catalog.tiers), *self.catalog.aliases])
+            why = f"model {req.model!r} is neither a tier, an alias nor a model any backend serves (known: {known})"
+            return Refusal(ErrorCode.UNKNOWN_POOL, why)
+        return tier, "batch" if batch else "direct"
+
+    def _tier(self, name: str) -> Tier | None:
+        """A catalog tier (or alias), or, for a concrete model name, the backends that serve that model."""
+        try:
+            return self.catalog.tier(name)
+        except KeyError:
+            serving = [b.name for b in self.catalog.backends if b.model == name]
+            return Tier(name=name, backends=serving) if serving else None
+
+    async def _dispatch(self, job: Job, tier: Tier, *, exclude: set[str] | None = None) -> Refusal | None:
+        """Send ``job`` to the best backend of ``tier`` (as its next attempt), or say why none will do."""
+        spent = sum(a.cost_usd for a in job.attempts)
+        choice = choose(
+            tier,
+            self.catalog.backend,
+            job.request,
+            load=self.capacity.load,
+            down=self.capacity.down,
+            now_ms=self._now_ms(),
+            spent_usd=spent,
+            exclude=exclude or (),
+            prefer=self.affinity.preferred(job.prefix_hash),
+        )
+        if isinstance(choice, Refusal):
+            return choice
+        attempt = len(job.attempts) + 1
+        req = job.request
+        job_id = req.request_id if attempt == 1 else f"{req.request_id}-{attempt}"
+        job = msgspec.structs.replace(
+            job, job_id=job_id, pool=choice.backend.name, tier=tier.name, attempt=attempt, routed_ms=self._now_ms()
+        )
+        await publish_durable(self.broker, job, subjects.jobs(job.pool), msg_id=subjects.dedup_id(req.tenant, job_id))
+        return None
+
     async def on_completion(self, done: Completion) -> None:
-        req = done.job.request
-        result = Result(
-            request_id=req.request_id,
-            tenant=req.tenant,
-            status="ok",
-            output=Output(text=done.text, finish_reason=done.finish_reason),
-            source="engine",
-            model=done.model,
-            pool=done.job.pool,
-            usage=done.usage,
-            callback_url=req.callback_url,
-            created_ms=req.created_ms,
-            completed_ms=self._now_ms(),
-        )
-        # Deduplicated by tenant + request id: a redelivered completion (or a second worker's) yields one result.
-        await publish_durable(
-            self.broker,
-            result,
-            subjects.results(req.tenant, req.request_id),
-            msg_id=subjects.dedup_id(req.tenant, req.request_id),
-        )
+        job = done.job
+        self.affinity.served(job.prefix_hash, job.pool)
+        if done.error is not None:
+            why = f"{done.error.code}: {done.error.message}"
+            await self._fail_over(job, [*job.attempts, attempt_of(self.catalog, done, "failed", why)])
+        elif job.stage == "cascade_small":
+            await self._judge(done)
+        else:
+            await self._accept(done, "")
         await ack_current(self.broker)
+
+    async def _judge(self, done: Completion) -> None:
+        floor = done.job.request.quality_floor
+        verdict = check(
+            done,
+            floor=self.settings.quality_floor if floor is None else floor,
+            min_logprob=self.settings.min_token_logprob,
+        )
+        if verdict.accept:
+            await self._accept(done, "")
+            return
+        job = done.job
+        tier = self._next_tier(job.tier)
+        escalated = msgspec.structs.replace(
+            job,
+            stage="cascade_large",
+            attempts=[*job.attempts, attempt_of(self.catalog, done, "escalated", verdict.reason)],
+        )
+        refusal = Refusal(ErrorCode.NO_BACKEND_AVAILABLE, "no larger tier") if tier is None else None
+        refusal = refusal or await self._dispatch(escalated, tier)  # type: ignore[arg-type]
+        if refusal is not None:  # an answer below the floor beats none: serve it, and say why it was kept
+            await self._accept(done, f"{verdict.reason}; not escalated: {refusal.reason}")
+
+    def _next_tier(self, name: str | None) -> Tier | None:
+        try:
+            return self.catalog.next_tier(name or "")
+        except ValueError:  # not a catalog tier (a concrete model's backends): nothing to escalate to
+            return None
+
+    async def _accept(self, done: Completion, reason: str) -> None:
+        route = [*done.job.attempts, attempt_of(self.catalog, done, "accepted", reason)]
+        await self._publish_result(ok_result(self.catalog, done, route, self._now_ms()))
+
+    async def _fail_over(self, job: Job, route: list[Attempt]) -> None:
+        """The backend failed this attempt: try the tier's next-best backend, or give the caller a typed error."""
+        tried = {a.backend for a in route if a.tier == job.tier}
+        tier = self._tier(job.tier or job.request.model)
+        retry = msgspec.structs.replace(job, attempts=route)
+        refusal = Refusal(ErrorCode.NO_BACKEND_AVAILABLE, f"tier {job.tier!r} is unknown") if tier is None else None
+        refusal = refusal or await self._dispatch(retry, tier, exclude=tried)  # type: ignore[arg-type]
+        if refusal is not None:
+            message = f"{refusal.reason}; last failure: {route[-1].reason}"
+            await self._publish_result(error_result(job, route, refusal.code, message, self._now_ms()))
+
+    async def _publish_result(self, result: msgspec.Struct) -> None:
+        # Deduplicated by tenant + request id: a redelivered completion (or a second worker's) yields one result.
+        tenant, request_id = result.tenant, result.request_id  # type: ignore[attr-defined]
+        await publish_durable(
+            self.broker, result, subjects.results(tenant, request_id), msg_id=subjects.dedup_id(tenant, request_id)
+        )
 
     async def on_max_deliveries(self, advisory: MaxDeliveriesAdvisory) -> None:
         """A job used up its deliveries without an answer (e.g. its workers kept dying): tell the caller."""
@@ -113,20 +213,25 @@ class Router:
         await ack_current(self.broker)
 
     async def start(self) -> None:
+        await self.broker.connect()
+        await self.capacity.start(self.broker.connection.jetstream())  # read every backend once before routing
         await self.broker.start()
 
     async def stop(self) -> None:
         await self.broker.stop()
+        await self.capacity.stop()
 
 
 async def build(
     settings: RouterSettings,
     *,
     broker: NatsBroker | None = None,
+    catalog: Catalog | None = None,
     tracer_provider: TracerProvider | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Router:
-    """Provision the router's consumers and wire its handlers (call ``start()`` to begin pulling)."""
+    """Load the catalog, provision the router's consumers and wire its handlers (``start()`` begins pulling)."""
+    catalog = catalog or load_catalog(settings.catalog)
     await provision(settings.nats_url, CONSUMERS, name=SERVICE)
     broker = broker or make_broker(
         settings.nats_url,
@@ -134,4 +239,5 @@ async def build(
         consumers=CONSUMERS,
         tracer_provider=tracer_provider,
     )
-    return Router(settings, broker, clock)
+    capacity = Capacity([b.name for b in catalog.backends], settings.capacity_refresh_s)
+    return Router(settings, broker, catalog, capacity, clock)

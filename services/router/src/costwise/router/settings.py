@@ -12,15 +12,18 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Router configuration, from ``COSTWISE_ROUTER_*`` environment variables."""
 
     nats_url: str = "nats://127.0.0.1:4222"
-    routes: dict[str, Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$")]] = msgspec.field(
-        default_factory=lambda: {"auto": "default", "small": "default"}
-    )
-    """Model or tier name → worker pool. A request for any other model gets ``unknown_pool``."""
+    catalog: str | None = None
+    """Path of the catalog TOML (tiers, backends, prices; see deploy/catalog.example.toml). Unset: one local pool."""
     batch: Annotated[int, Meta(ge=1, le=1024)] = 64
     concurrency: Annotated[int, Meta(ge=1, le=1024)] = 16
     """Messages of a pulled batch handled at once (each handler waits for its publish's PubAck)."""
+    capacity_refresh_s: Annotated[float, Meta(gt=0, le=60)] = 0.25
+    """How often each backend's queue (backlog, in flight, idle workers) is read; routing reads the last reading."""
+    quality_floor: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.55
+    """Default cascade floor: a small-tier answer whose confidence (geometric-mean token probability) is
+    below it is escalated. A request's ``quality_floor`` overrides it."""
+    min_token_logprob: float = -12.0
+    """An answer with any token less likely than this is escalated (one wildly unsure token, e.g. a made-up number)."""
+    affinity_entries: Annotated[int, Meta(ge=0)] = 10_000
+    """Prefix hashes remembered for affinity (which backend served a prefix last)."""
     otlp_endpoint: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.routes:
-            raise ValueError("routes must map at least one model to a pool")

@@ -134,6 +134,11 @@ class Worker:
             why = f"job for pool {job.pool!r} reached pool {self.settings.pool!r}"
             await self._reject(run.msg, ErrorCode.UNKNOWN_POOL, why, run)
             return
+        late_ms = int(self.clock() * 1000) - (job.request.deadline_ms or 1 << 62)
+        if late_ms > 0:  # nobody is waiting for this answer any more: spend no GPU time on it
+            why = f"the deadline passed {late_ms} ms before a worker could start the job"
+            await self._reject(run.msg, ErrorCode.DEADLINE_EXCEEDED, why, run)
+            return
         prompt_ids = self.engine.prompt_ids(job.request.messages)
         need = len(prompt_ids) + job.request.sampling.max_tokens
         if need > self.engine.max_model_len:

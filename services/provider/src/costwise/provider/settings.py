@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+__all__ = ["ProviderSettings"]
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ProviderSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """One provider worker, from ``COSTWISE_PROVIDER_*`` environment variables."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    catalog: str | None = None
+    """The catalog file (the same one the router reads)."""
+    backend: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)]
+    """Name of the ``provider`` backend in the catalog this worker serves (it pulls ``jobs.<backend>``)."""
+    ack_wait_s: Annotated[float, Meta(ge=1)] = 30.0
+    heartbeat_s: Annotated[float, Meta(gt=0)] = 5.0
+    max_deliver: Annotated[int, Meta(ge=1)] = 5
+    max_response_bytes: Annotated[int, Meta(ge=1024)] = 4 << 20
+    worker_id: str = msgspec.field(default_factory=_default_worker_id)
+    otlp_endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_s >= self.ack_wait_s:
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be below ack_wait_s ({self.ack_wait_s})")

@@ -1,0 +1,125 @@
+"""The provider worker against a real nats-server and a local server speaking OpenAI's protocol."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as Nats
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+from costwise.catalog import Catalog, CatalogError, Provider, Tier
+from costwise.contracts import (
+    ChatMessage,
+    Completion,
+    ErrorCode,
+    InferenceRequest,
+    Job,
+    UsageEvent,
+    decode,
+    subjects,
+)
+from costwise.messaging import publish
+from costwise.provider import ProviderSettings, ProviderWorker, build
+from costwise.testing import FakeOpenAI, first_stored
+
+
+@pytest_asyncio.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    server = await FakeOpenAI().start()
+    yield server
+    await server.stop()
+
+
+def _catalog(name: str, url: str) -> Catalog:
+    provider = Provider(
+        name=name,
+        model="gpt-fake",
+        base_url=url,
+        usd_per_m_input=1,
+        usd_per_m_output=2,
+        api_key_env="COSTWISE_TEST_KEY",
+        timeout_s=0.5,
+        max_retries=1,
+    )
+    return Catalog(tiers=[Tier(name="t", backends=[name])], backends=[provider], baseline=name)
+
+
+@pytest_asyncio.fixture
+async def worker(
+    nats_url: str, nc: Nats, unique: str, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ProviderWorker]:
+    monkeypatch.setenv("COSTWISE_TEST_KEY", "sk-test-secret")
+    settings = ProviderSettings(nats_url=nats_url, backend=unique, ack_wait_s=5, heartbeat_s=1)
+    w = await build(settings, nc=nc, catalog=_catalog(unique, fake.url))
+    await w.start()
+    yield w
+    await w.stop(grace_s=0)
+
+
+async def _job(js: JetStreamContext, pool: str, rid: str, **kw: object) -> None:
+    req = InferenceRequest(
+        request_id=rid, tenant=pool, messages=[ChatMessage(role="user", content="capital of France?")], **kw
+    )  # type: ignore[arg-type]
+    job = Job(job_id=rid, request=req, pool=pool)
+    await publish(js, subjects.jobs(pool), job, msg_id=subjects.dedup_id(pool, rid))
+
+
+async def _completion(js: JetStreamContext, pool: str) -> Completion:
+    sub = await js.subscribe(subjects.completions(pool), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        return decode((await sub.next_msg(timeout=15)).data, Completion)
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_answer_becomes_a_completion_and_a_usage_event(
+    js: JetStreamContext, worker: ProviderWorker, fake: FakeOpenAI, unique: str
+) -> None:
+    await _job(js, unique, "ok1")
+    done = await _completion(js, unique)
+    assert done.error is None and done.text == "Paris." and done.finish_reason == "stop"
+    assert done.logprobs is not None and done.logprobs.count == 1 and done.usage.completion_tokens == 1
+    assert fake.last_auth == "Bearer sk-test-secret"
+    event = await first_stored(js, subjects.usage(unique), UsageEvent, lambda e: e.job_id == "ok1")
+    assert event.pool == unique and event.usage == done.usage and not event.spot
+
+
+async def test_server_errors_are_retried_then_reported_as_a_failed_attempt(
+    js: JetStreamContext, worker: ProviderWorker, fake: FakeOpenAI, unique: str
+) -> None:
+    fake.mode = "error"
+    await _job(js, unique, "err1")
+    done = await _completion(js, unique)
+    assert done.error is not None and done.error.code == ErrorCode.PROVIDER_ERROR
+    assert "HTTP 500" in done.error.message and "sk-test-secret" not in done.error.message
+    assert fake.calls == 2  # one try + max_retries=1
+
+
+async def test_a_hanging_provider_times_out_instead_of_holding_the_job(
+    js: JetStreamContext, worker: ProviderWorker, fake: FakeOpenAI, unique: str
+) -> None:
+    fake.mode = "hang"
+    started = time.monotonic()
+    await _job(js, unique, "hang1")
+    done = await _completion(js, unique)
+    assert done.error is not None and "within 0.5s" in done.error.message
+    assert time.monotonic() - started < 5
+
+
+async def test_a_passed_deadline_is_a_typed_failure_without_a_call(
+    js: JetStreamContext, worker: ProviderWorker, fake: FakeOpenAI, unique: str
+) -> None:
+    await _job(js, unique, "late1", deadline_ms=int(time.time() * 1000) - 1)
+    done = await _completion(js, unique)
+    assert done.error is not None and done.error.code == ErrorCode.DEADLINE_EXCEEDED and fake.calls == 0
+
+
+async def test_a_worker_pool_is_not_a_provider(nats_url: str, nc: Nats, unique: str) -> None:
+    from costwise.catalog import default_catalog
+
+    with pytest.raises(CatalogError, match="worker pool, not a provider"):
+        await build(ProviderSettings(nats_url=nats_url, backend=unique), nc=nc, catalog=default_catalog(unique))

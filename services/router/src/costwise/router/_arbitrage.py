@@ -1,0 +1,112 @@
+"""Provider arbitrage: the cheapest backend of a tier that can still meet the request's deadline and ceiling.
+
+Pure functions of the catalog, the request and the last capacity reading, so every rule is unit-testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from costwise.catalog import Backend, Tier, WorkerPool
+from costwise.contracts import ErrorCode, InferenceRequest, Usage
+
+from ._capacity import Load
+
+__all__ = ["Choice", "Refusal", "choose", "estimate_usage"]
+
+_CHARS_PER_TOKEN = 4  # a deliberately rough prompt size; only ranking and deadline checks use it
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    backend: Backend
+    estimated_cost_usd: float
+    estimated_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    code: ErrorCode
+    reason: str
+
+
+def estimate_usage(req: InferenceRequest) -> Usage:
+    """Worst case: the prompt's rough token count and every token ``max_tokens`` allows."""
+    chars = sum(len(m.content) for m in req.messages)
+    return Usage(
+        prompt_tokens=chars // _CHARS_PER_TOKEN + 4 * len(req.messages), completion_tokens=req.sampling.max_tokens
+    )
+
+
+def _slots(backend: Backend) -> int:
+    return backend.max_in_flight if isinstance(backend, WorkerPool) else backend.concurrency
+
+
+def estimated_seconds(backend: Backend, usage: Usage, load: Load) -> float:
+    """Queue wait plus generation time, from the backend's measured speed and its current backlog."""
+    if isinstance(backend, WorkerPool):
+        # decode_tokens_per_s is the whole batch's: one stream of a full batch gets a max_in_flight-th of it.
+        one_job = usage.prompt_tokens / backend.prefill_tokens_per_s + usage.completion_tokens * (
+            backend.max_in_flight / backend.decode_tokens_per_s
+        )
+    else:
+        one_job = usage.completion_tokens / backend.tokens_per_s
+    return one_job * (1 + load.backlog / _slots(backend))
+
+
+def choose(
+    tier: Tier,
+    backends: Callable[[str], Backend],
+    req: InferenceRequest,
+    *,
+    load: Callable[[str], Load],
+    down: Callable[[str], bool],
+    now_ms: int,
+    spent_usd: float = 0.0,
+    exclude: Collection[str] = (),
+    prefer: str | None = None,
+) -> Choice | Refusal:
+    """The backend to send ``req`` to, or why none will do.
+
+    Order: live before down, unsaturated before saturated (overflow), the backend that last served this
+    prefix first (its prefix cache is warm), then price. Batch requests wait for cheap capacity, so they
+    ignore saturation: their queue is the waiting room.
+    """
+    usage = estimate_usage(req)
+    budget = None if req.cost_ceiling_usd is None else req.cost_ceiling_usd - spent_usd
+    left_s = None if req.deadline_ms is None else (req.deadline_ms - now_ms) / 1000
+    ranked, too_slow, too_dear = [], [], []
+    for name in tier.backends:
+        if name in exclude:
+            continue
+        backend, state = backends(name), load(name)
+        choice = Choice(backend, float(backend.price.cost(usage)), estimated_seconds(backend, usage, state))
+        if budget is not None and choice.estimated_cost_usd > budget:
+            too_dear.append(f"{name} ~${choice.estimated_cost_usd:.6f}")
+            continue
+        if left_s is not None and choice.estimated_s > left_s:
+            too_slow.append(f"{name} ~{choice.estimated_s:.1f}s")
+            continue
+        saturated = state.backlog >= _slots(backend) and req.priority != "batch"
+        ranked.append(((down(name), saturated, name != prefer, choice.estimated_cost_usd), choice))
+    if ranked:
+        return min(ranked, key=lambda pair: pair[0])[1]
+    return _refusal(tier, req, left_s, budget, too_slow, too_dear)
+
+
+def _refusal(
+    tier: Tier, req: InferenceRequest, left_s: float | None, budget: float | None, slow: list[str], dear: list[str]
+) -> Refusal:
+    if slow:
+        return Refusal(
+            ErrorCode.DEADLINE_EXCEEDED,
+            f"no backend of tier {tier.name!r} can answer in the {max(left_s or 0, 0):.1f}s left: {', '.join(slow)}",
+        )
+    if dear:
+        return Refusal(
+            ErrorCode.COST_CEILING_EXCEEDED,
+            f"every backend of tier {tier.name!r} would exceed the ${budget:.6f} left under the cost ceiling: "
+            + ", ".join(dear),
+        )
+    return Refusal(ErrorCode.NO_BACKEND_AVAILABLE, f"every backend of tier {tier.name!r} has been tried")

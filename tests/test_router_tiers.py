@@ -1,0 +1,180 @@
+"""Routing across tiers and backends: cascade, arbitrage, failover, deadlines, affinity.
+
+Real nats-server, real vLLM workers (three pools sharing the session's tiny-Llama engine) and a local server
+speaking OpenAI's protocol for the paid provider. The tiny random model is never confident (its tokens average
+p≈0.004), so the tests steer the cascade with the request's own quality floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest_asyncio
+from nats.aio.client import Client as Nats
+
+from costwise.catalog import Catalog, Provider, Tier, WorkerPool
+from costwise.client import Client, new_request_id
+from costwise.contracts import ChatMessage, ErrorCode, InferenceRequest, Result, SamplingParams, subjects
+from costwise.messaging import publish
+from costwise.provider import ProviderSettings
+from costwise.provider import build as build_provider
+from costwise.router import Router, RouterSettings
+from costwise.router import build as build_router
+from costwise.testing import FakeOpenAI
+from costwise.worker import Worker, WorkerSettings
+from costwise.worker import build as build_worker
+
+# Stops the random model is sure to hit soon, so answers finish with "stop" (truncated ones always escalate).
+SAMPLING = SamplingParams(max_tokens=24, stop=["a", "e"])
+
+
+def _pool(name: str, usd_per_hour: float, *, model: str = "tiny", spot: bool = False) -> WorkerPool:
+    return WorkerPool(
+        name=name,
+        model=model,
+        spot=spot,
+        gpu_usd_per_hour=usd_per_hour,
+        prefill_tokens_per_s=2000,
+        decode_tokens_per_s=400,
+    )
+
+
+@dataclass
+class Stack:
+    tenant: str
+    spot: str
+    on_demand: str
+    big: str
+    api: str
+    router: Router
+    workers: dict[str, Worker]
+    fake: FakeOpenAI
+
+
+@pytest_asyncio.fixture
+async def stack(nats_url: str, nc: Nats, engine: Any, unique: str) -> AsyncIterator[Stack]:
+    spot, on_demand, big, api = (f"{unique}-{n}" for n in ("spot", "od", "big", "api"))
+    fake = await FakeOpenAI().start()
+    catalog = Catalog(
+        tiers=[
+            Tier(name="small", backends=[spot, on_demand]),
+            Tier(name="large", backends=[big]),
+            Tier(name="ext", backends=[api, on_demand]),
+        ],
+        backends=[
+            _pool(spot, 0.2, spot=True),
+            _pool(on_demand, 0.6, model="tiny-od"),
+            _pool(big, 4.0, model="tiny-big"),
+            Provider(
+                name=api,
+                model="gpt-fake",
+                base_url=fake.url,
+                usd_per_m_input=0.01,
+                usd_per_m_output=0.02,
+                timeout_s=1.0,
+                max_retries=1,
+            ),
+        ],
+        baseline=big,
+    )
+    router = await build_router(
+        RouterSettings(nats_url=nats_url, capacity_refresh_s=0.05, min_token_logprob=-100.0), catalog=catalog
+    )
+    workers = {
+        name: await build_worker(WorkerSettings(pool=name, spot=name == spot, max_model_len=2048), nc=nc, engine=engine)
+        for name in (spot, on_demand, big)
+    }
+    provider = await build_provider(ProviderSettings(nats_url=nats_url, backend=api), nc=nc, catalog=catalog)
+    for service in (*workers.values(), provider, router):
+        await service.start()
+    yield Stack(unique, spot, on_demand, big, api, router, workers, fake)
+    await router.stop()
+    await provider.stop(grace_s=0)
+    for worker in workers.values():
+        await worker.drain(0)
+    await fake.stop()
+
+
+async def _ask(nc: Nats, tenant: str, *, system: str | None = None, **kw: Any) -> Result:
+    """Hand a request to the router (as the cache does on a miss) and wait for its result."""
+    messages = [ChatMessage(role="user", content="hello")]
+    if system:
+        messages.insert(0, ChatMessage(role="system", content=system))
+    kw.setdefault("sampling", SAMPLING)
+    req = InferenceRequest(request_id=new_request_id(), tenant=tenant, messages=messages, **kw)
+    await publish(nc.jetstream(), subjects.route(tenant), req, msg_id=subjects.dedup_id(tenant, req.request_id))
+    return await Client(nc).result(tenant, req.request_id, timeout=60)
+
+
+async def test_a_confident_answer_is_accepted_and_an_unsure_one_escalated(nc: Nats, stack: Stack) -> None:
+    sure = await _ask(nc, stack.tenant, quality_floor=0.001)
+    assert sure.status == "ok" and sure.pool == stack.spot
+    assert [(a.backend, a.stage, a.outcome) for a in sure.route] == [(stack.spot, "cascade_small", "accepted")]
+    assert sure.route[0].spot and sure.cost_usd == sure.route[0].cost_usd > 0
+
+    unsure = await _ask(nc, stack.tenant, quality_floor=0.5)
+    assert unsure.status == "ok" and unsure.pool == stack.big
+    steps = [(a.backend, a.stage, a.outcome) for a in unsure.route]
+    assert steps == [(stack.spot, "cascade_small", "escalated"), (stack.big, "cascade_large", "accepted")]
+    assert "confidence" in unsure.route[0].reason and "< floor 0.50" in unsure.route[0].reason
+    assert unsure.cost_usd == sum(a.cost_usd for a in unsure.route) > unsure.route[0].cost_usd
+
+
+async def test_the_cheapest_backend_serves_until_it_goes_down(nc: Nats, stack: Stack) -> None:
+    first = await _ask(nc, stack.tenant, model="small")
+    assert first.pool == stack.spot and [a.stage for a in first.route] == ["direct"]
+    await stack.workers[stack.spot].drain(0)  # the spot machine is reclaimed
+    for _ in range(100):
+        if stack.router.capacity.down(stack.spot):
+            break
+        await asyncio.sleep(0.05)
+    second = await _ask(nc, stack.tenant, model="small")
+    assert second.status == "ok" and second.pool == stack.on_demand
+
+
+async def test_a_failing_provider_fails_over_to_the_next_backend(nc: Nats, stack: Stack) -> None:
+    stack.fake.mode = "error"
+    result = await _ask(nc, stack.tenant, model="ext")
+    assert result.status == "ok" and result.pool == stack.on_demand
+    assert [(a.backend, a.outcome) for a in result.route] == [(stack.api, "failed"), (stack.on_demand, "accepted")]
+    assert "HTTP 500" in result.route[0].reason and result.route[0].cost_usd == 0
+
+    stack.fake.mode = "ok"
+    served = await _ask(nc, stack.tenant, model="ext")
+    assert served.source == "provider" and served.output is not None and served.output.text == "Paris."
+
+
+async def test_a_hanging_provider_fails_over_within_the_deadline(nc: Nats, stack: Stack) -> None:
+    stack.fake.mode = "hang"
+    started = time.monotonic()
+    result = await _ask(nc, stack.tenant, model="ext", deadline_ms=int(time.time() * 1000) + 30_000)
+    assert result.status == "ok" and result.pool == stack.on_demand and time.monotonic() - started < 30
+    assert "within 1.0s" in result.route[0].reason
+
+
+async def test_a_deadline_that_cannot_be_met_gets_a_typed_error(nc: Nats, stack: Stack) -> None:
+    result = await _ask(nc, stack.tenant, model="small", deadline_ms=int(time.time() * 1000) + 5)
+    assert result.status == "error" and result.error is not None
+    assert result.error.code == ErrorCode.DEADLINE_EXCEEDED and "can answer in" in result.error.message
+
+
+async def test_same_prefix_stays_on_the_backend_that_served_it(nc: Nats, stack: Stack) -> None:
+    # The on-demand pool serves a system prompt first (asked for by its model name) ...
+    pinned = await _ask(nc, stack.tenant, model="tiny-od", system="You are a pirate.")
+    assert pinned.pool == stack.on_demand
+    # ... so the tier keeps that prefix there, where its KV cache is warm, though spot is cheaper,
+    again = await _ask(nc, stack.tenant, model="small", system="You are a pirate.")
+    assert again.pool == stack.on_demand
+    # while a new prefix goes to the cheapest backend.
+    other = await _ask(nc, stack.tenant, model="small", system="You are a poet.")
+    assert other.pool == stack.spot
+
+
+async def test_an_unknown_model_is_a_typed_error_naming_what_exists(nc: Nats, stack: Stack) -> None:
+    result = await _ask(nc, stack.tenant, model="gpt-9")
+    assert result.error is not None and result.error.code == ErrorCode.UNKNOWN_POOL
+    assert "small" in result.error.message and "auto" in result.error.message
