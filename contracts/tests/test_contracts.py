@@ -85,6 +85,7 @@ def test_every_subject_is_captured_by_exactly_one_stream() -> None:
         subjects.results("t", "r"),
         subjects.usage("t"),
         subjects.dead_letters("svc"),
+        subjects.cache_control("t"),
         subjects.JOB_MAX_DELIVERIES.replace("*", "worker-p"),
     ]
     for subject in samples:
@@ -94,6 +95,7 @@ def test_every_subject_is_captured_by_exactly_one_stream() -> None:
     consumers = [
         subjects.CACHE_REQUESTS,
         subjects.CACHE_RESULTS,
+        subjects.CACHE_CONTROL,
         subjects.ROUTER_ROUTE,
         subjects.ROUTER_COMPLETIONS,
         subjects.ROUTER_ADVISORIES,

@@ -3,7 +3,8 @@ from __future__ import annotations
 from nats.js import JetStreamContext
 
 from costwise.contracts import ChatMessage, InferenceRequest, subjects
-from costwise.messaging import MSG_ID, ensure_consumer, ensure_streams, publish
+from costwise.contracts.subjects import KeyValueSpec
+from costwise.messaging import MSG_ID, cap_key_value, ensure_consumer, ensure_key_value, ensure_streams, publish
 
 
 def _req(tenant: str, rid: str = "r1") -> InferenceRequest:
@@ -37,3 +38,13 @@ async def test_publish_carries_trace_context(js: JetStreamContext, unique: str, 
     msg = await js.get_last_msg(subjects.REQUESTS.name, subjects.requests(unique))
     assert msg.headers is not None and msg.headers[MSG_ID] == unique
     assert f"{span.get_span_context().trace_id:032x}" in msg.headers["traceparent"]
+
+
+async def test_a_capped_bucket_evicts_its_oldest_entries(js: JetStreamContext, unique: str) -> None:
+    spec = KeyValueSpec(bucket=f"test-{unique}", max_age_s=60)
+    await ensure_key_value(js, spec)
+    await cap_key_value(js, spec, 2)
+    kv = await js.key_value(spec.bucket)
+    for key in ("a", "b", "c"):
+        await kv.put(key, b"1")
+    assert sorted(await kv.keys()) == ["b", "c"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as Nats
@@ -16,6 +17,7 @@ from nats.js import JetStreamContext
 from costwise.cache import Cache, CacheSettings, EdgeIndex, SemanticCache, build
 from costwise.client import Client, new_request_id
 from costwise.contracts import (
+    CacheInvalidation,
     CachePolicy,
     ChatMessage,
     DeadLetter,
@@ -312,3 +314,67 @@ async def test_semantic_hits_stay_in_scope(nc: Nats, cache: Cache, unique: str, 
         "semantic_off": _request(unique, prompt=asked, cache=CachePolicy(semantic=False)),
     }
     assert await _outcome(nc, probes[scope]) == "miss"
+
+
+async def _forgotten(nc: Nats, req: InferenceRequest) -> None:
+    # The cache applies an invalidation a moment after it is stored; wait until a probe misses.
+    for _ in range(50):
+        if await _outcome(nc, msgspec.structs.replace(req, request_id=new_request_id())) == "miss":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the answer was never forgotten")
+
+
+async def test_one_answer_is_forgotten_by_its_request_id_in_both_caches(nc: Nats, cache: Cache, unique: str) -> None:
+    wrong, kept = _request(unique, prompt=PARAPHRASES[0][0]), _request(unique, prompt="What is the capital of Italy?")
+    for req in (wrong, kept):
+        await _miss_then_answer(nc, req)
+        await _stored(nc, req)
+    await Client(nc).invalidate(unique, wrong.request_id, reason="the answer was wrong")
+    await _forgotten(nc, wrong)
+    assert await _outcome(nc, _request(unique, prompt=PARAPHRASES[0][1])) == "miss"  # no semantic hit either
+    assert await _outcome(nc, msgspec.structs.replace(kept, request_id=new_request_id())) == "hit"
+
+
+async def test_a_tenants_answers_are_forgotten_together_and_no_one_elses(nc: Nats, cache: Cache, unique: str) -> None:
+    other = f"{unique}b"
+    ours = [_request(unique), _request(unique, prompt=PARAPHRASES[1][0])]
+    theirs = _request(other)
+    for req in (*ours, theirs):
+        await _miss_then_answer(nc, req)
+        await _stored(nc, req)
+    await Client(nc).invalidate(unique)
+    for req in ours:
+        await _forgotten(nc, req)
+    assert await _outcome(nc, _request(unique, prompt=PARAPHRASES[1][1])) == "miss"
+    assert await _outcome(nc, msgspec.structs.replace(theirs, request_id=new_request_id())) == "hit"
+
+
+async def test_an_invalidation_on_another_tenants_subject_is_refused(
+    nc: Nats, js: JetStreamContext, cache: Cache, unique: str
+) -> None:
+    victim = f"{unique}v"
+    req = _request(victim)
+    await _miss_then_answer(nc, req)
+    await _stored(nc, req)
+    forged = CacheInvalidation(tenant=victim, reason="forged")
+    await publish(js, subjects.cache_control(unique), forged, msg_id=f"{unique}-forged")
+    letter = await first_stored(
+        js, subjects.dead_letters("cache"), DeadLetter, lambda d: d.subject == subjects.cache_control(unique)
+    )
+    assert letter.code == ErrorCode.INVALID_REQUEST and "another tenant" in letter.reason
+    assert await _outcome(nc, msgspec.structs.replace(req, request_id=new_request_id())) == "hit"
+
+
+async def test_the_vector_index_sweeps_expired_and_surplus_entries(tmp_path: Path) -> None:
+    index = EdgeIndex.open(tmp_path / "idx")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        payload = {"tenant": "t", "scope": "s", "request_id": f"r{i}", "expires_ms": float(1_000 + i)}
+        await index.upsert(f"k{i}", rng.random(384, dtype=np.float32), payload)
+    # At 1_000, r0 has expired; of the four left, the two closest to expiry are evicted to keep two.
+    assert await index.sweep(1_000, max_entries=2) == 2
+    probe = rng.random(384, dtype=np.float32)
+    found = await index.nearest("t", "s", probe, now_ms=0)
+    assert found is not None and found.payload["request_id"] in {"r3", "r4"}
+    await index.close()

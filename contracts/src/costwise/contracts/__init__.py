@@ -6,6 +6,7 @@ from .errors import ErrorCode
 from .messages import (
     Attempt,
     CacheHit,
+    CacheInvalidation,
     CachePolicy,
     ChatMessage,
     Checkpoint,
@@ -27,6 +28,7 @@ from .messages import (
 __all__ = [
     "Attempt",
     "CacheHit",
+    "CacheInvalidation",
     "CachePolicy",
     "ChatMessage",
     "Checkpoint",

@@ -17,6 +17,7 @@ from .errors import ErrorCode
 __all__ = [
     "Attempt",
     "CacheHit",
+    "CacheInvalidation",
     "CachePolicy",
     "ChatMessage",
     "Checkpoint",
@@ -277,3 +278,16 @@ class MaxDeliveriesAdvisory(msgspec.Struct, frozen=True, kw_only=True):
     consumer: str
     stream_seq: NonNegInt
     deliveries: NonNegInt
+
+
+class CacheInvalidation(_Wire, frozen=True, kw_only=True, tag="cache_invalidation.v1"):
+    """Forget cached answers (``subjects.cache_control(tenant)``): one request's, or all of a tenant's.
+
+    Applies to the exact and the semantic cache alike; answers stored after it are cached as usual.
+    """
+
+    tenant: Token
+    cached_request_id: RequestId | None = None
+    """The request whose answer to forget (as in :attr:`CacheHit.cached_request_id`); ``None`` forgets
+    every answer of ``tenant``."""
+    reason: Annotated[str, Meta(max_length=256)] = ""

@@ -14,11 +14,13 @@ __all__ = [
     "ADVISORIES",
     "ALL_KEY_VALUES",
     "ALL_STREAMS",
+    "CACHE_CONTROL",
     "CACHE_EXACT",
     "CACHE_PENDING",
     "CACHE_REQUESTS",
     "CACHE_RESULTS",
     "COMPLETIONS",
+    "CONTROL",
     "DEAD_LETTERS",
     "JOBS",
     "JOB_MAX_DELIVERIES",
@@ -32,6 +34,7 @@ __all__ = [
     "ConsumerSpec",
     "KeyValueSpec",
     "StreamSpec",
+    "cache_control",
     "completions",
     "dead_letters",
     "dedup_id",
@@ -99,6 +102,11 @@ def usage(tenant: str) -> str:
     return f"{PREFIX}.usage.{tenant}"
 
 
+def cache_control(tenant: str) -> str:
+    """Where a :class:`CacheInvalidation` for ``tenant`` is published."""
+    return f"{PREFIX}.control.cache.{tenant}"
+
+
 def dead_letters(service: str) -> str:
     """Where ``service`` files a :class:`DeadLetter` for a message it could not handle."""
     return f"{PREFIX}.dlq.{service}"
@@ -164,7 +172,9 @@ DEAD_LETTERS = StreamSpec(name="COSTWISE_DLQ", subjects=(_all("dlq"),), max_age_
 # last attempt): kept in a stream so the router hears of it even if it was down at that moment.
 JOB_MAX_DELIVERIES = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS.name}.*"
 ADVISORIES = StreamSpec(name="COSTWISE_ADVISORIES", subjects=(JOB_MAX_DELIVERIES,), duplicate_window_s=60)
-ALL_STREAMS = (REQUESTS, ROUTE, JOBS, COMPLETIONS, RESULTS, USAGE, DEAD_LETTERS, ADVISORIES)
+# Operator commands to services (cache invalidation, ...): rare, small, kept a day.
+CONTROL = StreamSpec(name="COSTWISE_CONTROL", subjects=(_all("control"),), max_age_s=24 * 3600)
+ALL_STREAMS = (REQUESTS, ROUTE, JOBS, COMPLETIONS, RESULTS, USAGE, DEAD_LETTERS, ADVISORIES, CONTROL)
 
 # Exact-cache answers, keyed by tenant and the hash of the canonical request.
 CACHE_EXACT = KeyValueSpec(bucket="costwise-cache-exact", max_age_s=30 * 24 * 3600)
@@ -174,6 +184,7 @@ ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING)
 
 CACHE_REQUESTS = ConsumerSpec(durable="cache-requests", stream=REQUESTS.name, filter_subject=_all("requests"))
 CACHE_RESULTS = ConsumerSpec(durable="cache-results", stream=RESULTS.name, filter_subject=_all("results"))
+CACHE_CONTROL = ConsumerSpec(durable="cache-control", stream=CONTROL.name, filter_subject=cache_control("*"))
 ROUTER_ROUTE = ConsumerSpec(durable="router-route", stream=ROUTE.name, filter_subject=_all("route"))
 ROUTER_ADVISORIES = ConsumerSpec(durable="router-advisories", stream=ADVISORIES.name, filter_subject=JOB_MAX_DELIVERIES)
 ROUTER_COMPLETIONS = ConsumerSpec(
@@ -213,6 +224,7 @@ def payload_type(subject: str) -> type[msgspec.Struct]:
         USAGE.name: messages.UsageEvent,
         DEAD_LETTERS.name: messages.DeadLetter,
         ADVISORIES.name: messages.MaxDeliveriesAdvisory,
+        CONTROL.name: messages.CacheInvalidation,
     }
     return kinds[stream_of(subject).name]
 

@@ -10,6 +10,7 @@ from nats.aio.client import Client as Nats
 from nats.js.api import DeliverPolicy
 
 from costwise.contracts import (
+    CacheInvalidation,
     ChatMessage,
     DecodeError,
     InferenceRequest,
@@ -91,6 +92,19 @@ class Client:
             msg_id=subjects.dedup_id(request.tenant, request.request_id),
         )
         return request.request_id
+
+    async def invalidate(self, tenant: str, cached_request_id: str | None = None, *, reason: str = "") -> None:
+        """Make the cache forget the answer ``cached_request_id`` produced, or every answer of ``tenant``.
+
+        Returns once the command is stored; the cache applies it moments later.
+        """
+        command = CacheInvalidation(tenant=tenant, cached_request_id=cached_request_id, reason=reason)
+        data = encode(command)
+        try:
+            decode(data, CacheInvalidation)
+        except DecodeError as exc:
+            raise ValueError(f"invalid invalidation: {exc}") from None
+        await publish(self._js, subjects.cache_control(tenant), data, msg_id=new_request_id())
 
     async def result(self, tenant: str, request_id: str, *, timeout: float = 60.0) -> Result:
         """Wait for the result of one request (also returns one that arrived before the call)."""

@@ -2,9 +2,17 @@
 
 from ._connect import connect
 from ._dead_letter import file_dead_letter, give_up, send_error_result
-from ._faststream import ack_current, forward_current, make_broker, publish_durable, pull_subscriber, reject_current
+from ._faststream import (
+    ack_current,
+    current_subject,
+    forward_current,
+    make_broker,
+    publish_durable,
+    pull_subscriber,
+    reject_current,
+)
 from ._lifecycle import run_until_signalled
-from ._provision import ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
+from ._provision import cap_key_value, ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
 from ._publish import MSG_ID, publish
 from ._server import NatsServer, find_nats_server
 
@@ -12,7 +20,9 @@ __all__ = [
     "MSG_ID",
     "NatsServer",
     "ack_current",
+    "cap_key_value",
     "connect",
+    "current_subject",
     "ensure_consumer",
     "ensure_key_value",
     "ensure_stream",

@@ -22,7 +22,15 @@ from costwise.contracts.subjects import ConsumerSpec
 from ._dead_letter import give_up
 from ._publish import publish
 
-__all__ = ["ack_current", "forward_current", "make_broker", "publish_durable", "pull_subscriber", "reject_current"]
+__all__ = [
+    "ack_current",
+    "current_subject",
+    "forward_current",
+    "make_broker",
+    "publish_durable",
+    "pull_subscriber",
+    "reject_current",
+]
 
 log = logging.getLogger("costwise.messaging")
 _DECODE_ERRORS = (ValidationError, json.JSONDecodeError, msgspec.DecodeError, UnicodeDecodeError)
@@ -73,6 +81,11 @@ async def publish_durable(broker: NatsBroker, message: msgspec.Struct, subject: 
 async def forward_current(broker: NatsBroker, subject: str, *, msg_id: str) -> None:
     """Publish the message being handled, as received (no re-encoding), to ``subject`` and wait for its PubAck."""
     await publish(broker.connection.jetstream(), subject, broker.context.get_local("message").body, msg_id=msg_id)
+
+
+def current_subject(broker: NatsBroker) -> str:
+    """The subject of the message being handled (e.g. to check it names the tenant its payload does)."""
+    return str(broker.context.get_local("message").raw_message.subject)
 
 
 async def ack_current(broker: NatsBroker) -> None:

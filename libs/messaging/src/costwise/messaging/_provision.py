@@ -7,14 +7,14 @@ from collections.abc import Iterable
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, RetentionPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, KeyValueConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import APIError, ServiceUnavailableError
 
 from costwise.contracts.subjects import ALL_KEY_VALUES, ALL_STREAMS, ConsumerSpec, KeyValueSpec, StreamSpec
 
 from ._connect import connect
 
-__all__ = ["ensure_consumer", "ensure_key_value", "ensure_stream", "ensure_streams", "provision"]
+__all__ = ["cap_key_value", "ensure_consumer", "ensure_key_value", "ensure_stream", "ensure_streams", "provision"]
 
 _RETENTION = {
     "limits": RetentionPolicy.LIMITS,
@@ -83,6 +83,21 @@ async def ensure_key_value(js: JetStreamContext, spec: KeyValueSpec, *, replicas
     except APIError as exc:
         if exc.err_code != 10058:  # already exists with another config
             raise
+
+
+async def cap_key_value(js: JetStreamContext, spec: KeyValueSpec, max_entries: int) -> None:
+    """Keep at most ``max_entries`` in ``spec``'s bucket, evicting the oldest writes first.
+
+    A KV bucket is a stream that refuses new writes when full (discard new); a cache wants the opposite,
+    so its stream is switched to discard old with a message cap.
+    """
+    stream = f"KV_{spec.bucket}"
+    config = (await js.stream_info(stream)).config
+    if config.max_msgs == max_entries and config.discard == DiscardPolicy.OLD:
+        return
+    config.max_msgs = max_entries
+    config.discard = DiscardPolicy.OLD
+    await js.update_stream(config)
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:

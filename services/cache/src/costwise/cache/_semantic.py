@@ -82,6 +82,7 @@ class SemanticCache:
     async def store(self, tenant: str, key: str, probe: Probe, answer: CachedAnswer, *, expires_ms: int) -> None:
         payload = {
             "tenant": tenant,
+            "request_id": answer.request_id,
             "scope": probe.scope,
             "expires_ms": float(expires_ms),
             "question": probe.question,

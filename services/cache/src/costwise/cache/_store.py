@@ -6,6 +6,7 @@ import contextlib
 from typing import TypeVar
 
 import msgspec
+from nats.js import JetStreamContext
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -41,9 +42,14 @@ class Pending(msgspec.Struct, frozen=True, kw_only=True, tag="cache_pending.v1",
 
 
 class ExactStore:
-    def __init__(self, answers: KeyValue, pending: KeyValue) -> None:
+    """Answers under ``<tenant>.<hash>``, each with an index entry ``<tenant>.r.<request id>`` → its key, so
+    one answer can be forgotten by the request id its caller knows, and a tenant's by one subject purge."""
+
+    def __init__(self, answers: KeyValue, pending: KeyValue, *, js: JetStreamContext, bucket: str) -> None:
         self._answers = answers
         self._pending = pending
+        self._js = js
+        self._bucket = bucket
 
     async def get(self, key: str) -> CachedAnswer | None:
         return await _get(self._answers, key, CachedAnswer)
@@ -53,6 +59,25 @@ class ExactStore:
         if replace:
             await self._answers.purge(key)
         await _create(self._answers, key, msgspec.json.encode(answer), ttl_s)
+        await _create(self._answers, _by_request(key, answer.request_id), key.encode(), ttl_s)
+
+    async def forget(self, tenant: str, request_id: str) -> str | None:
+        """Delete the answer ``request_id`` produced; returns its key (``None`` if none is stored)."""
+        index = f"{tenant}.r.{request_id}"
+        try:
+            entry = await self._answers.get(index)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        key = (entry.value or b"").decode()
+        answer = await self.get(key) if key else None
+        if answer is not None and answer.request_id == request_id:  # a refresh may have replaced it since
+            await self._answers.purge(key)
+        await self._answers.purge(index)
+        return key or None
+
+    async def forget_tenant(self, tenant: str) -> None:
+        """Delete every answer of ``tenant`` in one server-side purge of its keys' subjects."""
+        await self._js.purge_stream(f"KV_{self._bucket}", subject=f"$KV.{self._bucket}.{tenant}.>")
 
     async def expect(self, tenant: str, request_id: str, pending: Pending) -> None:
         await _create(self._pending, _pending_key(tenant, request_id), msgspec.json.encode(pending), None)
@@ -63,6 +88,11 @@ class ExactStore:
         if found is not None:
             await self._pending.purge(key)
         return found
+
+
+def _by_request(key: str, request_id: str) -> str:
+    tenant = key.split(".", 1)[0]  # answer keys start with their tenant (keys.exact_key)
+    return f"{tenant}.r.{request_id}"
 
 
 def _pending_key(tenant: str, request_id: str) -> str:

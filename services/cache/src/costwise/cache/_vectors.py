@@ -41,6 +41,10 @@ class VectorIndex(Protocol):
 
     async def upsert(self, key: str, vector: NDArray[np.float32], payload: dict[str, Any]) -> None: ...
 
+    async def forget(self, tenant: str, request_id: str | None = None) -> None: ...
+
+    async def sweep(self, now_ms: int, max_entries: int) -> int: ...
+
     async def close(self) -> None: ...
 
 
@@ -65,6 +69,7 @@ class EdgeIndex:
         # Indexed filter fields: every query filters on all three, at 100k entries a scan would not do.
         for field, kind in (
             ("tenant", PayloadSchemaType.Keyword),
+            ("request_id", PayloadSchemaType.Keyword),
             ("scope", PayloadSchemaType.Keyword),
             ("expires_ms", PayloadSchemaType.Float),
         ):
@@ -95,6 +100,40 @@ class EdgeIndex:
 
         points = [Point(point_id(key), vector.tolist(), payload) for key, vector, payload in entries]
         await self._run(self._shard.update, UpdateOperation.upsert_points(points))
+
+    async def forget(self, tenant: str, request_id: str | None = None) -> None:
+        """Delete ``tenant``'s entries: all of them, or the one ``request_id`` produced."""
+        from qdrant_edge import FieldCondition, Filter, MatchValue, UpdateOperation
+
+        must: list[Any] = [FieldCondition(key="tenant", match=MatchValue(tenant))]
+        if request_id is not None:
+            must.append(FieldCondition(key="request_id", match=MatchValue(request_id)))
+        await self._run(self._shard.update, UpdateOperation.delete_points_by_filter(Filter(must=must)))
+
+    async def sweep(self, now_ms: int, max_entries: int) -> int:
+        """Drop expired entries, then the soonest-to-expire ones beyond ``max_entries``; returns how many remain."""
+        from qdrant_edge import (
+            CountRequest,
+            Direction,
+            FieldCondition,
+            Filter,
+            OrderBy,
+            RangeFloat,
+            ScrollRequest,
+            UpdateOperation,
+        )
+
+        expired = Filter(must=[FieldCondition(key="expires_ms", range=RangeFloat(lte=float(now_ms)))])
+        await self._run(self._shard.update, UpdateOperation.delete_points_by_filter(expired))
+        count = int(await self._run(self._shard.count, CountRequest(exact=True)))
+        if count <= max_entries:
+            return count
+        oldest = ScrollRequest(
+            limit=count - max_entries, order_by=OrderBy("expires_ms", Direction.Asc), with_payload=False
+        )
+        points, _ = await self._run(self._shard.scroll, oldest)
+        await self._run(self._shard.update, UpdateOperation.delete_points([p.id for p in points]))
+        return count - len(points)
 
     async def optimize(self) -> None:
         """Build the HNSW index now (after a bulk load) instead of on the first queries."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,16 +13,19 @@ import msgspec
 from faststream.nats import NatsBroker
 from opentelemetry.trace import TracerProvider
 
-from costwise.contracts import CacheHit, InferenceRequest, Result, Usage, subjects
-from costwise.contracts.subjects import CACHE_EXACT, CACHE_PENDING, CACHE_REQUESTS, CACHE_RESULTS
+from costwise.contracts import CacheHit, CacheInvalidation, ErrorCode, InferenceRequest, Result, Usage, subjects
+from costwise.contracts.subjects import CACHE_CONTROL, CACHE_EXACT, CACHE_PENDING, CACHE_REQUESTS, CACHE_RESULTS
 from costwise.embed import Embedder
 from costwise.messaging import (
     ack_current,
+    cap_key_value,
+    current_subject,
     forward_current,
     make_broker,
     provision,
     publish_durable,
     pull_subscriber,
+    reject_current,
 )
 
 from ._semantic import Probe, SemanticCache, vector_bytes, vector_from
@@ -31,8 +36,9 @@ from .settings import CacheSettings
 
 __all__ = ["Cache", "build"]
 
+log = logging.getLogger("costwise.cache")
 SERVICE = "cache"
-CONSUMERS = (CACHE_REQUESTS, CACHE_RESULTS)
+CONSUMERS = (CACHE_REQUESTS, CACHE_RESULTS, CACHE_CONTROL)
 # Only answers a model produced are stored: never errors, our own hits, or truncated output.
 _STORABLE_SOURCES = ("engine", "provider")
 
@@ -52,8 +58,10 @@ class Cache:
         self.clock = clock
         self.semantic = semantic
         self.store: ExactStore | None = None  # bound in start(): the buckets need a live connection
+        self._sweeper: asyncio.Task[None] | None = None
         pull_subscriber(broker, CACHE_REQUESTS, batch=settings.batch, concurrency=settings.concurrency)(self.on_request)
         pull_subscriber(broker, CACHE_RESULTS, batch=settings.batch, concurrency=settings.concurrency)(self.on_result)
+        pull_subscriber(broker, CACHE_CONTROL, batch=8)(self.on_invalidate)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -137,6 +145,31 @@ class Cache:
                 await self.semantic.store(result.tenant, pending.key, probe, answer, expires_ms=expires_ms)
         await ack_current(self.broker)
 
+    async def on_invalidate(self, cmd: CacheInvalidation) -> None:
+        """Forget one answer or a whole tenant's, in both caches."""
+        if current_subject(self.broker) != subjects.cache_control(cmd.tenant):
+            # Permissions are per subject: a tenant allowed to publish on its own must not reach another's cache.
+            why = f"invalidation for tenant {cmd.tenant!r} arrived on another tenant's subject"
+            await reject_current(self.broker, service=SERVICE, code=ErrorCode.INVALID_REQUEST, reason=why)
+            return
+        if cmd.cached_request_id is None:
+            await self._store().forget_tenant(cmd.tenant)
+        else:
+            await self._store().forget(cmd.tenant, cmd.cached_request_id)
+        if self.semantic is not None:
+            await self.semantic.index.forget(cmd.tenant, cmd.cached_request_id)
+        log.info("forgot %s of %s (%s)", cmd.cached_request_id or "every answer", cmd.tenant, cmd.reason or "-")
+        await ack_current(self.broker)
+
+    async def _sweep(self) -> None:
+        assert self.semantic is not None
+        while True:
+            await asyncio.sleep(self.settings.sweep_s)
+            try:
+                await self.semantic.index.sweep(self._now_ms(), self.settings.semantic_max_entries)
+            except Exception:  # a failed sweep leaves expired entries a while longer; lookups filter them anyway
+                log.warning("vector index sweep failed", exc_info=True)
+
     def _store(self) -> ExactStore:
         if self.store is None:
             raise RuntimeError("Cache.start() binds the store before any message is handled")
@@ -144,13 +177,23 @@ class Cache:
 
     async def start(self) -> None:
         await self.broker.connect()
+        js = self.broker.connection.jetstream()
+        await cap_key_value(js, CACHE_EXACT, self.settings.max_entries * 2)  # each answer + its request-id index
         self.store = ExactStore(
             await self.broker.key_value(CACHE_EXACT.bucket, declare=False),
             await self.broker.key_value(CACHE_PENDING.bucket, declare=False),
+            js=js,
+            bucket=CACHE_EXACT.bucket,
         )
+        if self.semantic is not None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="vector-sweep")
         await self.broker.start()
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.broker.stop()
         if self.semantic is not None:
             await self.semantic.close()

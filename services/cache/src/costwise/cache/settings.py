@@ -22,6 +22,12 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Serve verified answers to equivalent, differently worded questions (loads MiniLM and the verifier)."""
     data_dir: str = "var/cache"
     """Where the embedded vector index (Qdrant Edge) keeps its files."""
+    max_entries: Annotated[int, Meta(ge=1)] = 1_000_000
+    """Exact answers kept (plus one small index entry each); past it the oldest are evicted first."""
+    semantic_max_entries: Annotated[int, Meta(ge=1)] = 1_000_000
+    """Questions kept in the vector index; past it those closest to expiry are evicted first."""
+    sweep_s: Annotated[float, Meta(gt=0)] = 300.0
+    """How often expired and surplus vector entries are deleted (lookups never see expired ones anyway)."""
     batch: Annotated[int, Meta(ge=1, le=1024)] = 64
     concurrency: Annotated[int, Meta(ge=1, le=1024)] = 16
     otlp_endpoint: str | None = None
