@@ -54,7 +54,7 @@ async def test_the_blocking_sdk_client_works_too(
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0, timeout=20)
     async with responding(js, tenant):
         reply = await asyncio.to_thread(
-            client.chat.completions.create, model="auto", messages=[{"role": "user", "content": "hi"}]
+            lambda: client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
         )
     assert reply.choices[0].message.content == "echo: hi"
 

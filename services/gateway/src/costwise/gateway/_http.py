@@ -98,7 +98,7 @@ def create_app(gateway: Gateway | None, *, max_body_bytes: int) -> FastAPI:
         """A request's status and, once there, its result (only the tenant's own requests)."""
         return await gateway.status(tenant, request_id)
 
-    app.openapi_schema = _without_422(app.openapi())
+    app.openapi_schema = _tidy(app.openapi())
     return app
 
 
@@ -134,11 +134,17 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     return ApiError(400, code, message, param=where or None)
 
 
-def _without_422(doc: dict[str, Any]) -> dict[str, Any]:
-    """Validation failures answer 400 (as OpenAI's API does), so FastAPI's default 422 entries are dropped."""
+def _tidy(doc: dict[str, Any]) -> dict[str, Any]:
+    """Say what is served: validation failures answer 400 (as OpenAI's API does), not FastAPI's 422; an
+    optional header is absent, never ``null`` (a header has no null)."""
     for operations in doc.get("paths", {}).values():
         for operation in operations.values():
             operation.get("responses", {}).pop("422", None)
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                kinds = [s for s in schema.pop("anyOf", []) if s.get("type") != "null"]
+                if kinds:
+                    schema.update(kinds[0])
     schemas = doc.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)

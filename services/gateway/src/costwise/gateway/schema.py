@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from costwise.contracts.messages import MAX_MESSAGE_CHARS, MAX_MESSAGES
 
@@ -82,7 +82,13 @@ class ChatCompletionRequest(_Strict):
     ) = None
     seed: Annotated[int, Field(ge=-(2**63), lt=2**63)] | None = None
     n: Literal[1] | None = None
-    stream: bool | None = None
+    # Documented as false-only (that is what is served); ``true`` still parses, to get its own clear 400.
+    stream: Annotated[
+        bool | None,
+        WithJsonSchema(
+            {"anyOf": [{"const": False}, {"type": "null"}], "description": "Streaming is not supported yet."}
+        ),
+    ] = None
     user: Short | None = None
     costwise: CostwiseOptions | None = None
 
