@@ -103,14 +103,9 @@ async def gateway(nc: Nats) -> AsyncIterator[GatewayApp]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def base_url(gateway: GatewayApp) -> AsyncIterator[str]:
     """The gateway served by uvicorn on a free loopback port, in the session's event loop."""
-    server = gateway.server(port=0)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    serving = await gateway.serve(port=0)
+    yield f"http://127.0.0.1:{serving.port}"
+    await serving.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 import msgspec
@@ -32,13 +31,6 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by its id (the 16 hex digits after 'cw-')")
     revoke.add_argument("key_id")
     return parser
-
-
-async def _serve(gateway: GatewayApp) -> None:
-    try:
-        await gateway.server().serve()  # uvicorn handles SIGTERM/SIGINT
-    finally:
-        await gateway.close()
 
 
 async def _keys(gateway: GatewayApp, args: argparse.Namespace) -> int:
@@ -65,11 +57,10 @@ async def main(argv: list[str] | None = None) -> int:
     if args.command == "openapi":
         print(f"wrote {openapi.write()}")
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(created).3f %(name)s %(levelname)s %(message)s")
     gateway = await build(load(GatewaySettings, "COSTWISE_GATEWAY_"))
     if args.command == "keys":
         return await _keys(gateway, args)
-    await _serve(gateway)
+    await gateway.serve_until_signalled()
     return 0
 
 

@@ -59,7 +59,7 @@ Service = Annotated[Gateway, Depends(_gateway)]
 async def _tenant(
     gateway: Service, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
-    return await gateway.authenticate(f"Bearer {credentials.credentials}" if credentials else None)
+    return await gateway.authenticate(credentials.credentials if credentials else None)
 
 
 Tenant = Annotated[str, Depends(_tenant)]

@@ -58,10 +58,9 @@ class Gateway:
         self._price = price
         self._clock = clock
 
-    async def authenticate(self, authorization: str | None) -> str:
-        """The tenant of the ``Authorization: Bearer <key>`` header; 401 otherwise."""
-        scheme, _, key = (authorization or "").partition(" ")
-        tenant = await self.keys.tenant_of(key.strip()) if scheme.lower() == "bearer" else None
+    async def authenticate(self, key: str | None) -> str:
+        """The tenant of API key ``key`` (sent as ``Authorization: Bearer <key>``); 401 otherwise."""
+        tenant = await self.keys.tenant_of(key) if key else None
         if tenant is None:
             raise ApiError(401, "invalid_api_key", "missing or invalid API key (send Authorization: Bearer <key>)")
         return tenant
@@ -74,12 +73,8 @@ class Gateway:
         wait_s = self._wait_s(timeout_s)
         now = self._clock()
         request = to_request(body, tenant=tenant, request_id=request_id, now_ms=_ms(now), deadline_ms=_ms(now + wait_s))
-        # A replayed key whose result exists (maybe older than the queue's dedup window) is answered as is.
-        done = await self.result(tenant, request_id) if idempotency_key else None
-        if done is None:
-            await self._queue(request)
-            done = await self._wait(request, wait_s)
-        return to_completion(done, requested_model=body.model)
+        done = await self._start(request, replayable=idempotency_key is not None)
+        return to_completion(done or await self._wait(request, wait_s), requested_model=body.model)
 
     async def submit(self, tenant: str, body: AsyncCompletionRequest, *, idempotency_key: str | None) -> str:
         """Queue ``body`` without waiting; its result is polled or delivered to ``callback_url``."""
@@ -92,8 +87,8 @@ class Gateway:
             deadline_ms=None,
             callback_url=body.callback_url,
         )
-        await self._queue(request)
-        await self._remember(request)
+        if await self._start(request, replayable=idempotency_key is not None) is None:
+            await self._remember(request)
         return request_id
 
     async def status(self, tenant: str, request_id: str) -> RequestStatus:
@@ -115,6 +110,14 @@ class Gateway:
         except NotFoundError:
             return None
         return None if msg.data is None else decode(msg.data, Result)
+
+    async def _start(self, request: InferenceRequest, *, replayable: bool) -> Result | None:
+        """Queue ``request``, unless its id came from an Idempotency-Key and already has a result (returned):
+        the queue's dedup window is minutes, results are kept for days."""
+        done = await self.result(request.tenant, request.request_id) if replayable else None
+        if done is None:
+            await self._queue(request)
+        return done
 
     async def _queue(self, request: InferenceRequest) -> None:
         admission = await self._budget.admit(request.tenant, estimate_usd(request, self._price))

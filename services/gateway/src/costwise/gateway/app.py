@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -12,7 +14,7 @@ from nats.aio.client import Client as Nats
 from costwise.catalog import default_catalog, load_catalog
 from costwise.client import Client
 from costwise.contracts.subjects import GATEWAY_KEYS, GATEWAY_REQUESTS
-from costwise.messaging import connect, ensure_streams
+from costwise.messaging import connect, ensure_streams, run_until_signalled
 
 from ._http import create_app
 from ._service import Gateway
@@ -20,9 +22,35 @@ from .budget import AlwaysAllow, BudgetHook
 from .keys import KeyStore
 from .settings import GatewaySettings
 
-__all__ = ["GatewayApp", "build"]
+__all__ = ["GatewayApp", "Serving", "build"]
 
 SERVICE = "gateway"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the caller owns SIGTERM (``run_until_signalled``), so the
+    gateway stops like every other service (exit 0), and tests can run it without losing Ctrl-C."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Serving:
+    """A running HTTP server (started by :meth:`GatewayApp.serve`)."""
+
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+        self._server = server
+        self._task = task
+
+    @property
+    def port(self) -> int:
+        return int(self._server.servers[0].sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop accepting, let the requests in flight finish, return when done."""
+        self._server.should_exit = True
+        await self._task
 
 
 class GatewayApp:
@@ -34,17 +62,42 @@ class GatewayApp:
         self._nc = nc
         self._owns = owns_connection
 
-    def server(self, *, port: int | None = None) -> uvicorn.Server:
-        """A uvicorn server for ``app`` (``await server.serve()``; set ``should_exit`` to stop it)."""
+    async def serve(self, *, port: int | None = None) -> Serving:
+        """Serve ``app`` with uvicorn in the background; returns once it listens (``port=0``: any free one)."""
         settings = self.gateway.settings
-        config = uvicorn.Config(
-            self.app,
-            host=settings.host,
-            port=settings.port if port is None else port,
-            server_header=False,
-            log_level="info",
+        server = _Server(
+            uvicorn.Config(
+                self.app,
+                host=settings.host,
+                port=settings.port if port is None else port,
+                server_header=False,
+                log_level="info",
+                # h11, not httptools: it bounds the size of a request's head (headers are an input too).
+                http="h11",
+                h11_max_incomplete_event_size=settings.max_header_bytes,
+                limit_concurrency=settings.max_concurrency,
+            )
         )
-        return uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                await task  # uvicorn's own error, if it raised one
+                raise RuntimeError(f"the gateway could not listen on {settings.host}:{settings.port}")
+            await asyncio.sleep(0.02)
+        return Serving(server, task)
+
+    async def serve_until_signalled(self) -> None:
+        """Serve until SIGTERM/SIGINT, then finish the requests in flight and close."""
+        serving: list[Serving] = []
+
+        async def start() -> None:
+            serving.append(await self.serve())
+
+        async def stop() -> None:
+            await serving[0].stop()
+            await self.close()
+
+        await run_until_signalled(start, stop)
 
     async def close(self) -> None:
         if self._owns:

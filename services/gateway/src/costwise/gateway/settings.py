@@ -14,6 +14,10 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    max_header_bytes: Annotated[int, Meta(ge=1024, le=1 << 20)] = 16 << 10
+    """Largest request head (request line + headers) uvicorn reads before refusing the request."""
+    max_concurrency: Annotated[int, Meta(ge=1, le=100_000)] = 2048
+    """Connections/requests served at once; beyond it uvicorn answers 503 instead of queueing without bound."""
     max_body_bytes: Annotated[int, Meta(ge=1024, le=1 << 20)] = 512 << 10
     """Largest request body read; bigger ones get 413 before any parsing (the queue takes ≤ 1 MiB)."""
     default_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
