@@ -69,6 +69,7 @@ class Responder:
     tenant: str
     behaviour: Behaviour = echo
     seen: list[InferenceRequest] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
 
     async def run(self) -> None:
         sub = await self.js.pull_subscribe(
@@ -81,6 +82,7 @@ class Responder:
                 except TimeoutError:
                     continue
                 for msg in messages:
+                    self.headers.append(dict(msg.headers or {}))
                     await self._handle(decode(msg.data, InferenceRequest))
                     await msg.ack()
         finally:

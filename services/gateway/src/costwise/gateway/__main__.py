@@ -13,6 +13,7 @@ import sys
 import msgspec
 
 from costwise.settings import load
+from costwise.telemetry import setup
 
 from . import openapi
 from .app import GatewayApp, build
@@ -57,7 +58,9 @@ async def main(argv: list[str] | None = None) -> int:
     if args.command == "openapi":
         print(f"wrote {openapi.write()}")
         return 0
-    gateway = await build(load(GatewaySettings, "COSTWISE_GATEWAY_"))
+    settings = load(GatewaySettings, "COSTWISE_GATEWAY_")
+    tracer_provider = setup("costwise-gateway", otlp_endpoint=settings.otlp_endpoint)
+    gateway = await build(settings, tracer_provider=tracer_provider)
     if args.command == "keys":
         return await _keys(gateway, args)
     await gateway.serve_until_signalled()

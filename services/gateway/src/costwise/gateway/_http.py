@@ -10,10 +10,12 @@ from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry.trace import TracerProvider
 from starlette.exceptions import HTTPException
 
 from ._limits import BodyLimit
 from ._service import Gateway
+from ._tracing import TraceRequests
 from .errors import ApiError
 from .schema import (
     AcceptedRequest,
@@ -65,7 +67,9 @@ async def _tenant(
 Tenant = Annotated[str, Depends(_tenant)]
 
 
-def create_app(gateway: Gateway | None, *, max_body_bytes: int) -> FastAPI:
+def create_app(
+    gateway: Gateway | None, *, max_body_bytes: int, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
     """The ASGI app over ``gateway``, which the composition root builds (it owns the connections).
 
     ``None`` gives an app that can only describe itself (the OpenAPI document needs no connection).
@@ -74,6 +78,8 @@ def create_app(gateway: Gateway | None, *, max_body_bytes: int) -> FastAPI:
     app.state.gateway = gateway
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if tracer_provider is not None:  # outermost, so refused requests are traced too
+        app.add_middleware(TraceRequests, tracer_provider=tracer_provider)
 
     @app.post("/v1/chat/completions", responses=_ERRORS)
     async def chat_completions(

@@ -17,6 +17,7 @@ from costwise.contracts import ErrorCode, InferenceRequest, Result, decode, subj
 from costwise.contracts.subjects import RESULTS
 
 from ._mapping import result_error, to_completion, to_request
+from ._tracing import record_result
 from .budget import BudgetHook, estimate_usd, rejection
 from .errors import ApiError
 from .keys import KeyStore
@@ -73,8 +74,9 @@ class Gateway:
         wait_s = self._wait_s(timeout_s)
         now = self._clock()
         request = to_request(body, tenant=tenant, request_id=request_id, now_ms=_ms(now), deadline_ms=_ms(now + wait_s))
-        done = await self._start(request, replayable=idempotency_key is not None)
-        return to_completion(done or await self._wait(request, wait_s), requested_model=body.model)
+        done = await self._start(request, replayable=idempotency_key is not None) or await self._wait(request, wait_s)
+        record_result(done, body.model)
+        return to_completion(done, requested_model=body.model)
 
     async def submit(self, tenant: str, body: AsyncCompletionRequest, *, idempotency_key: str | None) -> str:
         """Queue ``body`` without waiting; its result is polled or delivered to ``callback_url``."""

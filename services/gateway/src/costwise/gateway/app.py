@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client as Nats
+from opentelemetry.trace import TracerProvider
 
 from costwise.catalog import default_catalog, load_catalog
 from costwise.client import Client
@@ -109,6 +110,7 @@ async def build(
     *,
     nc: Nats | None = None,
     budget: BudgetHook | None = None,
+    tracer_provider: TracerProvider | None = None,
     clock: Callable[[], float] = time.time,
 ) -> GatewayApp:
     """Connect (unless ``nc`` is given), provision streams and buckets, and wire the HTTP app."""
@@ -127,4 +129,5 @@ async def build(
         price=catalog.baseline_price,
         clock=clock,
     )
-    return GatewayApp(gateway, create_app(gateway, max_body_bytes=settings.max_body_bytes), nc, owns_connection=owns)
+    app = create_app(gateway, max_body_bytes=settings.max_body_bytes, tracer_provider=tracer_provider)
+    return GatewayApp(gateway, app, nc, owns_connection=owns)
