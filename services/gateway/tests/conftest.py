@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -129,3 +130,16 @@ async def responding(js: JetStreamContext, tenant: str, behaviour: Behaviour = e
             await task
         with contextlib.suppress(NotFoundError):  # cancelled before the consumer was created
             await js.delete_consumer(REQUESTS.name, f"test-{tenant}")
+
+
+async def gateway_process(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    """``python -m costwise.gateway *args`` with ``env`` (output piped)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "costwise.gateway",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )

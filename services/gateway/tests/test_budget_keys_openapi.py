@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -17,7 +15,7 @@ from costwise.contracts.subjects import GATEWAY_KEYS
 from costwise.gateway import Admission, GatewayApp, GatewaySettings, build
 from costwise.gateway.openapi import COMMITTED, render
 
-from .conftest import responding
+from .conftest import gateway_process, responding
 
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 100}
 
@@ -88,15 +86,7 @@ async def test_keys_cli_prints_a_key_once_that_then_authenticates(
 
 
 async def cli(env: dict[str, str], *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "costwise.gateway",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await gateway_process(env, *args)
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     return out.decode()
@@ -104,3 +94,25 @@ async def cli(env: dict[str, str], *args: str) -> str:
 
 def test_committed_openapi_document_matches_the_app() -> None:
     assert COMMITTED.read_text() == render(), "run `python -m costwise.gateway openapi` and commit openapi.json"
+
+
+class BrokenBudget:
+    async def admit(self, tenant: str, estimate_usd: float) -> Admission:
+        raise RuntimeError("the budget service has a bug")
+
+
+async def test_a_bug_is_a_500_in_the_usual_error_shape(nc: Nats, unique: str) -> None:
+    built = await build(GatewaySettings(), nc=nc, budget=BrokenBudget())
+    key = await built.gateway.keys.create(unique)
+    transport = httpx.ASGITransport(app=built.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        response = await http.post(
+            "/v1/chat/completions", json=HELLO, headers={"Authorization": f"Bearer {key.secret}"}
+        )
+    assert response.status_code == 500
+    assert response.json()["error"] == {
+        "message": "internal error",
+        "type": "server_error",
+        "param": None,
+        "code": "internal",
+    }

@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from nats.js import JetStreamContext
 
 from costwise.gateway import GatewayApp
 
-from .conftest import responding
+from .conftest import gateway_process, responding
 
 
 def free_port() -> int:
@@ -39,14 +38,7 @@ async def test_the_gateway_process_serves_until_sigterm(
 ) -> None:
     port = free_port()
     env = {**os.environ, "COSTWISE_GATEWAY_NATS_URL": nats_url, "COSTWISE_GATEWAY_PORT": str(port)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "costwise.gateway",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await gateway_process(env)
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_until_up(url)

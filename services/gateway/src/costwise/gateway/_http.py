@@ -13,6 +13,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry.trace import TracerProvider
 from starlette.exceptions import HTTPException
 
+from costwise.contracts import ErrorCode
+
 from ._limits import BodyLimit
 from ._service import Gateway
 from ._tracing import TraceRequests
@@ -23,6 +25,7 @@ from .schema import (
     ChatCompletion,
     ChatCompletionRequest,
     ErrorResponse,
+    RequestIdText,
     RequestStatus,
 )
 
@@ -45,7 +48,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 _bearer = HTTPBearer(auto_error=False, description="An API key from `python -m costwise.gateway keys create`")
-RequestIdParam = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]+$", max_length=128)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)]
 ClientTimeout = Annotated[float | None, Header(alias="x-stainless-read-timeout", gt=0, le=86400)]
 
@@ -100,7 +102,7 @@ def create_app(
         return AcceptedRequest(id=await gateway.submit(tenant, body, idempotency_key=idempotency_key))
 
     @app.get("/v1/requests/{request_id}", responses=_ERRORS)
-    async def status(request_id: RequestIdParam, gateway: Service, tenant: Tenant) -> RequestStatus:
+    async def status(request_id: Annotated[RequestIdText, Path()], gateway: Service, tenant: Tenant) -> RequestStatus:
         """A request's status and, once there, its result (only the tenant's own requests)."""
         return await gateway.status(tenant, request_id)
 
@@ -126,7 +128,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.warning("queue unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
         return await api_error(request, ApiError(503, "queue_unavailable", "the request queue is unavailable"))
 
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        # The traceback is logged by the server; the caller gets the usual error shape, not a text page.
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        return await api_error(request, ApiError(500, str(ErrorCode.INTERNAL), "internal error"))
+
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(Exception, bug)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(nats.errors.Error, queue_down)

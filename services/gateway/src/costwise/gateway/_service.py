@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import re
 from collections.abc import Callable
 
 import msgspec
@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 from costwise.catalog import Price
 from costwise.client import Client, new_request_id
 from costwise.contracts import ErrorCode, InferenceRequest, Result, decode, subjects
+from costwise.contracts.messages import RequestId
 from costwise.contracts.subjects import RESULTS
 
 from ._mapping import result_error, to_completion, to_request
@@ -25,8 +26,6 @@ from .schema import AsyncCompletionRequest, ChatCompletion, ChatCompletionReques
 from .settings import GatewaySettings
 
 __all__ = ["Accepted", "Gateway"]
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 class Accepted(msgspec.Struct, frozen=True, kw_only=True, tag="gateway_request.v1", tag_field="type"):
@@ -156,8 +155,8 @@ class Gateway:
     def _request_id(self, idempotency_key: str | None) -> str:
         if idempotency_key is None:
             return new_request_id()
-        if _REQUEST_ID.match(idempotency_key):
-            return idempotency_key
+        with contextlib.suppress(msgspec.ValidationError):
+            return msgspec.convert(idempotency_key, RequestId)
         # Any other key still maps to one stable, subject-safe id.
         return "idem-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from costwise.contracts.messages import MAX_MESSAGE_CHARS, MAX_MESSAGES
+from costwise.contracts.messages import MAX_MESSAGE_CHARS, MAX_MESSAGES, RequestId
 
 __all__ = [
     "AcceptedRequest",
@@ -23,9 +23,14 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "InputMessage",
+    "RequestIdText",
     "RequestStatus",
 ]
 
+# The contract's request id (a subject token), as an HTTP path parameter.
+RequestIdText = Annotated[
+    str, Field(pattern=RequestId.__metadata__[0].pattern, max_length=RequestId.__metadata__[0].max_length)
+]
 Short = Annotated[str, Field(max_length=256)]
 Text = Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
 
