@@ -28,3 +28,7 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     catalog_path: str | None = None
     """Catalog (tiers, prices) used to estimate a request's worst-case cost for the budget hook."""
     otlp_endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.default_timeout_s > self.max_timeout_s:
+            raise ValueError("default_timeout_s must not exceed max_timeout_s")
