@@ -165,3 +165,27 @@ async def poll(http: httpx.AsyncClient, request_id: str, timeout: float = 10) ->
             if status["status"] != "queued":
                 return status  # type: ignore[no-any-return]
             await asyncio.sleep(0.05)
+
+
+async def test_openai_message_forms_map_onto_the_contract(
+    http: httpx.AsyncClient, tenant_key: tuple[str, str], js: JetStreamContext
+) -> None:
+    body = {
+        "model": "large",
+        "messages": [
+            {"role": "developer", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]},
+        ],
+        "max_completion_tokens": 9,
+        "stop": "END",
+        "user": "u-17",
+        "costwise": {"quality_floor": 0.8, "cost_ceiling_usd": 0.01, "metadata": {"team": "search"}},
+    }
+    async with responding(js, tenant_key[0]) as responder:
+        reply = await http.post(CHAT, json=body)
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == "echo: hello there"
+    [request] = responder.seen
+    assert [(m.role, m.content) for m in request.messages] == [("system", "be brief"), ("user", "hello there")]
+    assert (request.sampling.max_tokens, request.sampling.stop) == (9, ["END"])
+    assert (request.quality_floor, request.cost_ceiling_usd) == (0.8, 0.01)
+    assert request.metadata == {"team": "search", "user": "u-17"}
