@@ -32,3 +32,7 @@ class ErrorCode(enum.StrEnum):
     """An external provider refused or failed the call after retries."""
     INTERNAL = "internal"
     """A bug in costwise; the dead letter has the details."""
+    BUDGET_EXCEEDED = "budget_exceeded"
+    """The tenant's budget cannot cover the request (HTTP 402 at the gateway)."""
+    RATE_LIMITED = "rate_limited"
+    """The tenant is spending or sending faster than allowed; retry later (HTTP 429 at the gateway)."""

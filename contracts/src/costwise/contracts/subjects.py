@@ -22,6 +22,8 @@ __all__ = [
     "COMPLETIONS",
     "CONTROL",
     "DEAD_LETTERS",
+    "GATEWAY_KEYS",
+    "GATEWAY_REQUESTS",
     "JOBS",
     "JOB_MAX_DELIVERIES",
     "REQUESTS",
@@ -180,7 +182,12 @@ ALL_STREAMS = (REQUESTS, ROUTE, JOBS, COMPLETIONS, RESULTS, USAGE, DEAD_LETTERS,
 CACHE_EXACT = KeyValueSpec(bucket="costwise-cache-exact", max_age_s=30 * 24 * 3600)
 # What the cache remembers between a miss and its result (the key to store the answer under).
 CACHE_PENDING = KeyValueSpec(bucket="costwise-cache-pending", max_age_s=24 * 3600, max_value_size=64 << 10)
-ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING)
+# The gateway's API keys: key id → tenant + sha256 of the key (never the key itself). 0 = never expire.
+GATEWAY_KEYS = KeyValueSpec(bucket="costwise-gateway-keys", max_age_s=0, max_value_size=4 << 10)
+# Requests the gateway accepted (``<tenant>.<request_id>``), so a status poll can tell "pending" from
+# "unknown"; kept as long as results are.
+GATEWAY_REQUESTS = KeyValueSpec(bucket="costwise-gateway-requests", max_age_s=RESULTS.max_age_s, max_value_size=4 << 10)
+ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING, GATEWAY_KEYS, GATEWAY_REQUESTS)
 
 CACHE_REQUESTS = ConsumerSpec(durable="cache-requests", stream=REQUESTS.name, filter_subject=_all("requests"))
 CACHE_RESULTS = ConsumerSpec(durable="cache-results", stream=RESULTS.name, filter_subject=_all("results"))

@@ -1,0 +1,165 @@
+"""The HTTP surface: FastAPI routes that translate between OpenAI-style JSON and :class:`Gateway` calls."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import nats.errors
+from fastapi import Depends, FastAPI, Header, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry.trace import TracerProvider
+from starlette.exceptions import HTTPException
+
+from costwise.contracts import ErrorCode
+
+from ._limits import BodyLimit
+from ._service import Gateway
+from ._tracing import TraceRequests
+from .errors import ApiError
+from .schema import (
+    AcceptedRequest,
+    AsyncCompletionRequest,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ErrorResponse,
+    RequestIdText,
+    RequestStatus,
+)
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("costwise.gateway")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": why}
+    for status, why in {
+        400: "Invalid request (bad JSON, unknown field, out-of-range value, streaming)",
+        401: "Missing or invalid API key",
+        402: "Budget exhausted",
+        404: "Unknown model/tier or request",
+        413: "Request body too large",
+        429: "Spending too fast",
+        500: "Internal error",
+        503: "Queue or engine unavailable",
+        504: "No result before the client's timeout",
+    }.items()
+}
+_bearer = HTTPBearer(auto_error=False, description="An API key from `python -m costwise.gateway keys create`")
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)]
+ClientTimeout = Annotated[float | None, Header(alias="x-stainless-read-timeout", gt=0, le=86400)]
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+Service = Annotated[Gateway, Depends(_gateway)]
+
+
+async def _tenant(
+    gateway: Service, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> str:
+    return await gateway.authenticate(credentials.credentials if credentials else None)
+
+
+Tenant = Annotated[str, Depends(_tenant)]
+
+
+def create_app(
+    gateway: Gateway | None, *, max_body_bytes: int, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """The ASGI app over ``gateway``, which the composition root builds (it owns the connections).
+
+    ``None`` gives an app that can only describe itself (the OpenAPI document needs no connection).
+    """
+    app = FastAPI(title="costwise gateway", version="1.0.0", docs_url=None, redoc_url=None)
+    app.state.gateway = gateway
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if tracer_provider is not None:  # outermost, so refused requests are traced too
+        app.add_middleware(TraceRequests, tracer_provider=tracer_provider)
+
+    @app.post("/v1/chat/completions", responses=_ERRORS)
+    async def chat_completions(
+        body: ChatCompletionRequest,
+        gateway: Service,
+        tenant: Tenant,
+        idempotency_key: IdempotencyKey = None,
+        timeout: ClientTimeout = None,
+    ) -> ChatCompletion:
+        """OpenAI-compatible chat completion: queued, answered when the pipeline's result arrives."""
+        return await gateway.complete(tenant, body, idempotency_key=idempotency_key, timeout_s=timeout)
+
+    @app.post("/v1/requests", status_code=202, responses=_ERRORS)
+    async def submit(
+        body: AsyncCompletionRequest, gateway: Service, tenant: Tenant, idempotency_key: IdempotencyKey = None
+    ) -> AcceptedRequest:
+        """Queue a chat completion and return at once; poll ``GET /v1/requests/{id}`` or await the callback."""
+        return AcceptedRequest(id=await gateway.submit(tenant, body, idempotency_key=idempotency_key))
+
+    @app.get("/v1/requests/{request_id}", responses=_ERRORS)
+    async def status(request_id: Annotated[RequestIdText, Path()], gateway: Service, tenant: Tenant) -> RequestStatus:
+        """A request's status and, once there, its result (only the tenant's own requests)."""
+        return await gateway.status(tenant, request_id)
+
+    app.openapi_schema = _tidy(app.openapi())
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return JSONResponse(exc.body(), exc.status, headers=exc.headers)
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return await api_error(request, _validation_error(exc))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return await api_error(request, ApiError(exc.status_code, code, str(exc.detail)))
+
+    async def queue_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("queue unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return await api_error(request, ApiError(503, "queue_unavailable", "the request queue is unavailable"))
+
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        # The traceback is logged by the server; the caller gets the usual error shape, not a text page.
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        return await api_error(request, ApiError(500, str(ErrorCode.INTERNAL), "internal error"))
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(Exception, bug)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(nats.errors.Error, queue_down)
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid request"))
+    code = "unknown_field" if first.get("type") == "extra_forbidden" else "invalid_request"
+    return ApiError(400, code, message, param=where or None)
+
+
+def _tidy(doc: dict[str, Any]) -> dict[str, Any]:
+    """Say what is served: validation failures answer 400 (as OpenAI's API does), not FastAPI's 422; an
+    optional header is absent, never ``null`` (a header has no null)."""
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                kinds = [s for s in schema.pop("anyOf", []) if s.get("type") != "null"]
+                if kinds:
+                    schema.update(kinds[0])
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return doc

@@ -1,0 +1,69 @@
+"""OpenAI-style errors: ``{"error": {"message", "type", "param", "code"}}`` with the matching HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from costwise.contracts import ErrorCode, ErrorInfo
+
+__all__ = ["ApiError", "from_error_info"]
+
+# OpenAI's error ``type`` for each status, which its SDKs turn into exception classes.
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "server_error",
+    504: "timeout_error",
+}
+
+# How a pipeline's typed error result reaches an HTTP client.
+_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.MALFORMED_MESSAGE: 400,
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.PROMPT_TOO_LONG: 400,
+    ErrorCode.UNKNOWN_POOL: 404,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.BUDGET_EXCEEDED: 402,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.ENGINE_ERROR: 503,
+    ErrorCode.MAX_DELIVERIES_EXCEEDED: 503,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+class ApiError(Exception):
+    """An error the gateway answers with; ``code`` is an :class:`ErrorCode` value or an OpenAI code."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        kind = _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+
+def from_error_info(error: ErrorInfo) -> ApiError:
+    """The HTTP error for a pipeline's error result (a code added later maps to 500 until listed here)."""
+    status = _STATUS.get(error.code, 500)
+    # Retrying a request whose deadline passed starts the work over: let the caller decide (and poll).
+    headers = {"x-should-retry": "false"} if status == 504 else None
+    return ApiError(status, str(error.code), error.message, headers=headers)

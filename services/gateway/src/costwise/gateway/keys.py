@@ -1,0 +1,91 @@
+"""API keys: each bound to one tenant, stored as a SHA-256 digest (the key itself is shown once, at creation).
+
+A key is ``cw-<key id>-<secret>``: the id (public, 16 hex digits) finds the record, the secret (256 random
+bits) is what the digest protects. With that much entropy a plain SHA-256 cannot be brute-forced, so a
+lookup costs one KV get and one hash, not a deliberately slow KDF on every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+
+import msgspec
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from costwise.contracts.messages import Token
+
+__all__ = ["ApiKey", "KeyRecord", "KeyStore"]
+
+PREFIX = "cw"
+MAX_KEY_CHARS = 128
+
+
+class KeyRecord(msgspec.Struct, frozen=True, kw_only=True, tag="gateway_api_key.v1", tag_field="type"):
+    """What the key bucket holds per key id (only the gateway reads it; versioned as it outlives deploys)."""
+
+    tenant: str
+    sha256: str
+    created_ms: int
+    label: str = ""
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    key_id: str
+    tenant: str
+    secret: str
+    """The full key, to hand to the tenant; it is not stored anywhere."""
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _key_id(presented: str) -> str | None:
+    prefix, _, rest = presented.partition("-")
+    key_id, _, secret = rest.partition("-")
+    if prefix != PREFIX or len(key_id) != 16 or not secret or len(presented) > MAX_KEY_CHARS:
+        return None
+    return key_id if all(c in "0123456789abcdef" for c in key_id) else None
+
+
+class KeyStore:
+    """Create, revoke and resolve API keys in the ``GATEWAY_KEYS`` bucket."""
+
+    def __init__(self, kv: KeyValue, *, clock: Callable[[], float] = time.time) -> None:
+        self._kv = kv
+        self._clock = clock
+
+    async def create(self, tenant: str, *, label: str = "") -> ApiKey:
+        tenant = msgspec.convert(tenant, Token)  # a tenant becomes a subject token: check it here
+        key_id = secrets.token_hex(8)
+        secret = f"{PREFIX}-{key_id}-{secrets.token_urlsafe(32)}"
+        record = KeyRecord(tenant=tenant, sha256=_digest(secret), created_ms=int(self._clock() * 1000), label=label)
+        await self._kv.create(key_id, msgspec.json.encode(record))
+        return ApiKey(key_id=key_id, tenant=tenant, secret=secret)
+
+    async def revoke(self, key_id: str) -> bool:
+        """Forget ``key_id``; False if there was no such key."""
+        if await self._record(key_id) is None:
+            return False
+        await self._kv.purge(key_id)
+        return True
+
+    async def tenant_of(self, presented: str) -> str | None:
+        """The tenant ``presented`` belongs to, or None for a malformed, unknown or revoked key."""
+        key_id = _key_id(presented)
+        record = None if key_id is None else await self._record(key_id)
+        if record is None or not hmac.compare_digest(record.sha256, _digest(presented)):
+            return None
+        return record.tenant
+
+    async def _record(self, key_id: str) -> KeyRecord | None:
+        try:
+            entry = await self._kv.get(key_id)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        return None if entry.value is None else msgspec.json.decode(entry.value, type=KeyRecord)

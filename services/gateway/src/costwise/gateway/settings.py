@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+__all__ = ["GatewaySettings"]
+
+
+class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Gateway configuration, from ``COSTWISE_GATEWAY_*`` environment variables."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    max_header_bytes: Annotated[int, Meta(ge=1024, le=1 << 20)] = 16 << 10
+    """Largest request head (request line + headers) uvicorn reads before refusing the request."""
+    max_concurrency: Annotated[int, Meta(ge=1, le=100_000)] = 2048
+    """Connections/requests served at once; beyond it uvicorn answers 503 instead of queueing without bound."""
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=1 << 20)] = 512 << 10
+    """Largest request body read; bigger ones get 413 before any parsing (the queue takes ≤ 1 MiB)."""
+    default_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    """How long a sync call waits when the client names no timeout (``x-stainless-read-timeout``)."""
+    max_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 600.0
+    timeout_margin_s: Annotated[float, Meta(ge=0, le=60)] = 0.5
+    """Answer 504 this long before the client's own timeout fires, so it gets a clear error, not a reset."""
+    catalog_path: str | None = None
+    """Catalog (tiers, prices) used to estimate a request's worst-case cost for the budget hook."""
+    otlp_endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.default_timeout_s > self.max_timeout_s:
+            raise ValueError("default_timeout_s must not exceed max_timeout_s")
