@@ -14,6 +14,9 @@ __all__ = [
     "ADVISORIES",
     "ALL_KEY_VALUES",
     "ALL_STREAMS",
+    "BILLING_RESULTS",
+    "BILLING_USAGE",
+    "BUDGETS",
     "CACHE_EXACT",
     "CACHE_PENDING",
     "CACHE_REQUESTS",
@@ -170,7 +173,10 @@ ALL_STREAMS = (REQUESTS, ROUTE, JOBS, COMPLETIONS, RESULTS, USAGE, DEAD_LETTERS,
 CACHE_EXACT = KeyValueSpec(bucket="costwise-cache-exact", max_age_s=30 * 24 * 3600)
 # What the cache remembers between a miss and its result (the key to store the answer under).
 CACHE_PENDING = KeyValueSpec(bucket="costwise-cache-pending", max_age_s=24 * 3600, max_value_size=64 << 10)
-ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING)
+# Per-tenant budget state (limit, period, settled spend, open reservations), keyed by tenant. Written with
+# compare-and-set only (costwise.budget), read by every service that admits spend.
+BUDGETS = KeyValueSpec(bucket="costwise-budgets", max_age_s=0, max_value_size=256 << 10)
+ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING, BUDGETS)
 
 CACHE_REQUESTS = ConsumerSpec(durable="cache-requests", stream=REQUESTS.name, filter_subject=_all("requests"))
 CACHE_RESULTS = ConsumerSpec(durable="cache-results", stream=RESULTS.name, filter_subject=_all("results"))
@@ -178,6 +184,12 @@ ROUTER_ROUTE = ConsumerSpec(durable="router-route", stream=ROUTE.name, filter_su
 ROUTER_ADVISORIES = ConsumerSpec(durable="router-advisories", stream=ADVISORIES.name, filter_subject=JOB_MAX_DELIVERIES)
 ROUTER_COMPLETIONS = ConsumerSpec(
     durable="router-completions", stream=COMPLETIONS.name, filter_subject=_all("completions")
+)
+# Billing never gives up on an event by redelivery count (max_deliver=-1): a failing ledger commit is retried
+# until the database is back; an event it cannot price is dead-lettered explicitly instead.
+BILLING_USAGE = ConsumerSpec(durable="billing-usage", stream=USAGE.name, filter_subject=_all("usage"), max_deliver=-1)
+BILLING_RESULTS = ConsumerSpec(
+    durable="billing-results", stream=RESULTS.name, filter_subject=_all("results"), max_deliver=-1
 )
 
 
