@@ -11,8 +11,9 @@ import pytest
 import pytest_asyncio
 from nats.js import JetStreamContext
 
-from costwise.billing import Billing, BillingSettings, Ledger, build
+from costwise.billing import Billing, BillingSettings, Ledger, build, open_ledger
 from costwise.billing._cli import main
+from costwise.billing._schema import LEDGER
 from costwise.budget import Admission, open_budgets
 from costwise.catalog import Catalog, WorkerPool
 from costwise.contracts import DeadLetter, ErrorCode, Result, UsageEvent, encode, subjects
@@ -166,3 +167,41 @@ def test_budget_command_sets_and_shows_a_budget(
     shown = capsys.readouterr().out.strip().splitlines()[-1]
     assert '"limit_usd":"10"' in shown and '"period":"month"' in shown
     assert main(["budget", "show", "--tenant", f"{unique}none"]) == 1
+
+
+async def test_nothing_is_acked_until_the_ledger_commits(
+    nc,
+    nats_url: str,
+    js: JetStreamContext,
+    catalog: Catalog,
+    traffic: Traffic,
+    unique: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    with ledger.engine.begin() as conn:
+        LEDGER.drop(conn)  # the database "breaks": every commit fails
+    service = await build(BillingSettings(nats_url=nats_url, tenants=[unique]), nc=nc, catalog=catalog, ledger=ledger)
+    await service.start()
+    try:
+        await _send(js, traffic)
+        await asyncio.sleep(1.5)
+        assert not await _caught_up(js)  # failed batches were nak'ed, not acked
+        with ledger.engine.begin() as conn:
+            LEDGER.create(conn)  # the database is back: redeliveries land, each once
+        expected = len(traffic[0]) + len(traffic[1])
+        await _eventually(lambda: asyncio.to_thread(lambda: len(ledger.lines(tenant=unique)) == expected))
+        await _eventually(lambda: _caught_up(js))
+    finally:
+        await service.stop()
+        ledger.close()
+
+
+def test_migrations_build_exactly_the_schema_the_code_queries(ledger: Ledger) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from costwise.billing._schema import METADATA
+
+    with ledger.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), METADATA) == []
