@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import pytest
 from nats.js import JetStreamContext
 
 from costwise.budget import Admission, BudgetExceeded, Budgets, estimate_usd, open_budgets
@@ -98,3 +99,10 @@ def test_estimate_bounds_the_prompt_and_takes_max_tokens_for_the_answer() -> Non
         sampling=SamplingParams(max_tokens=100),
     )
     assert estimate_usd(price, req) == (Decimal(104) * 1 + Decimal(100) * 2) / 1_000_000
+
+
+async def test_a_name_that_is_not_a_tenant_is_refused(js: JetStreamContext) -> None:
+    budgets = await open_budgets(js)
+    for bad in ("a.b", "a b", "x" * 65, ""):
+        with pytest.raises(ValueError, match="not a tenant name"):
+            await budgets.admit(bad, "r", Decimal(1))

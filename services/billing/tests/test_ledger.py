@@ -82,3 +82,17 @@ def test_postgresql_and_sqlite_give_identical_reports(
     assert report.sources == {"cache_exact": 1, "cache_semantic": 1, "engine": 5, "none": 1, "provider": 2}
     text = render_text(report)
     assert "savings waterfall" in text and "spot vs on demand" in text and "= actual" in text
+
+
+def test_since_takes_a_date_or_a_span_back_from_now() -> None:
+    import argparse
+
+    from costwise.billing._cli import since_ms
+
+    now = 1_764_331_200.0
+    assert since_ms("2025-11-28", now) == 1_764_288_000_000
+    assert since_ms("2025-11-28T12:00:00+01:00", now) == 1_764_327_600_000
+    assert since_ms("24h", now) == (now - 86_400) * 1000 and since_ms("2w", now) == (now - 14 * 86_400) * 1000
+    assert since_ms(None, now) == 0
+    with pytest.raises(argparse.ArgumentTypeError):
+        since_ms("last tuesday", now)

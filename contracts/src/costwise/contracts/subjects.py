@@ -175,7 +175,7 @@ CACHE_EXACT = KeyValueSpec(bucket="costwise-cache-exact", max_age_s=30 * 24 * 36
 CACHE_PENDING = KeyValueSpec(bucket="costwise-cache-pending", max_age_s=24 * 3600, max_value_size=64 << 10)
 # Per-tenant budget state (limit, period, settled spend, open reservations), keyed by tenant. Written with
 # compare-and-set only (costwise.budget), read by every service that admits spend.
-BUDGETS = KeyValueSpec(bucket="costwise-budgets", max_age_s=0, max_value_size=256 << 10)
+BUDGETS = KeyValueSpec(bucket="costwise-budgets", max_age_s=0)  # 1 MiB: ~15k open reservations per tenant
 ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING, BUDGETS)
 
 CACHE_REQUESTS = ConsumerSpec(durable="cache-requests", stream=REQUESTS.name, filter_subject=_all("requests"))

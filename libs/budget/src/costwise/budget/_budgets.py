@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
@@ -19,6 +20,7 @@ from ._state import Admission, BudgetExceeded, BudgetState, Period, Reservation
 
 __all__ = ["Budgets", "open_budgets"]
 
+_TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # the contracts' Token: also a valid KV key
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(BudgetState).decode
 
@@ -122,6 +124,8 @@ class Budgets:
                 return state
 
     async def _get(self, tenant: str) -> tuple[BudgetState, int] | None:
+        if not _TENANT.match(tenant):
+            raise ValueError(f"not a tenant name: {tenant[:80]!r} (letters, digits, _ and -, at most 64)")
         try:
             entry = await self.kv.get(tenant)
         except KeyNotFoundError:  # also a deleted key
