@@ -70,7 +70,9 @@ class Billing:
             psub = await self.js.pull_subscribe_bind(spec.durable, spec.stream)
             self._tasks.append(asyncio.create_task(self._consume(spec, psub, to_line), name=spec.durable))
         if self.settings.metrics_port is not None:
-            server, _ = start_http_server(self.settings.metrics_port, "127.0.0.1", registry_for(self.ledger))
+            server, _ = start_http_server(
+                self.settings.metrics_port, self.settings.metrics_host, registry_for(self.ledger)
+            )
             self._metrics_server, self.metrics_port = server, server.server_port
 
     async def stop(self) -> None:
@@ -91,7 +93,12 @@ class Billing:
                     msgs = await psub.fetch(self.settings.batch, timeout=1.0)
                 except NatsTimeoutError:
                     continue
-                await self.handle(msgs, to_line)
+                try:
+                    await self.handle(msgs, to_line)
+                except Exception:  # e.g. NATS unreachable mid-batch: what was not acked comes back after ack_wait
+                    log.exception(
+                        "batch of %d from %s failed; unacked events will be redelivered", len(msgs), spec.durable
+                    )
         finally:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
@@ -106,6 +113,9 @@ class Billing:
                 good.append(msg)
             except Unbillable as exc:
                 await self._dead_letter(msg, exc)
+            except Exception as exc:  # a bug must not turn one event into an endless redelivery loop
+                log.exception("pricing failed on %s", msg.subject)
+                await self._dead_letter(msg, Unbillable(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
         try:
             await asyncio.to_thread(self.ledger.append, lines)
             await self._settle(lines)

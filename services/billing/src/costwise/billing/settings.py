@@ -28,3 +28,5 @@ class BillingSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Events pulled and committed in one ledger transaction."""
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
     """Serve Prometheus metrics on this port (0 = any free port); none when unset."""
+    metrics_host: str = "127.0.0.1"
+    """Interface the metrics endpoint listens on (``0.0.0.0`` in a container)."""
