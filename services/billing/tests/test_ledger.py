@@ -96,3 +96,13 @@ def test_since_takes_a_date_or_a_span_back_from_now() -> None:
     assert since_ms(None, now) == 0
     with pytest.raises(argparse.ArgumentTypeError):
         since_ms("last tuesday", now)
+
+
+def test_free_text_with_nul_or_over_long_is_stored_not_a_poison_batch(
+    ledger: Ledger, pricer: Pricer, traffic: Traffic
+) -> None:
+    event = msgspec.structs.replace(traffic[0][0], model="\x00" + "m" * 5000)
+    result = msgspec.structs.replace(traffic[1][0], model="m" * 5000, pool="p" * 500)
+    ledger.append([pricer.attempt(event), pricer.result(result, now_ms=0)])
+    stored = ledger.lines(tenant=event.tenant)
+    assert len(stored) == 2 and all(len(line.model) == 256 for line in stored)

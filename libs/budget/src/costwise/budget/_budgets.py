@@ -159,6 +159,8 @@ def _rejection(state: BudgetState, request_id: str, estimate_usd: Decimal) -> Bu
     )
 
 
-async def open_budgets(js: JetStreamContext, **options: float | Callable[[], float]) -> Budgets:
+async def open_budgets(
+    js: JetStreamContext, *, clock: Callable[[], float] = time.time, reservation_ttl_s: float = 3600
+) -> Budgets:
     """The budgets in the ``costwise-budgets`` bucket (provisioned by ``costwise.messaging.provision``)."""
-    return Budgets(await js.key_value(BUDGETS.bucket), **options)  # type: ignore[arg-type]
+    return Budgets(await js.key_value(BUDGETS.bucket), clock=clock, reservation_ttl_s=reservation_ttl_s)

@@ -18,6 +18,13 @@ __all__ = ["NANO", "Pricer", "Unbillable", "nusd"]
 
 NANO = Decimal(1_000_000_000)
 _CACHE_SOURCES = ("cache_exact", "cache_semantic")
+_NAME_CHARS, _MODEL_CHARS = 64, 256  # the ledger's column sizes (PostgreSQL enforces them)
+
+
+def _text(value: str | None, limit: int) -> str:
+    """Free text from an event, made storable: PostgreSQL rejects NUL and enforces column sizes, and one
+    row it refuses would fail its whole batch forever."""
+    return (value or "").replace("\x00", "")[:limit]
 
 
 def nusd(amount: Decimal) -> int:
@@ -91,7 +98,7 @@ class Pricer:
             attempt=event.attempt,
             stage=event.stage,
             backend=backend.name,
-            model=event.model,
+            model=_text(event.model, _MODEL_CHARS),
             source="provider" if not isinstance(backend, WorkerPool) else "engine",
             status="ok",
             spot=event.spot,
@@ -123,8 +130,8 @@ class Pricer:
             tenant=result.tenant,
             request_id=result.request_id,
             job_id=result.cache.cached_request_id if cached and result.cache is not None else "",
-            backend=result.pool or "",
-            model=result.model or "",
+            backend=_text(result.pool, _NAME_CHARS),
+            model=_text(result.model, _MODEL_CHARS),
             source=result.source,
             status=result.status,
             tokens_in=tokens.prompt_tokens,
