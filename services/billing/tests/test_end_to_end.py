@@ -7,7 +7,7 @@ from typing import Any
 
 from nats.aio.client import Client as Nats
 
-from costwise.billing import BillingSettings, Ledger, build_report
+from costwise.billing import BillingSettings, Ledger, ledger_report
 from costwise.billing import build as build_billing
 from costwise.catalog import Catalog, Tier, WorkerPool
 from costwise.client import Client
@@ -53,6 +53,6 @@ async def test_ledger_tokens_equal_the_engines_for_every_request(
         (attempt,) = [line for line in lines if line.request_id == rid and line.kind == "attempt"]
         assert (attempt.tokens_in, attempt.tokens_out) == (result.usage.prompt_tokens, result.usage.completion_tokens)
         assert attempt.backend == unique and attempt.amount_nusd > 0 and attempt.engine_us > 0
-    report = build_report(lines, tenant=unique)
+    report = ledger_report(sqlite_ledger, tenant=unique)
     assert report.requests == len(ids) and report.sources == {"engine": len(ids)}
     assert report.actual_nusd == report.baseline_nusd  # the only backend is the baseline: nothing to save

@@ -5,8 +5,7 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from costwise.billing import LEVERS, Ledger, Line, Pricer, Unbillable, attribute, build_report, render_text
-from costwise.billing._attribution import by_request
+from costwise.billing import LEVERS, Ledger, Line, Pricer, Unbillable, attribute, ledger_report, render_text
 from costwise.catalog import Catalog
 from costwise.contracts import ErrorCode, UsageEvent
 
@@ -18,8 +17,11 @@ def _lines(pricer: Pricer, traffic: Traffic) -> list[Line]:
     return [pricer.attempt(e) for e in usage] + [pricer.result(r, now_ms=0) for r in results]
 
 
-def test_attribution_parts_sum_exactly_to_baseline_minus_actual(pricer: Pricer, traffic: Traffic) -> None:
-    costs = [attribute(group) for group in by_request(_lines(pricer, traffic))]
+def test_attribution_parts_sum_exactly_to_baseline_minus_actual(
+    ledger: Ledger, pricer: Pricer, traffic: Traffic
+) -> None:
+    ledger.append(_lines(pricer, traffic))
+    costs = [attribute(totals) for totals in ledger.request_totals(tenant=traffic[0][0].tenant)]
     for cost in costs:
         assert sum(cost.savings_nusd.values()) == cost.baseline_nusd - cost.actual_nusd, cost
     pulled = {lever for cost in costs for lever, amount in cost.savings_nusd.items() if amount}
@@ -74,7 +76,7 @@ def test_postgresql_and_sqlite_give_identical_reports(
     reports = []
     for ledger in (sqlite_ledger, pg_ledger):
         ledger.append(_lines(pricer, traffic))
-        reports.append(build_report(ledger.lines(tenant=tenant, since_ms=0), tenant=tenant))
+        reports.append(ledger_report(ledger, tenant=tenant))
     assert msgspec.json.encode(reports[0]) == msgspec.json.encode(reports[1])
     report = reports[0]
     assert sum(report.savings_nusd.values()) == report.baseline_nusd - report.actual_nusd

@@ -3,7 +3,7 @@
 from ._attribution import LEVERS, RequestCost, attribute
 from ._ledger import Ledger, Line, open_ledger
 from ._pricing import Pricer, Unbillable, nusd
-from ._report import Report, build_report, render_text
+from ._report import Report, build_report, ledger_report, render_text
 from .app import Billing, build
 from .settings import BillingSettings
 
@@ -20,6 +20,7 @@ __all__ = [
     "attribute",
     "build",
     "build_report",
+    "ledger_report",
     "nusd",
     "open_ledger",
     "render_text",

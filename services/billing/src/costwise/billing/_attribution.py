@@ -8,15 +8,14 @@ each level a sum of integer nano-dollars stored on the ledger lines, so the part
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 import msgspec
 
-from ._ledger import Line
+from ._ledger import RequestTotals
 
-__all__ = ["LEVERS", "RequestCost", "attribute", "by_request"]
+__all__ = ["LEVERS", "RequestCost", "attribute"]
 
 LEVERS = ("cache_exact", "cache_semantic", "routing", "provider", "quantization", "spot")
+_CACHE = ("cache_exact", "cache_semantic")
 
 
 class RequestCost(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,43 +33,28 @@ class RequestCost(msgspec.Struct, frozen=True, kw_only=True):
     savings_nusd: dict[str, int]
 
 
-def by_request(lines: Iterable[Line]) -> list[Sequence[Line]]:
-    """Lines grouped per (tenant, request), in first-seen order."""
-    groups: dict[tuple[str, str], list[Line]] = {}
-    for line in lines:
-        groups.setdefault((line.tenant, line.request_id), []).append(line)
-    return list(groups.values())
-
-
-def attribute(lines: Sequence[Line]) -> RequestCost:
-    """The attribution of one request from all its lines (attempts and, once it arrived, its result)."""
-    result = next((line for line in lines if line.kind == "result"), None)
-    attempts = [line for line in lines if line.kind == "attempt"]
-    actual = sum(line.amount_nusd for line in lines)
+def attribute(t: RequestTotals) -> RequestCost:
+    """The attribution of one request from its summed lines (attempts and, once it arrived, its result)."""
+    actual = t.amount_nusd + t.result_amount_nusd
     savings = dict.fromkeys(LEVERS, 0)
-    if result is not None and result.source in ("cache_exact", "cache_semantic"):
-        baseline = result.baseline_nusd
-        savings[result.source] = baseline - actual
+    if t.source in _CACHE:
+        baseline = t.result_baseline_nusd
+        savings[t.source] = baseline - actual
     else:
         # A failed or unfinished request has no answer to price at baseline: the baseline runs its attempts.
-        answered = result is not None and result.status == "ok"
-        baseline = result.baseline_nusd if result is not None and answered else sum(a.baseline_nusd for a in attempts)
-        tier, unquantized, on_demand = (sum(getattr(a, f) for a in attempts) for f in _LEVELS)
-        savings["routing"] = baseline - tier
-        savings["provider"] = tier - unquantized
-        savings["quantization"] = unquantized - on_demand
-        savings["spot"] = on_demand - actual
+        baseline = t.result_baseline_nusd if t.status == "ok" else t.baseline_nusd
+        savings["routing"] = baseline - t.tier_nusd
+        savings["provider"] = t.tier_nusd - t.unquantized_nusd
+        savings["quantization"] = t.unquantized_nusd - t.on_demand_nusd
+        savings["spot"] = t.on_demand_nusd - actual
     return RequestCost(
-        tenant=lines[0].tenant,
-        request_id=lines[0].request_id,
-        source=result.source if result is not None else "open",
-        status=result.status if result is not None else "open",
-        ts_ms=result.ts_ms if result is not None else max(a.ts_ms for a in attempts),
-        attempts=len(attempts),
+        tenant=t.tenant,
+        request_id=t.request_id,
+        source=t.source or "open",
+        status=t.status or "open",
+        ts_ms=t.result_ms if t.result_ms is not None else t.last_ms,
+        attempts=t.attempts,
         baseline_nusd=baseline,
         actual_nusd=actual,
         savings_nusd=savings,
     )
-
-
-_LEVELS = ("tier_nusd", "unquantized_nusd", "on_demand_nusd")

@@ -19,7 +19,7 @@ from costwise.settings import load
 
 from ._html import render_html
 from ._ledger import open_ledger
-from ._report import build_report, render_text
+from ._report import ledger_report, render_text
 from .app import build
 from .settings import BillingSettings
 
@@ -77,7 +77,7 @@ def _report(settings: BillingSettings, args: argparse.Namespace) -> int:
     ledger = open_ledger(settings.database_url)
     try:
         start = since_ms(args.since, time.time())
-        report = build_report(ledger.lines(tenant=args.tenant, since_ms=start), tenant=args.tenant, since_ms=start)
+        report = ledger_report(ledger, tenant=args.tenant, since_ms=start)
     finally:
         ledger.close()
     sys.stdout.write(msgspec.json.encode(report).decode() + "\n" if args.json else render_text(report))

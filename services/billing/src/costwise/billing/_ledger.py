@@ -14,9 +14,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ._schema import LEDGER
 
-__all__ = ["Ledger", "Line", "open_ledger"]
+__all__ = ["Ledger", "Line", "RequestTotals", "RouteTotals", "open_ledger"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_LEVEL_COLUMNS = ("amount_nusd", "on_demand_nusd", "unquantized_nusd", "tier_nusd", "baseline_nusd")
 
 
 class Line(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +46,52 @@ class Line(msgspec.Struct, frozen=True, kw_only=True):
     tier_nusd: int = 0
     baseline_nusd: int = 0
     ts_ms: int = 0
+
+
+class RequestTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """One request's lines summed by the database: its attempts' levels, and its result (if it arrived)."""
+
+    tenant: str
+    request_id: str
+    attempts: int
+    amount_nusd: int
+    on_demand_nusd: int
+    unquantized_nusd: int
+    tier_nusd: int
+    baseline_nusd: int
+    """The attempts' tokens at the baseline price (the baseline of a request with no answer)."""
+    last_ms: int
+    source: str | None
+    """``None`` while no result has arrived."""
+    status: str | None
+    result_amount_nusd: int
+    result_baseline_nusd: int
+    result_ms: int | None
+
+
+class RouteTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """Attempts that ran on one backend at one stage."""
+
+    backend: str
+    stage: str
+    attempts: int
+    tokens_in: int
+    tokens_out: int
+    actual_nusd: int
+
+
+def _sum(column: sa.ColumnElement[Any], kind: str) -> sa.ColumnElement[Any]:
+    # PostgreSQL sums BIGINT into NUMERIC: cast back so both databases hand over exact ints.
+    return sa.cast(sa.func.coalesce(sa.func.sum(sa.case((LEDGER.c.kind == kind, column), else_=0)), 0), sa.BigInteger)
+
+
+def _of_result(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    return sa.func.max(sa.case((LEDGER.c.kind == "result", column), else_=None))
+
+
+def _filtered(query: sa.Select[Any], tenant: str | None, since_ms: int) -> sa.Select[Any]:
+    query = query.where(LEDGER.c.ts_ms >= since_ms)
+    return query if tenant is None else query.where(LEDGER.c.tenant == tenant)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -102,6 +149,39 @@ class Ledger:
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(LEDGER.c.ts_ms, LEDGER.c.key)).mappings().all()
         return [Line(**row) for row in rows]
+
+    def request_totals(self, *, tenant: str | None = None, since_ms: int = 0) -> list[RequestTotals]:
+        """Per request (of ``tenant``, lines from ``since_ms``): attempt levels summed, result fields picked."""
+        c = LEDGER.c
+        query = sa.select(
+            c.tenant,
+            c.request_id,
+            _sum(sa.literal(1), "attempt").label("attempts"),
+            *(_sum(c[f], "attempt").label(f) for f in _LEVEL_COLUMNS),
+            sa.cast(sa.func.max(c.ts_ms), sa.BigInteger).label("last_ms"),
+            _of_result(c.source).label("source"),
+            _of_result(c.status).label("status"),
+            _sum(c.amount_nusd, "result").label("result_amount_nusd"),
+            _sum(c.baseline_nusd, "result").label("result_baseline_nusd"),
+            sa.cast(_of_result(c.ts_ms), sa.BigInteger).label("result_ms"),
+        ).group_by(c.tenant, c.request_id)
+        with self.engine.connect() as conn:
+            return [RequestTotals(**row) for row in conn.execute(_filtered(query, tenant, since_ms)).mappings()]
+
+    def route_totals(self, *, tenant: str | None = None, since_ms: int = 0) -> list[RouteTotals]:
+        """Attempts per backend and stage: the routing mix."""
+        c = LEDGER.c
+        query = sa.select(
+            c.backend,
+            c.stage,
+            sa.cast(sa.func.count(), sa.BigInteger).label("attempts"),
+            *(sa.cast(sa.func.sum(c[f]), sa.BigInteger).label(f) for f in ("tokens_in", "tokens_out")),
+            sa.cast(sa.func.sum(c.amount_nusd), sa.BigInteger).label("actual_nusd"),
+        ).where(c.kind == "attempt")
+        query = _filtered(query, tenant, since_ms).group_by(c.backend, c.stage)
+        with self.engine.connect() as conn:
+            routes = [RouteTotals(**row) for row in conn.execute(query).mappings()]
+        return sorted(routes, key=lambda r: (r.backend, r.stage))  # in Python: collations differ per database
 
     def tenants(self) -> list[str]:
         with self.engine.connect() as conn:

@@ -9,7 +9,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ._ledger import Ledger
-from ._report import Report, build_report, usd
+from ._report import Report, ledger_report, usd
 
 __all__ = ["LedgerCollector", "registry_for"]
 
@@ -43,7 +43,7 @@ def registry_for(ledger: Ledger) -> CollectorRegistry:
     registry = CollectorRegistry()
 
     def report(tenant: str | None) -> Report:
-        return build_report(ledger.lines(tenant=tenant), tenant=tenant)
+        return ledger_report(ledger, tenant=tenant)
 
     registry.register(LedgerCollector(report, ledger.tenants))
     return registry

@@ -9,11 +9,11 @@ from decimal import Decimal
 
 import msgspec
 
-from ._attribution import LEVERS, RequestCost, attribute, by_request
-from ._ledger import Line
+from ._attribution import LEVERS, RequestCost, attribute
+from ._ledger import Ledger, RequestTotals, RouteTotals
 from ._pricing import NANO
 
-__all__ = ["Report", "RouteShare", "TimeBucket", "build_report", "render_text", "usd"]
+__all__ = ["Report", "TimeBucket", "build_report", "ledger_report", "render_text", "usd"]
 
 LEVER_NAMES = {
     "cache_exact": "exact cache",
@@ -24,17 +24,6 @@ LEVER_NAMES = {
     "spot": "spot vs on demand",
 }
 _HOUR_MS, _DAY_MS = 3_600_000, 86_400_000
-
-
-class RouteShare(msgspec.Struct, frozen=True, kw_only=True):
-    """Attempts that ran on one backend at one stage."""
-
-    backend: str
-    stage: str
-    attempts: int
-    tokens_in: int
-    tokens_out: int
-    actual_nusd: int
 
 
 class TimeBucket(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,7 +47,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     savings_nusd: dict[str, int]
     sources: dict[str, int]
     """Requests per way they were answered (``engine``, ``provider``, ``cache_exact``, ``cache_semantic``, …)."""
-    routing: list[RouteShare]
+    routing: list[RouteTotals]
     spend_by_tenant: dict[str, int]
     over_time: list[TimeBucket]
     bucket_ms: int
@@ -71,15 +60,22 @@ def usd(nano: int | Decimal) -> Decimal:
     return Decimal(nano) / NANO
 
 
-def build_report(lines: Sequence[Line], *, tenant: str | None = None, since_ms: int = 0) -> Report:
-    """The report over ``lines`` (already filtered by tenant and time by the ledger query)."""
-    costs = [attribute(group) for group in by_request(lines)]
+def ledger_report(ledger: Ledger, *, tenant: str | None = None, since_ms: int = 0) -> Report:
+    """The report of ``tenant`` (or everyone) from ``since_ms`` on; the database does the summing."""
+    totals = ledger.request_totals(tenant=tenant, since_ms=since_ms)
+    return build_report(totals, ledger.route_totals(tenant=tenant, since_ms=since_ms), tenant=tenant, since_ms=since_ms)
+
+
+def build_report(
+    totals: Sequence[RequestTotals], routing: Sequence[RouteTotals], *, tenant: str | None, since_ms: int
+) -> Report:
+    """The report from per-request totals and the routing mix."""
+    costs = [attribute(t) for t in totals]
     finished = [c for c in costs if c.status != "open"]
-    savings = {lever: sum(c.savings_nusd[lever] for c in costs) for lever in LEVERS}
     bucket = _HOUR_MS if _span_ms(costs) <= 2 * _DAY_MS else _DAY_MS
     spend: Counter[str] = Counter()
-    for line in lines:
-        spend[line.tenant] += line.amount_nusd
+    for cost in costs:
+        spend[cost.tenant] += cost.actual_nusd
     return Report(
         tenant=tenant,
         since_ms=since_ms,
@@ -89,9 +85,9 @@ def build_report(lines: Sequence[Line], *, tenant: str | None = None, since_ms: 
         in_flight=len(costs) - len(finished),
         baseline_nusd=sum(c.baseline_nusd for c in costs),
         actual_nusd=sum(c.actual_nusd for c in costs),
-        savings_nusd=savings,
+        savings_nusd={lever: sum(c.savings_nusd[lever] for c in costs) for lever in LEVERS},
         sources=dict(sorted(Counter(c.source for c in finished).items())),
-        routing=_routing(lines),
+        routing=list(routing),
         spend_by_tenant=dict(sorted(spend.items())),
         over_time=_over_time(finished, bucket),
         bucket_ms=bucket,
@@ -108,24 +104,6 @@ def _per_query(amounts: Iterable[int]) -> int:
 def _span_ms(costs: Sequence[RequestCost]) -> int:
     stamps = [c.ts_ms for c in costs]
     return max(stamps) - min(stamps) if stamps else 0
-
-
-def _routing(lines: Iterable[Line]) -> list[RouteShare]:
-    groups: dict[tuple[str, str], list[Line]] = {}
-    for line in lines:
-        if line.kind == "attempt":
-            groups.setdefault((line.backend, line.stage), []).append(line)
-    return [
-        RouteShare(
-            backend=backend,
-            stage=stage,
-            attempts=len(group),
-            tokens_in=sum(a.tokens_in for a in group),
-            tokens_out=sum(a.tokens_out for a in group),
-            actual_nusd=sum(a.amount_nusd for a in group),
-        )
-        for (backend, stage), group in sorted(groups.items())
-    ]
 
 
 def _over_time(costs: Iterable[RequestCost], bucket_ms: int) -> list[TimeBucket]:
