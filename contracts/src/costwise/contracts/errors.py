@@ -33,6 +33,11 @@ class ErrorCode(enum.StrEnum):
     INTERNAL = "internal"
     """A bug in costwise; the dead letter has the details."""
     BUDGET_EXCEEDED = "budget_exceeded"
-    """The tenant's budget cannot cover the request (HTTP 402 at the gateway)."""
+    """The tenant's budget for the period cannot cover this request's estimated cost (nothing was spent;
+    HTTP 402 at the gateway)."""
     RATE_LIMITED = "rate_limited"
     """The tenant is spending or sending faster than allowed; retry later (HTTP 429 at the gateway)."""
+    UNKNOWN_TENANT = "unknown_tenant"
+    """An event names a tenant the service was not configured to accept."""
+    UNPRICED = "unpriced"
+    """Billing has no price basis for what an event names (a backend outside every tier, a missing price)."""

@@ -253,6 +253,10 @@ class UsageEvent(_Wire, frozen=True, kw_only=True, tag="usage_event.v1"):
     usage: Usage
     engine_s: float
     ts_ms: EpochMs
+    stage: Literal["direct", "cascade_small", "cascade_large", "batch"] = "direct"
+    """The job's stage (from :attr:`Job.stage`): billing attributes cascade escalations to the routing lever."""
+    attempt: Annotated[int, Meta(ge=1)] = 1
+    """The job's attempt (from :attr:`Job.attempt`); part of billing's idempotency key."""
 
 
 class DeadLetter(_Wire, frozen=True, kw_only=True, tag="dead_letter.v1"):

@@ -14,6 +14,9 @@ __all__ = [
     "ADVISORIES",
     "ALL_KEY_VALUES",
     "ALL_STREAMS",
+    "BILLING_RESULTS",
+    "BILLING_USAGE",
+    "BUDGETS",
     "CACHE_CONTROL",
     "CACHE_EXACT",
     "CACHE_PENDING",
@@ -187,7 +190,10 @@ GATEWAY_KEYS = KeyValueSpec(bucket="costwise-gateway-keys", max_age_s=0, max_val
 # Requests the gateway accepted (``<tenant>.<request_id>``), so a status poll can tell "pending" from
 # "unknown"; kept as long as results are.
 GATEWAY_REQUESTS = KeyValueSpec(bucket="costwise-gateway-requests", max_age_s=RESULTS.max_age_s, max_value_size=4 << 10)
-ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING, GATEWAY_KEYS, GATEWAY_REQUESTS)
+# Per-tenant budget state (limit, period, settled spend, open reservations), keyed by tenant. Written with
+# compare-and-set only (costwise.budget), read by every service that admits spend.
+BUDGETS = KeyValueSpec(bucket="costwise-budgets", max_age_s=0)  # 1 MiB: ~15k open reservations per tenant
+ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING, GATEWAY_KEYS, GATEWAY_REQUESTS, BUDGETS)
 
 CACHE_REQUESTS = ConsumerSpec(durable="cache-requests", stream=REQUESTS.name, filter_subject=_all("requests"))
 CACHE_RESULTS = ConsumerSpec(durable="cache-results", stream=RESULTS.name, filter_subject=_all("results"))
@@ -196,6 +202,12 @@ ROUTER_ROUTE = ConsumerSpec(durable="router-route", stream=ROUTE.name, filter_su
 ROUTER_ADVISORIES = ConsumerSpec(durable="router-advisories", stream=ADVISORIES.name, filter_subject=JOB_MAX_DELIVERIES)
 ROUTER_COMPLETIONS = ConsumerSpec(
     durable="router-completions", stream=COMPLETIONS.name, filter_subject=_all("completions")
+)
+# Billing never gives up on an event by redelivery count (max_deliver=-1): a failing ledger commit is retried
+# until the database is back; an event it cannot price is dead-lettered explicitly instead.
+BILLING_USAGE = ConsumerSpec(durable="billing-usage", stream=USAGE.name, filter_subject=_all("usage"), max_deliver=-1)
+BILLING_RESULTS = ConsumerSpec(
+    durable="billing-results", stream=RESULTS.name, filter_subject=_all("results"), max_deliver=-1
 )
 
 

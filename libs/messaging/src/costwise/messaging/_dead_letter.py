@@ -110,8 +110,13 @@ async def file_dead_letter(
     num_delivered: int = 0,
     stream_seq: int | None = None,
     tenant_hint: str | None = None,
+    reply: bool = True,
 ) -> None:
-    """Store a dead letter for ``data`` (from ``subject``) and send its caller a typed error result."""
+    """Store a dead letter for ``data`` (from ``subject``) and send its caller a typed error result.
+
+    ``reply=False`` files the letter only: for events that are not requests (billing's usage events and
+    results), where an error result would overwrite the caller's real answer.
+    """
     request_id, tenant, callback = _peek(data)
     request_id, tenant = _valid(request_id), _valid(tenant) or _valid(tenant_hint)
     letter = DeadLetter(
@@ -128,7 +133,7 @@ async def file_dead_letter(
     )
     seq = stream_seq if stream_seq is not None else time.time_ns()
     await publish(js, subjects.dead_letters(service), letter, msg_id=f"{service}-{subject}-{seq}")
-    if request_id and tenant:
+    if reply and request_id and tenant:
         await send_error_result(
             js, request_id=request_id, tenant=tenant, code=code, message=reason, callback_url=callback
         )

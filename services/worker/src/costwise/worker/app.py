@@ -183,6 +183,8 @@ class Worker:
             usage=usage,
             engine_s=gen.engine_s,
             ts_ms=now_ms,
+            stage=job.stage,
+            attempt=job.attempt,
         )
         # Ack only after both are stored: a crash before the ack redelivers the job, and the job-id msg-ids
         # make the repeats no-ops. The two PubAcks are awaited together (one round trip, not two).

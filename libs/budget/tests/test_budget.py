@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+from nats.js import JetStreamContext
+
+from costwise.budget import Admission, BudgetExceeded, Budgets, estimate_usd, open_budgets
+from costwise.catalog import Price
+from costwise.contracts import ChatMessage, ErrorCode, InferenceRequest, SamplingParams
+from costwise.messaging import connect
+
+
+async def test_a_tenant_at_its_limit_gets_a_typed_rejection(js: JetStreamContext, unique: str) -> None:
+    budgets = await open_budgets(js)
+    await budgets.set_limit(unique, Decimal("1.00"), "month")
+    assert isinstance(await budgets.admit(unique, "r1", Decimal("0.60")), Admission)
+    refused = await budgets.admit(unique, "r2", Decimal("0.50"))
+    assert isinstance(refused, BudgetExceeded) and refused.code == ErrorCode.BUDGET_EXCEEDED
+    assert refused.reserved_usd == Decimal("0.60") and "budget of $1.00 per month" in refused.message
+    fits = await budgets.admit(unique, "r3", Decimal("0.40"))  # exactly at the limit is still allowed
+    assert isinstance(fits, Admission) and fits.remaining_usd == 0
+
+
+async def test_a_tenant_without_a_budget_is_admitted_unlimited(js: JetStreamContext, unique: str) -> None:
+    admission = await (await open_budgets(js)).admit(unique, "r1", Decimal("1000"))
+    assert isinstance(admission, Admission) and admission.remaining_usd is None
+
+
+async def test_fifty_concurrent_admissions_overshoot_by_at_most_one_request(nats_url: str, unique: str) -> None:
+    """50 requests race for a budget that covers 10.5 of them, from 5 separate connections (5 "routers")."""
+    estimate, actual = Decimal("0.010"), Decimal("0.0104")  # each request ends up costing a bit more
+    connections = [await connect(nats_url, name=f"router{i}") for i in range(5)]
+    try:
+        routers = [await open_budgets(nc.jetstream()) for nc in connections]
+        await routers[0].set_limit(unique, estimate * Decimal("10.5"), "day")
+        outcomes = await asyncio.gather(*(routers[i % 5].admit(unique, f"r{i}", estimate) for i in range(50)))
+        admitted = [o for o in outcomes if isinstance(o, Admission)]
+        assert len(admitted) == 10 and all(isinstance(o, BudgetExceeded) for o in outcomes if o not in admitted)
+        state = await routers[0].state(unique)
+        assert state is not None and state.reserved_usd == 10 * estimate <= state.limit_usd
+
+        async def ledger_total(_since_ms: int) -> Decimal:
+            return actual * len(admitted)
+
+        settled = await routers[1].settle(unique, [a.request_id for a in admitted], spent_since=ledger_total)
+        assert settled is not None and not settled.reservations
+        assert settled.spent_usd - settled.limit_usd <= actual  # overshoot ≤ one request's cost
+    finally:
+        for nc in connections:
+            await nc.close()
+
+
+async def test_settling_twice_changes_nothing_and_frees_the_budget(js: JetStreamContext, unique: str) -> None:
+    budgets = await open_budgets(js)
+    await budgets.set_limit(unique, Decimal("1"), "total")
+    await budgets.admit(unique, "r1", Decimal("0.9"))
+
+    async def ledger(_since_ms: int) -> Decimal:
+        return Decimal("0.25")
+
+    first = await budgets.settle(unique, ["r1"], spent_since=ledger)
+    again = await budgets.settle(unique, ["r1"], spent_since=ledger)
+    assert first == again and again is not None and again.spent_usd == Decimal("0.25") and not again.reservations
+    assert isinstance(await budgets.admit(unique, "r2", Decimal("0.75")), Admission)
+
+
+async def test_a_new_period_starts_from_zero(js: JetStreamContext, unique: str) -> None:
+    now = [1_764_331_200.0]  # 2025-11-28 12:00 UTC
+    budgets = Budgets(await js.key_value("costwise-budgets"), clock=lambda: now[0])
+    await budgets.set_limit(unique, Decimal("1"), "day")
+
+    async def ledger(_since_ms: int) -> Decimal:
+        return Decimal("1")
+
+    await budgets.settle(unique, [], spent_since=ledger)
+    assert isinstance(await budgets.admit(unique, "r1", Decimal("0.01")), BudgetExceeded)
+    now[0] += 24 * 3600
+    assert isinstance(await budgets.admit(unique, "r1", Decimal("0.01")), Admission)
+
+
+async def test_stale_reservations_expire(js: JetStreamContext, unique: str) -> None:
+    now = [1_764_331_200.0]
+    budgets = Budgets(await js.key_value("costwise-budgets"), clock=lambda: now[0], reservation_ttl_s=60)
+    await budgets.set_limit(unique, Decimal("1"), "total")
+    await budgets.admit(unique, "lost", Decimal("1"))
+    assert isinstance(await budgets.admit(unique, "r2", Decimal("0.5")), BudgetExceeded)
+    now[0] += 61
+    assert isinstance(await budgets.admit(unique, "r2", Decimal("0.5")), Admission)
+
+
+def test_estimate_bounds_the_prompt_and_takes_max_tokens_for_the_answer() -> None:
+    price = Price(usd_per_m_input=Decimal(1), usd_per_m_output=Decimal(2))
+    req = InferenceRequest(
+        request_id="r",
+        tenant="t",
+        messages=[ChatMessage(role="user", content="x" * 300)],
+        sampling=SamplingParams(max_tokens=100),
+    )
+    assert estimate_usd(price, req) == (Decimal(104) * 1 + Decimal(100) * 2) / 1_000_000
+
+
+async def test_a_name_that_is_not_a_tenant_is_refused(js: JetStreamContext) -> None:
+    budgets = await open_budgets(js)
+    for bad in ("a.b", "a b", "x" * 65, ""):
+        with pytest.raises(ValueError, match="not a tenant name"):
+            await budgets.admit(bad, "r", Decimal(1))

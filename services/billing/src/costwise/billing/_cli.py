@@ -1,0 +1,122 @@
+"""``python -m costwise.billing [run | report ... | budget set|show ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import re
+import sys
+import time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import msgspec
+
+from costwise.budget import open_budgets
+from costwise.messaging import connect, provision, run_until_signalled
+from costwise.settings import load
+
+from ._html import render_html
+from ._ledger import open_ledger
+from ._report import ledger_report, render_text
+from .app import build
+from .settings import BillingSettings
+
+__all__ = ["main"]
+
+_RELATIVE = re.compile(r"^(\d+)([hdw])$")
+_UNIT_S = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def since_ms(text: str | None, now: float) -> int:
+    """``--since``: an ISO date/time (UTC unless it says otherwise) or a span back from now (``24h``, ``7d``, ``2w``)."""
+    if not text:
+        return 0
+    relative = _RELATIVE.match(text)
+    if relative:
+        return int((now - int(relative[1]) * _UNIT_S[relative[2]]) * 1000)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--since {text!r}: use an ISO date (2026-11-01) or 24h / 7d / 2w") from None
+    return int((when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp() * 1000)
+
+
+def _usd(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"a budget is a non-negative amount, not {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m costwise.billing", description="costwise billing")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the billing service until SIGTERM/SIGINT (the default)")
+    report = sub.add_parser("report", help="cost per query, totals, hit rates, routing mix, savings waterfall")
+    report.add_argument("--tenant")
+    report.add_argument("--since", help="ISO date/time or 24h / 7d / 2w")
+    report.add_argument("--html", type=Path, help="also write an HTML report with plots to this file")
+    report.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    budget = sub.add_parser("budget", help="set or show a tenant's budget")
+    budget_sub = budget.add_subparsers(dest="action", required=True)
+    put = budget_sub.add_parser("set")
+    put.add_argument("--tenant", required=True)
+    put.add_argument("--usd", type=_usd, required=True)
+    put.add_argument("--period", choices=["day", "month", "total"], default="month")
+    show = budget_sub.add_parser("show")
+    show.add_argument("--tenant", required=True)
+    return parser
+
+
+def _report(settings: BillingSettings, args: argparse.Namespace) -> int:
+    ledger = open_ledger(settings.database_url)
+    try:
+        start = since_ms(args.since, time.time())
+        report = ledger_report(ledger, tenant=args.tenant, since_ms=start)
+    finally:
+        ledger.close()
+    sys.stdout.write(msgspec.json.encode(report).decode() + "\n" if args.json else render_text(report))
+    if args.html:
+        args.html.write_text(render_html(report))
+        sys.stderr.write(f"wrote {args.html}\n")
+    return 0
+
+
+async def _budget(settings: BillingSettings, args: argparse.Namespace) -> int:
+    await provision(settings.nats_url, name="billing-cli")
+    nc = await connect(settings.nats_url, name="billing-cli")
+    try:
+        budgets = await open_budgets(nc.jetstream())
+        if args.action == "set":
+            state = await budgets.set_limit(args.tenant, args.usd, args.period)
+        else:
+            found = await budgets.state(args.tenant)
+            if found is None:
+                sys.stderr.write(f"tenant {args.tenant!r} has no budget (unlimited)\n")
+                return 1
+            state = found
+    finally:
+        await nc.close()
+    sys.stdout.write(msgspec.json.encode(state).decode() + "\n")
+    return 0
+
+
+async def _run(settings: BillingSettings) -> int:
+    billing = await build(settings)
+    await run_until_signalled(billing.start, billing.stop)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = load(BillingSettings, "COSTWISE_BILLING_")
+    if args.command == "report":
+        return _report(settings, args)
+    if args.command == "budget":
+        return asyncio.run(_budget(settings, args))
+    return asyncio.run(_run(settings))

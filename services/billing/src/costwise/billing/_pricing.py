@@ -1,0 +1,147 @@
+"""The cost model: every usage event and result becomes a ledger line with its counterfactual prices.
+
+Each line carries, besides what it cost, what the same tokens would have cost one lever at a time:
+on demand (no spot), unquantized, on the tier's reference backend, on the baseline backend. Attribution
+is then sums and differences of stored integers, so it never depends on today's catalog.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from costwise.catalog import Backend, Catalog, Price, WorkerPool
+from costwise.contracts import ErrorCode, Result, Usage, UsageEvent
+
+from ._ledger import Line
+
+__all__ = ["NANO", "Pricer", "Unbillable", "nusd"]
+
+NANO = Decimal(1_000_000_000)
+_CACHE_SOURCES = ("cache_exact", "cache_semantic")
+_NAME_CHARS, _MODEL_CHARS = 64, 256  # the ledger's column sizes (PostgreSQL enforces them)
+
+
+def _text(value: str | None, limit: int) -> str:
+    """Free text from an event, made storable: PostgreSQL rejects NUL and enforces column sizes, and one
+    row it refuses would fail its whole batch forever."""
+    return (value or "").replace("\x00", "")[:limit]
+
+
+def nusd(amount: Decimal) -> int:
+    """Dollars as integer nano-dollars (banker's rounding, once per line)."""
+    return int((amount * NANO).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+class Unbillable(Exception):
+    """An event billing cannot put in the ledger; it is dead-lettered with ``code`` and ``reason``."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _basis(backend: Backend, price: Price) -> str:
+    kind = "spot" if backend.spot else "on demand"
+    return f"{backend.name} ({kind}): ${price.usd_per_m_input:.6g}/M in, ${price.usd_per_m_output:.6g}/M out"
+
+
+class Pricer:
+    """Prices events from the catalog (the only price source) plus the configured cost of a cache hit."""
+
+    def __init__(
+        self, catalog: Catalog, *, exact_hit_usd: Decimal, semantic_hit_usd: Decimal, tenants: frozenset[str]
+    ) -> None:
+        self.catalog = catalog
+        self.hit_usd = {"cache_exact": exact_hit_usd, "cache_semantic": semantic_hit_usd}
+        self.tenants = tenants
+
+    def _check_tenant(self, tenant: str) -> None:
+        if self.tenants and tenant not in self.tenants:
+            raise Unbillable(ErrorCode.UNKNOWN_TENANT, f"tenant {tenant!r} is not one billing accepts")
+
+    def _backend(self, name: str) -> Backend:
+        try:
+            return self.catalog.backend(name)
+        except KeyError:
+            known = ", ".join(b.name for b in self.catalog.backends)
+            raise Unbillable(
+                ErrorCode.UNKNOWN_POOL, f"backend {name!r} is not in the catalog (known: {known})"
+            ) from None
+
+    def _tier_reference(self, backend: Backend) -> Backend:
+        """The backend a tier is measured by: its first self-hosted pool (else its first backend)."""
+        try:
+            tier = self.catalog.tier_of(backend.name)
+        except KeyError:
+            raise Unbillable(ErrorCode.UNPRICED, f"backend {backend.name!r} is in no tier: no price basis") from None
+        members = [self.catalog.backend(name) for name in tier.backends]
+        return next((b for b in members if isinstance(b, WorkerPool)), members[0])
+
+    def attempt(self, event: UsageEvent) -> Line:
+        """The ledger line of one job attempt."""
+        self._check_tenant(event.tenant)
+        backend = self._backend(event.pool)
+        reference = self._tier_reference(backend)
+        try:
+            price, usage = backend.price, event.usage
+            costs = (price, backend.on_demand_price, backend.unquantized_price, reference.unquantized_price)
+            actual, on_demand, unquantized, tier = (nusd(p.cost(usage)) for p in costs)
+        except (ValueError, ArithmeticError) as exc:
+            raise Unbillable(ErrorCode.UNPRICED, f"backend {backend.name!r} has no usable price: {exc}") from None
+        return Line(
+            key="|".join(("a", event.tenant, event.request_id, event.job_id, event.stage, str(event.attempt))),
+            kind="attempt",
+            tenant=event.tenant,
+            request_id=event.request_id,
+            job_id=event.job_id,
+            attempt=event.attempt,
+            stage=event.stage,
+            backend=backend.name,
+            model=_text(event.model, _MODEL_CHARS),
+            source="provider" if not isinstance(backend, WorkerPool) else "engine",
+            status="ok",
+            spot=event.spot,
+            tokens_in=usage.prompt_tokens,
+            tokens_out=usage.completion_tokens,
+            tokens_cached=usage.cached_prompt_tokens,
+            engine_us=round(max(event.engine_s, 0.0) * 1e6),
+            basis=_basis(backend, price),
+            amount_nusd=actual,
+            on_demand_nusd=on_demand,
+            unquantized_nusd=unquantized,
+            tier_nusd=tier,
+            baseline_nusd=self._baseline(usage),
+            ts_ms=event.ts_ms,
+        )
+
+    def _baseline(self, usage: Usage) -> int:
+        return nusd(self.catalog.baseline_price.cost(usage))
+
+    def result(self, result: Result, *, now_ms: int) -> Line:
+        """The ledger line of a request's final result: its tokens' baseline, and a cache hit's own cost."""
+        self._check_tenant(result.tenant)
+        cached = result.source in _CACHE_SOURCES
+        tokens = result.cache.saved if cached and result.cache is not None else result.usage
+        amount = nusd(self.hit_usd[result.source]) if cached else 0
+        return Line(
+            key="|".join(("r", result.tenant, result.request_id)),
+            kind="result",
+            tenant=result.tenant,
+            request_id=result.request_id,
+            job_id=result.cache.cached_request_id if cached and result.cache is not None else "",
+            backend=_text(result.pool, _NAME_CHARS),
+            model=_text(result.model, _MODEL_CHARS),
+            source=result.source,
+            status=result.status,
+            tokens_in=tokens.prompt_tokens,
+            tokens_out=tokens.completion_tokens,
+            tokens_cached=tokens.cached_prompt_tokens,
+            basis=f"baseline {self.catalog.baseline}" + (f" + {result.source} hit" if cached else ""),
+            amount_nusd=amount,
+            on_demand_nusd=amount,
+            unquantized_nusd=amount,
+            tier_nusd=amount,
+            baseline_nusd=self._baseline(tokens),
+            ts_ms=result.completed_ms or now_ms,
+        )

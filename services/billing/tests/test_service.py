@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import pytest
+import pytest_asyncio
+from nats.js import JetStreamContext
+
+from costwise.billing import Billing, BillingSettings, Ledger, build, open_ledger
+from costwise.billing._cli import main
+from costwise.billing._schema import LEDGER
+from costwise.budget import Admission, open_budgets
+from costwise.catalog import Catalog, WorkerPool
+from costwise.contracts import DeadLetter, ErrorCode, Result, UsageEvent, encode, subjects
+from costwise.contracts.subjects import BILLING_RESULTS, BILLING_USAGE
+from costwise.messaging import publish
+from costwise.testing import first_stored
+
+Traffic = tuple[list[UsageEvent], list[Result]]
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def _caught_up(js: JetStreamContext) -> bool:
+    infos = [await js.consumer_info(spec.stream, spec.durable) for spec in (BILLING_USAGE, BILLING_RESULTS)]
+    return all(info.num_pending == 0 and info.num_ack_pending == 0 for info in infos)
+
+
+async def _send(js: JetStreamContext, traffic: Traffic, *, replay: str = "") -> None:
+    usage, results = traffic
+    for event in usage:
+        msg_id = subjects.dedup_id(event.tenant, event.job_id, "usage", str(event.attempt), replay)
+        await publish(js, subjects.usage(event.tenant), event, msg_id=msg_id)
+    for result in results:
+        msg_id = subjects.dedup_id(result.tenant, result.request_id, replay)
+        await publish(js, subjects.results(result.tenant, result.request_id), result, msg_id=msg_id)
+
+
+@pytest_asyncio.fixture
+async def billing(nc, nats_url: str, ledger: Ledger, catalog: Catalog, unique: str) -> AsyncIterator[Billing]:  # type: ignore[no-untyped-def]
+    """Billing on the session's NATS, accepting only this test's tenant, with one backend in no tier."""
+    orphan = WorkerPool(name="orphan", model="m", gpu_usd_per_hour=1, prefill_tokens_per_s=1, decode_tokens_per_s=1)
+    catalog = msgspec.structs.replace(catalog, backends=[*catalog.backends, orphan])
+    settings = BillingSettings(nats_url=nats_url, tenants=[unique], semantic_hit_usd="0.000002", metrics_port=0)
+    service = await build(settings, nc=nc, catalog=catalog, ledger=ledger)
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def test_replaying_every_event_leaves_the_ledger_unchanged(
+    js: JetStreamContext, billing: Billing, traffic: Traffic, unique: str
+) -> None:
+    await _send(js, traffic)
+    expected = len(traffic[0]) + len(traffic[1])
+    await _eventually(lambda: asyncio.to_thread(lambda: len(billing.ledger.lines(tenant=unique)) == expected))
+    await _eventually(lambda: _caught_up(js))
+    before = billing.ledger.lines(tenant=unique)
+    await _send(js, traffic, replay="again")  # new msg ids: the stream stores them all a second time
+    await _eventually(lambda: _caught_up(js))
+    assert billing.ledger.lines(tenant=unique) == before
+    usage_tokens = sum(e.usage.prompt_tokens + e.usage.completion_tokens for e in traffic[0])
+    assert sum(line.tokens_in + line.tokens_out for line in before if line.kind == "attempt") == usage_tokens
+
+
+async def test_bad_events_are_dead_lettered_and_the_consumer_keeps_going(
+    js: JetStreamContext, billing: Billing, traffic: Traffic, unique: str
+) -> None:
+    good = traffic[0][0]
+    bad = {
+        "no-pool": (msgspec.structs.replace(good, request_id="no-pool", pool="nowhere"), ErrorCode.UNKNOWN_POOL),
+        "orphan": (msgspec.structs.replace(good, request_id="orphan", pool="orphan"), ErrorCode.UNPRICED),
+        "stranger": (
+            msgspec.structs.replace(good, request_id="stranger", tenant=f"{unique}x"),
+            ErrorCode.UNKNOWN_TENANT,
+        ),
+    }
+    for event, _ in bad.values():
+        await publish(js, subjects.usage(event.tenant), event, msg_id=f"{event.tenant}-{event.request_id}")
+    negative = msgspec.json.decode(encode(good))
+    negative["request_id"], negative["usage"]["prompt_tokens"] = "negative", -5
+    await publish(js, subjects.usage(unique), msgspec.json.encode(negative), msg_id=f"{unique}-negative")
+    await publish(js, subjects.usage(unique), good, msg_id=f"{unique}-good")
+    await _eventually(lambda: asyncio.to_thread(lambda: len(billing.ledger.lines(tenant=unique)) == 1))
+
+    expected = {rid: code for rid, (_, code) in bad.items()} | {"negative": ErrorCode.MALFORMED_MESSAGE}
+    for rid, code in expected.items():
+        letter = await first_stored(
+            js, subjects.dead_letters("billing"), DeadLetter, lambda d, rid=rid: d.request_id == rid, timeout=10
+        )
+        assert letter.code == code and letter.reason and letter.payload
+    negative_letter = await first_stored(
+        js, subjects.dead_letters("billing"), DeadLetter, lambda d: d.request_id == "negative", timeout=10
+    )
+    assert "prompt_tokens" in negative_letter.reason
+    # The events were not requests: nobody's result was overwritten with an error.
+    info = await js.stream_info(subjects.RESULTS.name, subjects_filter=subjects.tenant_results(unique))
+    assert not info.state.subjects
+
+
+async def test_billing_settles_reservations_to_the_ledger(
+    js: JetStreamContext, billing: Billing, traffic: Traffic, unique: str
+) -> None:
+    budgets = await open_budgets(js)
+    await budgets.set_limit(unique, Decimal("1"), "total")
+    admitted = await budgets.admit(unique, "spot", Decimal("0.5"))
+    assert isinstance(admitted, Admission)
+    await _send(js, ([traffic[0][0]], [traffic[1][0]]))
+
+    async def settled() -> bool:
+        state = await budgets.state(unique)
+        return state is not None and not state.reservations and state.spent_usd > 0
+
+    await _eventually(settled)
+    state = await budgets.state(unique)
+    assert state is not None and state.spent_usd == Decimal(billing.ledger.spent_nusd(unique, 0)) / 10**9
+
+
+async def test_metrics_show_spend_and_savings_per_lever(
+    js: JetStreamContext, billing: Billing, traffic: Traffic, unique: str
+) -> None:
+    await _send(js, traffic)
+    await _eventually(lambda: asyncio.to_thread(lambda: len(billing.ledger.lines(tenant=unique)) == 21))
+    url = f"http://127.0.0.1:{billing.metrics_port}/metrics"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    assert f'costwise_billing_spend_usd{{tenant="{unique}"}}' in body
+    assert f'costwise_billing_savings_usd{{lever="spot",tenant="{unique}"}}' in body
+    assert f'costwise_billing_cost_per_query_usd{{tenant="{unique}"}}' in body
+
+
+def test_report_command_prints_text_and_writes_html(
+    sqlite_ledger: Ledger,
+    pricer,
+    traffic: Traffic,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    tenant = traffic[0][0].tenant
+    sqlite_ledger.append([pricer.attempt(e) for e in traffic[0]] + [pricer.result(r, now_ms=0) for r in traffic[1]])
+    monkeypatch.setenv("COSTWISE_BILLING_DATABASE_URL", str(sqlite_ledger.engine.url))
+    out = tmp_path / "report.html"
+    assert main(["report", "--tenant", tenant, "--since", "2025-11-01", "--html", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"tenant {tenant}" in text and "savings waterfall" in text and "requests        10" in text
+    page = out.read_text()
+    assert "Savings waterfall" in page and "Cost per query over time" in page and "Share of traffic per path" in page
+    assert "<script src=" not in page  # plotly's JS is inline: the file opens offline
+
+
+def test_budget_command_sets_and_shows_a_budget(
+    nats_url: str, unique: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("COSTWISE_BILLING_NATS_URL", nats_url)
+    assert main(["budget", "set", "--tenant", unique, "--usd", "10", "--period", "month"]) == 0
+    assert main(["budget", "show", "--tenant", unique]) == 0
+    shown = capsys.readouterr().out.strip().splitlines()[-1]
+    assert '"limit_usd":"10"' in shown and '"period":"month"' in shown
+    assert main(["budget", "show", "--tenant", f"{unique}none"]) == 1
+
+
+async def test_nothing_is_acked_until_the_ledger_commits(
+    nc,
+    nats_url: str,
+    js: JetStreamContext,
+    catalog: Catalog,
+    traffic: Traffic,
+    unique: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    with ledger.engine.begin() as conn:
+        LEDGER.drop(conn)  # the database "breaks": every commit fails
+    service = await build(BillingSettings(nats_url=nats_url, tenants=[unique]), nc=nc, catalog=catalog, ledger=ledger)
+    await service.start()
+    try:
+        await _send(js, traffic)
+        await asyncio.sleep(1.5)
+        assert not await _caught_up(js)  # failed batches were nak'ed, not acked
+        with ledger.engine.begin() as conn:
+            LEDGER.create(conn)  # the database is back: redeliveries land, each once
+        expected = len(traffic[0]) + len(traffic[1])
+        await _eventually(lambda: asyncio.to_thread(lambda: len(ledger.lines(tenant=unique)) == expected))
+        await _eventually(lambda: _caught_up(js))
+    finally:
+        await service.stop()
+        ledger.close()
+
+
+def test_migrations_build_exactly_the_schema_the_code_queries(ledger: Ledger) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from costwise.billing._schema import METADATA
+
+    with ledger.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), METADATA) == []
