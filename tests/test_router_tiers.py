@@ -11,11 +11,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pytest_asyncio
 from nats.aio.client import Client as Nats
 
+from costwise.budget import open_budgets
 from costwise.catalog import Catalog, Provider, Tier, WorkerPool
 from costwise.client import Client, new_request_id
 from costwise.contracts import ChatMessage, ErrorCode, InferenceRequest, Result, SamplingParams, subjects
@@ -178,3 +180,13 @@ async def test_an_unknown_model_is_a_typed_error_naming_what_exists(nc: Nats, st
     result = await _ask(nc, stack.tenant, model="gpt-9")
     assert result.error is not None and result.error.code == ErrorCode.UNKNOWN_POOL
     assert "small" in result.error.message and "auto" in result.error.message
+
+
+async def test_a_tenant_over_its_budget_is_refused_before_any_spend(nc: Nats, stack: Stack) -> None:
+    budgets = await open_budgets(nc.jetstream())
+    await budgets.set_limit(stack.tenant, Decimal("0.0000001"), "month")
+    result = await _ask(nc, stack.tenant, model="small")
+    assert result.status == "error" and result.error is not None
+    assert result.error.code == ErrorCode.BUDGET_EXCEEDED and not result.route
+    state = await budgets.state(stack.tenant)
+    assert state is not None and not state.reservations  # nothing held for a refused request

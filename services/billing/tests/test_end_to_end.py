@@ -25,7 +25,7 @@ async def test_ledger_tokens_equal_the_engines_for_every_request(
     pool = WorkerPool(name=unique, model="tiny", gpu_usd_per_hour=0.5, prefill_tokens_per_s=500, decode_tokens_per_s=50)
     catalog = Catalog(tiers=[Tier(name="small", backends=[unique])], backends=[pool], baseline=unique)
     billing = await build_billing(BillingSettings(nats_url=nats_url), nc=nc, catalog=catalog, ledger=sqlite_ledger)
-    router = await build_router(RouterSettings(nats_url=nats_url, routes={"auto": unique}))
+    router = await build_router(RouterSettings(nats_url=nats_url), catalog=catalog)
     worker = await build_worker(WorkerSettings(pool=unique, max_model_len=2048), nc=nc, engine=engine)
     for service in (billing, router, worker):
         await service.start()

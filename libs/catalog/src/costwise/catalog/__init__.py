@@ -6,6 +6,7 @@ billing to price every attempt and its no-lever baseline. One file, checked once
 
 from ._backends import Backend, Provider, WorkerPool
 from ._catalog import AUTO, Catalog, CatalogError, Tier, default_catalog, load_catalog
+from ._estimate import estimate_usage
 from ._price import Price, usd
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Tier",
     "WorkerPool",
     "default_catalog",
+    "estimate_usage",
     "load_catalog",
     "usd",
 ]

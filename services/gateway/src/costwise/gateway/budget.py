@@ -10,8 +10,8 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from costwise.catalog import Price
-from costwise.contracts import ErrorCode, InferenceRequest, Usage
+from costwise.catalog import Price, estimate_usage
+from costwise.contracts import ErrorCode, InferenceRequest
 
 from .errors import ApiError
 
@@ -45,10 +45,8 @@ class AlwaysAllow:
 
 
 def estimate_usd(request: InferenceRequest, price: Price) -> float:
-    """A worst-case cost: ~4 characters a token for the prompt, every allowed output token, at ``price``."""
-    prompt_chars = sum(len(m.content) for m in request.messages)
-    usage = Usage(prompt_tokens=prompt_chars // 4 + 1, completion_tokens=request.sampling.max_tokens)
-    return float(price.cost(usage))
+    """A worst-case cost at ``price`` (see :func:`costwise.catalog.estimate_usage`)."""
+    return float(price.cost(estimate_usage(request)))
 
 
 def rejection(admission: Admission) -> ApiError:

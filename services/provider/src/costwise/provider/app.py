@@ -147,6 +147,8 @@ class ProviderWorker:
                 usage=outcome.usage,
                 engine_s=elapsed,
                 ts_ms=now_ms,
+                stage=job.stage,
+                attempt=job.attempt,
             )
             usage_id = subjects.dedup_id(tenant, job.job_id, "usage")
             publishes.append(publish(self.js, subjects.usage(tenant), event, msg_id=usage_id))

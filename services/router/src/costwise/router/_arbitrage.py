@@ -8,14 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from costwise.catalog import Backend, Tier, WorkerPool
+from costwise.catalog import Backend, Tier, WorkerPool, estimate_usage
 from costwise.contracts import ErrorCode, InferenceRequest, Usage
 
 from ._capacity import Load
 
-__all__ = ["Choice", "Refusal", "choose", "estimate_usage"]
-
-_CHARS_PER_TOKEN = 4  # a deliberately rough prompt size; only ranking and deadline checks use it
+__all__ = ["Choice", "Refusal", "choose"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +27,6 @@ class Choice:
 class Refusal:
     code: ErrorCode
     reason: str
-
-
-def estimate_usage(req: InferenceRequest) -> Usage:
-    """Worst case: the prompt's rough token count and every token ``max_tokens`` allows."""
-    chars = sum(len(m.content) for m in req.messages)
-    return Usage(
-        prompt_tokens=chars // _CHARS_PER_TOKEN + 4 * len(req.messages), completion_tokens=req.sampling.max_tokens
-    )
 
 
 def _slots(backend: Backend) -> int:

@@ -10,7 +10,8 @@ from faststream.nats import NatsBroker
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import TracerProvider
 
-from costwise.catalog import AUTO, Catalog, Tier, load_catalog
+from costwise.budget import BudgetExceeded, Budgets, estimate_usd, open_budgets
+from costwise.catalog import AUTO, Catalog, Price, Tier, load_catalog
 from costwise.contracts import Attempt, Completion, ErrorCode, InferenceRequest, Job, MaxDeliveriesAdvisory, subjects
 from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_ROUTE
 from costwise.messaging import (
@@ -55,6 +56,7 @@ class Router:
         self.catalog = catalog
         self.capacity = capacity
         self.affinity = Affinity(settings.affinity_entries)
+        self.budgets: Budgets | None = None  # bound in start(): the bucket needs a live connection
         self.clock = clock
         pull_subscriber(broker, ROUTER_ROUTE, batch=settings.batch, concurrency=settings.concurrency)(self.on_request)
         pull_subscriber(broker, ROUTER_COMPLETIONS, batch=settings.batch, concurrency=settings.concurrency)(
@@ -118,14 +120,26 @@ class Router:
         )
         if isinstance(choice, Refusal):
             return choice
-        attempt = len(job.attempts) + 1
         req = job.request
+        refusal = await self._admit(req, choice.backend.price)
+        if refusal is not None:
+            return refusal
+        attempt = len(job.attempts) + 1
         job_id = req.request_id if attempt == 1 else f"{req.request_id}-{attempt}"
         job = msgspec.structs.replace(
             job, job_id=job_id, pool=choice.backend.name, tier=tier.name, attempt=attempt, routed_ms=self._now_ms()
         )
         await publish_durable(self.broker, job, subjects.jobs(job.pool), msg_id=subjects.dedup_id(req.tenant, job_id))
         return None
+
+    async def _admit(self, req: InferenceRequest, price: Price) -> Refusal | None:
+        """Reserve the attempt's worst-case cost against the tenant's budget before anything is spent.
+
+        Each attempt's admission replaces the request's reservation; billing settles it from the ledger.
+        """
+        assert self.budgets is not None, "start() binds the budgets"
+        verdict = await self.budgets.admit(req.tenant, req.request_id, estimate_usd(price, req))
+        return Refusal(verdict.code, verdict.message) if isinstance(verdict, BudgetExceeded) else None
 
     async def on_completion(self, done: Completion) -> None:
         job = done.job
@@ -214,7 +228,9 @@ class Router:
 
     async def start(self) -> None:
         await self.broker.connect()
-        await self.capacity.start(self.broker.connection.jetstream())  # read every backend once before routing
+        js = self.broker.connection.jetstream()
+        self.budgets = await open_budgets(js)
+        await self.capacity.start(js)  # read every backend once before routing
         await self.broker.start()
 
     async def stop(self) -> None:
