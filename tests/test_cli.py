@@ -24,10 +24,21 @@ def _free_port() -> int:
 
 @pytest.mark.timeout(600)
 def test_up_then_publish_from_the_shell(tmp_path: Path, tiny_model: str) -> None:
-    port = _free_port()
+    port, gateway_port = _free_port(), _free_port()
     env = dict(os.environ, COSTWISE_WORKER_MAX_MODEL_LEN="1024")
     up = subprocess.Popen(
-        [*COSTWISE, "up", "--data-dir", str(tmp_path), "--port", str(port), "--model", tiny_model],
+        [
+            *COSTWISE,
+            "up",
+            "--data-dir",
+            str(tmp_path),
+            "--port",
+            str(port),
+            "--model",
+            tiny_model,
+            "--gateway-port",
+            str(gateway_port),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -35,7 +46,7 @@ def test_up_then_publish_from_the_shell(tmp_path: Path, tiny_model: str) -> None
     )
     try:
         url = f"nats://127.0.0.1:{port}"
-        _await_log(tmp_path / "logs" / "worker.log", b"serving pool", up, timeout=300)
+        _await_log(tmp_path / "logs" / "worker-default.log", b"serving pool", up, timeout=300)
         out = subprocess.run(
             [*COSTWISE, "--nats", url, "publish", "hello", "--tenant", "shell", "--max-tokens", "5", "--wait"],
             capture_output=True,
@@ -50,10 +61,46 @@ def test_up_then_publish_from_the_shell(tmp_path: Path, tiny_model: str) -> None
             [*COSTWISE, "--nats", url, "publish", "x", "--tenant", "a.b"], capture_output=True, timeout=60
         )
         assert bad.returncode == 1 and b"tenant" in bad.stderr  # a clear error, not a traceback
+        _through_the_gateway(url, gateway_port)
+        ledger = f"sqlite:///{tmp_path / 'billing' / 'ledger.db'}"
+        report = _until_ok(
+            [*COSTWISE, "report", "--tenant", "shell", "--json"], dict(os.environ, COSTWISE_BILLING_DATABASE_URL=ledger)
+        )
+        assert json.loads(report)["requests"] >= 2  # the shell's request and the gateway's, both billed
     finally:
         up.send_signal(signal.SIGINT)
         banner = up.communicate(timeout=120)[0].decode()
     assert up.returncode == 0 and url in banner
+
+
+def _through_the_gateway(nats_url: str, port: int) -> None:
+    """The OpenAI-compatible gateway `up` started answers with a key made by its CLI."""
+    import openai
+
+    env = dict(os.environ, COSTWISE_GATEWAY_NATS_URL=nats_url)
+    made = subprocess.run(
+        [sys.executable, "-m", "costwise.gateway", "keys", "create", "--tenant", "shell"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    key = next(w for w in made.stdout.decode().split() if w.startswith("cw-") or w.startswith("sk-"))
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, timeout=120)
+    chat = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert chat.choices[0].message.content is not None and chat.usage is not None
+
+
+def _until_ok(cmd: list[str], env: dict[str, str], timeout: float = 60) -> str:
+    # Billing writes the ledger a moment after the results arrive.
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(cmd, env=env, capture_output=True, timeout=60)
+        if out.returncode == 0 and b'"requests": 0' not in out.stdout and b'"requests":0' not in out.stdout:
+            return out.stdout.decode()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{cmd} never succeeded: {out.stdout[-500:]!r} {out.stderr[-1500:]!r}")
+        time.sleep(1)
 
 
 def _await_log(path: Path, needle: bytes, proc: subprocess.Popen[bytes], timeout: float) -> None:

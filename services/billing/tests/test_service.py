@@ -205,3 +205,12 @@ def test_migrations_build_exactly_the_schema_the_code_queries(ledger: Ledger) ->
 
     with ledger.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), METADATA) == []
+
+
+async def test_events_after_an_idle_spell_are_still_billed(
+    js: JetStreamContext, billing: Billing, traffic: Traffic, unique: str
+) -> None:
+    await asyncio.sleep(2.5)  # several empty fetches: each ends in a timeout the consumer must shrug off
+    await _send(js, traffic)
+    expected = len(traffic[0]) + len(traffic[1])
+    await _eventually(lambda: asyncio.to_thread(lambda: len(billing.ledger.lines(tenant=unique)) == expected))

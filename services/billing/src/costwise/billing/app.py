@@ -13,7 +13,6 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from prometheus_client import start_http_server
 
 from costwise.budget import Budgets, open_budgets
@@ -91,7 +90,11 @@ class Billing:
             while True:
                 try:
                     msgs = await psub.fetch(self.settings.batch, timeout=1.0)
-                except NatsTimeoutError:
+                except TimeoutError:  # nothing to bill: nats-py raises the builtin (asyncio) one here, not its own
+                    continue
+                except Exception:  # e.g. reconnecting: a dead consume task would stop billing silently
+                    log.warning("fetch from %s failed; retrying", spec.durable, exc_info=True)
+                    await asyncio.sleep(1.0)
                     continue
                 try:
                     await self.handle(msgs, to_line)

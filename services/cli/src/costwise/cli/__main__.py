@@ -1,10 +1,11 @@
-"""``costwise publish|result|watch|up`` (also ``python -m costwise.cli``)."""
+"""``costwise publish|result|watch|invalidate|report|budget|up`` (also ``python -m costwise.cli``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 
 import msgspec
@@ -34,10 +35,23 @@ def _parser() -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="print a tenant's results as they arrive (one JSON per line)")
     watch.add_argument("--tenant", default="demo")
     watch.add_argument("--all", action="store_true", help="start with the stored results")
+    inv = sub.add_parser("invalidate", help="make the cache forget one answer (--request-id) or all of a tenant's")
+    inv.add_argument("--tenant", required=True)
+    inv.add_argument("--request-id", help="the request whose cached answer to forget (default: every answer)")
+    inv.add_argument("--reason", default="")
+    # Billing owns its ledger; these run its CLI (services never import each other).
+    sub.add_parser(
+        "report", help="cost per query, savings per lever (python -m costwise.billing report --help)", add_help=False
+    )
+    sub.add_parser(
+        "budget", help="set or show a tenant's budget (python -m costwise.billing budget --help)", add_help=False
+    )
     up = sub.add_parser("up", help="run the embedded stack (nats-server + every service) until Ctrl-C")
     up.add_argument("--data-dir", default=os.environ.get("COSTWISE_DATA_DIR", "var"))
     up.add_argument("--port", type=int, default=4222)
     up.add_argument("--model", default=os.environ.get("COSTWISE_WORKER_MODEL", "builtin:smollm2"))
+    up.add_argument("--catalog", default=os.environ.get("COSTWISE_CATALOG"), help="catalog TOML for every service")
+    up.add_argument("--gateway-port", type=int, default=8080)
     return parser
 
 
@@ -60,6 +74,9 @@ async def _client_command(args: argparse.Namespace) -> int:
             print(rid, flush=True)
             if args.wait:
                 _print(await client.result(args.tenant, rid, timeout=args.timeout))
+        elif args.command == "invalidate":
+            await client.invalidate(args.tenant, args.request_id, reason=args.reason)
+            print(f"cache invalidation for {args.tenant} stored", flush=True)
         elif args.command == "result":
             _print(await client.result(args.tenant, args.request_id, timeout=args.timeout))
         else:
@@ -69,6 +86,9 @@ async def _client_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["report"], ["budget"]):
+        return subprocess.call([sys.executable, "-m", "costwise.billing", *argv])
     args = _parser().parse_args(argv)
     if args.command == "up":
         from ._up import run_stack

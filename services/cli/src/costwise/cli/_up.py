@@ -11,18 +11,22 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
+
+from costwise.catalog import Catalog, Provider, WorkerPool, default_catalog, load_catalog
 from costwise.messaging import NatsServer, provision
 
 # Each service runs as `python -m costwise.<name>`; the launcher never imports them.
-SERVICES = ("cache", "router", "worker")
+SERVICES = ("cache", "router", "billing", "gateway")
+_CATALOG_READERS = ("ROUTER", "BILLING", "GATEWAY", "PROVIDER")
 
 
-def _spawn(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
-    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+def _spawn(module: str, log_name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    log = open(logs / f"{log_name}.log", "ab")  # noqa: SIM115 - owned by the child
     # Own process group, so a child that will not stop can be killed with everything it started
     # (the worker's vLLM engine core is a grandchild).
     return subprocess.Popen(
-        [sys.executable, "-m", f"costwise.{name}"],
+        [sys.executable, "-m", f"costwise.{module}"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -30,19 +34,52 @@ def _spawn(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes
     )
 
 
+def _local(pool: WorkerPool) -> bool:
+    """Pools this machine can run itself: built-in models and model directories on disk."""
+    return pool.model.startswith("builtin:") or Path(pool.model).is_dir()
+
+
+def _catalog(args: argparse.Namespace, data: Path) -> tuple[Catalog, Path]:
+    """The catalog every service reads: ``--catalog``, or one local pool running ``--model``."""
+    if args.catalog:
+        return load_catalog(args.catalog), Path(args.catalog).resolve()
+    path = data / "catalog.json"
+    path.write_bytes(msgspec.json.encode(default_catalog(model=args.model)))
+    return load_catalog(path), path
+
+
+def _children(catalog: Catalog, env: dict[str, str], logs: Path) -> dict[str, subprocess.Popen[bytes]]:
+    children = {name: _spawn(name, name, env, logs) for name in SERVICES}
+    for backend in catalog.backends:
+        if isinstance(backend, Provider):
+            provider_env = dict(env, COSTWISE_PROVIDER_BACKEND=backend.name)
+            children[f"provider-{backend.name}"] = _spawn("provider", f"provider-{backend.name}", provider_env, logs)
+        elif _local(backend):
+            worker_env = dict(env, COSTWISE_WORKER_POOL=backend.name, COSTWISE_WORKER_SPOT=str(backend.spot).lower())
+            worker_env.setdefault("COSTWISE_WORKER_MODEL", backend.model)
+            children[f"worker-{backend.name}"] = _spawn("worker", f"worker-{backend.name}", worker_env, logs)
+        else:
+            print(f"pool {backend.name} ({backend.model}): start its GPU workers on GPU machines", flush=True)
+    return children
+
+
 def run_stack(args: argparse.Namespace) -> int:
     data = Path(args.data_dir).resolve()
     logs = data / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    catalog, catalog_path = _catalog(args, data)
     server = NatsServer(data / "nats", port=args.port).start()
     asyncio.run(provision(server.url, name="costwise-up"))
     env = dict(os.environ)
-    for name in SERVICES:
+    for name in (*SERVICES, "worker", "provider"):
         env[f"COSTWISE_{name.upper()}_NATS_URL"] = server.url
-    env.setdefault("COSTWISE_WORKER_MODEL", args.model)
+    for reader in _CATALOG_READERS:
+        env[f"COSTWISE_{reader}_CATALOG"] = str(catalog_path)
     env.setdefault("COSTWISE_CACHE_DATA_DIR", str(data / "cache"))
-    children = {name: _spawn(name, env, logs) for name in SERVICES}
-    print(_banner(server.url, logs), flush=True)
+    env.setdefault("COSTWISE_BILLING_DATABASE_URL", f"sqlite:///{data / 'billing' / 'ledger.db'}")
+    env.setdefault("COSTWISE_GATEWAY_PORT", str(args.gateway_port))
+    children = _children(catalog, env, logs)
+    print(_banner(server.url, logs, args.gateway_port, data), flush=True)
     stop = False
 
     def _stop(*_: object) -> None:
@@ -72,12 +109,15 @@ def run_stack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _banner(url: str, logs: Path) -> str:
+def _banner(url: str, logs: Path, gateway_port: int, data: Path) -> str:
+    ledger = data / "billing" / "ledger.db"
     return f"""
 costwise is up.
   NATS (JetStream):  {url}
   publish:           uv run costwise publish "What is the capital of France?" --tenant demo --wait
   watch results:     uv run costwise watch --tenant demo
+  OpenAI API:        http://127.0.0.1:{gateway_port}/v1  (key: uv run python -m costwise.gateway keys create --tenant demo)
+  cost report:       COSTWISE_BILLING_DATABASE_URL=sqlite:///{ledger} uv run costwise report
   service logs:      {logs}/
 The worker loads its model first (the first run also prepares it, about a minute). Ctrl-C stops everything.
 """

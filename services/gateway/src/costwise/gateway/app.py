@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client as Nats
 from opentelemetry.trace import TracerProvider
 
-from costwise.catalog import default_catalog, load_catalog
+from costwise.catalog import load_catalog
 from costwise.client import Client
 from costwise.contracts.subjects import GATEWAY_KEYS, GATEWAY_REQUESTS
 from costwise.messaging import connect, ensure_streams, run_until_signalled
@@ -118,7 +118,7 @@ async def build(
     nc = nc or await connect(settings.nats_url, name=f"costwise-{SERVICE}")
     js = nc.jetstream()
     await ensure_streams(js)  # idempotent: any service may be the first one up
-    catalog = load_catalog(settings.catalog_path) if settings.catalog_path else default_catalog()
+    catalog = load_catalog(settings.catalog)
     gateway = Gateway(
         settings,
         client=Client(nc),

@@ -25,7 +25,7 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     max_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 600.0
     timeout_margin_s: Annotated[float, Meta(ge=0, le=60)] = 0.5
     """Answer 504 this long before the client's own timeout fires, so it gets a clear error, not a reset."""
-    catalog_path: str | None = None
+    catalog: str | None = None
     """Catalog (tiers, prices) used to estimate a request's worst-case cost for the budget hook."""
     otlp_endpoint: str | None = None
 
