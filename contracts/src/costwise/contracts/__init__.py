@@ -21,6 +21,7 @@ from .messages import (
     SamplingParams,
     Usage,
     UsageEvent,
+    WebhookFailed,
 )
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "SamplingParams",
     "Usage",
     "UsageEvent",
+    "WebhookFailed",
     "decode",
     "encode",
     "subjects",

@@ -18,6 +18,7 @@ WIRE_TYPES: tuple[type[msgspec.Struct], ...] = (
     messages.Result,
     messages.UsageEvent,
     messages.DeadLetter,
+    messages.WebhookFailed,
 )
 
 
