@@ -1,0 +1,183 @@
+"""Composition root of the webhooks service: the only place it connects to anything.
+
+results ──(durable webhooks-results, one at a time)──▶ outbox costwise.v1.webhooks.<tenant>
+outbox  ──(durable webhooks-tenant-<tenant>, max_ack_pending=1)──▶ signed POST; nak(delay) to retry
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from opentelemetry.trace import TracerProvider
+
+from costwise.contracts import DecodeError, Result, decode, subjects
+from costwise.contracts.subjects import WEBHOOKS, WEBHOOKS_RESULTS
+from costwise.messaging import connect, ensure_consumer, provision, publish
+
+from .delivery import Delivery, traced
+from .guard import Guard, Resolver, system_resolver
+from .sender import make_client
+from .settings import WebhooksSettings, load_secrets
+from .signing import Signer
+
+__all__ = ["SERVICE", "Webhooks", "build"]
+
+SERVICE = "webhooks"
+log = logging.getLogger("costwise.webhooks")
+_TENANT_PREFIX = subjects.webhooks_tenant("").durable
+
+
+class Webhooks:
+    """Moves results with a callback into per-tenant outboxes and delivers each outbox in order."""
+
+    def __init__(self, settings: WebhooksSettings, nc: Client, delivery: Delivery, *, owns_nc: bool) -> None:
+        self.settings = settings
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.delivery = delivery
+        self._owns_nc = owns_nc
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # loop name → task; "" is the results loop
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._spawn("", self._pull(WEBHOOKS_RESULTS.durable, WEBHOOKS_RESULTS.stream, self.on_result))
+        self._spawn("/rescan", self._rescan())
+
+    async def stop(self) -> None:
+        """Finish the messages in hand, then stop pulling (a message fetched and dropped would hold its
+        outbox, max_ack_pending=1, until ack_wait)."""
+        self._stopping.set()
+        self._tasks.pop("/rescan").cancel()
+        grace = self.settings.poll_s + self.settings.attempt_timeout_s + 5
+        _, late = await asyncio.wait(self._tasks.values(), timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+        await self.delivery.client.aclose()
+        if self._owns_nc:
+            await self.nc.drain()
+
+    async def on_result(self, msg: Msg) -> None:
+        """Copy a result that has a callback into its tenant's outbox (deduplicated per request)."""
+        try:
+            result = decode(msg.data, Result)
+        except DecodeError as exc:
+            await self.delivery.malformed(msg, str(exc))
+            return
+        if result.callback_url is not None:
+            await self.adopt(result.tenant)
+            msg_id = subjects.dedup_id(result.tenant, result.request_id)
+            with traced(self.delivery.tracer, "webhooks enqueue", msg.headers):
+                await publish(self.js, subjects.webhooks(result.tenant), msg.data, msg_id=msg_id)
+        await msg.ack()
+
+    async def adopt(self, tenant: str) -> None:
+        """Make sure ``tenant``'s outbox consumer exists and this instance pulls from it."""
+        if tenant in self._tasks or self._stopping.is_set():
+            return
+        spec = subjects.webhooks_tenant(tenant, ack_wait_s=self.settings.ack_wait_s)
+        await ensure_consumer(self.js, spec)
+        self._spawn(tenant, self._pull(spec.durable, spec.stream, self._deliver_one, batch=1))
+
+    async def _deliver_one(self, msg: Msg) -> None:
+        await _acquire(self._slots, msg, every=self.settings.ack_wait_s / 3)
+        try:
+            await self.delivery.handle(msg)
+        finally:
+            self._slots.release()
+
+    def _spawn(self, name: str, coro: Awaitable[None]) -> None:
+        self._tasks[name] = asyncio.ensure_future(coro)
+
+    async def _pull(self, durable: str, stream: str, handle: Callable[[Msg], Awaitable[None]], batch: int = 1) -> None:
+        psub = await self.js.pull_subscribe_bind(durable, stream)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = await psub.fetch(batch, timeout=self.settings.poll_s)
+                except NatsTimeoutError:
+                    continue
+                for msg in msgs:
+                    await _safely(handle, msg)
+        finally:
+            with contextlib.suppress(Exception):  # a pull subscription left behind stalls the connection's drain
+                await psub.unsubscribe()
+
+    async def _rescan(self) -> None:
+        """Adopt outboxes created elsewhere (another instance's results loop, a replay)."""
+        while True:
+            for tenant in await _outbox_tenants(self.js):
+                await self.adopt(tenant)
+            await asyncio.sleep(self.settings.rescan_s)
+
+
+async def _outbox_tenants(js: JetStreamContext) -> list[str]:
+    names: list[str] = []
+    offset = 0
+    while batch := await js.consumers_info(WEBHOOKS.name, offset=offset):
+        names += [c.name for c in batch]
+        offset += len(batch)
+    return [n.removeprefix(_TENANT_PREFIX) for n in names if n.startswith(_TENANT_PREFIX)]
+
+
+async def _safely(handle: Callable[[Msg], Awaitable[None]], msg: Msg) -> None:
+    """A handler failure (NATS hiccup, bug) retries the message soon; it never stops the loop."""
+    try:
+        await handle(msg)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("handling %s failed; retrying it", msg.subject)
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=1.0)
+
+
+async def _acquire(slots: asyncio.Semaphore, msg: Msg, *, every: float) -> None:
+    """Wait for an HTTP slot, telling JetStream we still hold ``msg`` so it is not redelivered meanwhile."""
+    while True:
+        try:
+            async with asyncio.timeout(every):
+                await slots.acquire()
+            return
+        except TimeoutError:
+            await msg.in_progress()
+
+
+async def build(
+    settings: WebhooksSettings,
+    *,
+    nc: Client | None = None,
+    resolver: Resolver = system_resolver,
+    http: httpx.AsyncClient | None = None,
+    tracer_provider: TracerProvider | None = None,
+    clock: Callable[[], float] = time.time,
+    rng: Callable[[], float] = random.random,
+) -> Webhooks:
+    """Provision the service's streams and consumer, load its secrets, and wire it (call ``start()``)."""
+    await provision(settings.nats_url, (WEBHOOKS_RESULTS,), name=SERVICE)
+    signer = Signer(load_secrets(settings))
+    owns_nc = nc is None
+    nc = nc or await connect(settings.nats_url, name=SERVICE)
+    delivery = Delivery(
+        settings,
+        nc.jetstream(),
+        signer=signer,
+        guard=Guard(settings.allow, resolver),
+        client=http or make_client(settings),
+        tracer=tracer_provider.get_tracer("costwise.webhooks") if tracer_provider else None,
+        clock=clock,
+        rng=rng,
+    )
+    return Webhooks(settings, nc, delivery, owns_nc=owns_nc)
