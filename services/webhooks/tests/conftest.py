@@ -6,6 +6,7 @@ import asyncio
 import base64
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,9 @@ class Receiver:
     ``(status, delay_s, body_bytes)``, then ``status``."""
 
     port: int = 0
+    host: str = "127.0.0.1"
+    """The name callbacks use (the receiver always listens on 127.0.0.1)."""
+    tls: ssl.SSLContext | None = None
     status: int = 200
     script: list[tuple[int, float, int]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
@@ -55,7 +59,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook?token=abc"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/hook?token=abc"
 
     @property
     def allow(self) -> str:
@@ -70,7 +74,7 @@ class Receiver:
         app.router.add_post("/hook", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.tls).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import sys
 import time
 from collections.abc import Callable
 
 import pytest
+import trustme
 from nats.js import JetStreamContext
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -221,3 +223,64 @@ async def test_one_trace_from_the_result_through_the_webhook_call(
     deliver = next(s for s in span_exporter.get_finished_spans() if s.name == "webhooks deliver")
     assert deliver.attributes["costwise.request_id"] == rid and deliver.attributes["http.response.status_code"] == 200
     assert f"{trace_id:032x}" in receiver.calls[0].headers["traceparent"]
+
+
+@pytest.mark.parametrize("cert_name", ["hooks.costwise.test", "someone-else.test"])
+async def test_https_goes_to_the_checked_address_and_verifies_the_original_name(
+    js, start_service, receiver, new_secret, unique, tmp_path, cert_name
+) -> None:  # type: ignore[no-untyped-def]
+    ca = trustme.CA()
+    receiver.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(cert_name).configure_cert(receiver.tls)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    receiver.host = "hooks.costwise.test"
+    await receiver.start()
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    await start_service(
+        secrets={unique: [new_secret()]},
+        allow=["127.0.0.1/32"],
+        resolver=resolver,
+        tls_ca_file=str(tmp_path / "ca.pem"),
+        retry_window_s=1.0,
+    )
+    rid = await complete(js, unique, receiver.url)
+    if cert_name == "hooks.costwise.test":
+        await until(lambda: len(receiver.delivered()) == 1)
+        assert receiver.calls[0].headers["Host"] == f"hooks.costwise.test:{receiver.port}"
+        return
+    letter = await first_stored(js, subjects.webhook_dead_letters(unique), DeadLetter, lambda d: d.request_id == rid)
+    assert "certificate" in letter.reason.lower() and receiver.calls == []
+
+
+async def test_a_tenant_without_a_secret_is_retried_then_dead_lettered(
+    js, start_service, receiver, new_secret, unique
+) -> None:  # type: ignore[no-untyped-def]
+    await receiver.start()
+    await start_service(secrets={"someone-else": [new_secret()]}, allow=[receiver.allow], retry_window_s=0.5)
+    rid = await complete(js, unique, receiver.url)
+    letter = await first_stored(js, subjects.webhook_dead_letters(unique), DeadLetter, lambda d: d.request_id == rid)
+    assert letter.code == ErrorCode.CALLBACK_FAILED and "no webhook secret" in letter.reason
+    assert receiver.calls == []  # nothing unsigned ever leaves
+
+
+async def test_a_result_older_than_the_window_is_dead_lettered_not_sent(
+    js, start_service, receiver, new_secret, unique
+) -> None:  # type: ignore[no-untyped-def]
+    await receiver.start()
+    await start_service(secrets={unique: [new_secret()]}, allow=[receiver.allow], retry_window_s=60.0)
+    stale = Result(
+        request_id="old1",
+        tenant=unique,
+        status="ok",
+        callback_url=receiver.url,
+        completed_ms=int(time.time() * 1000) - 120_000,
+    )
+    await publish(js, subjects.results(unique, "old1"), stale, msg_id=subjects.dedup_id(unique, "old1"))
+    event = await first_stored(js, subjects.webhook_failed(unique), WebhookFailed, lambda e: e.request_id == "old1")
+    assert event.code == ErrorCode.CALLBACK_FAILED and "before the webhooks service" in event.reason
+    assert event.attempts == 0 and receiver.calls == []
+    assert await replay(js, unique) == ["old1"]  # still deliverable on request
+    await until(lambda: len(receiver.delivered()) == 1)

@@ -16,15 +16,16 @@ from collections.abc import Awaitable, Callable
 import httpx
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from opentelemetry.trace import TracerProvider
 
-from costwise.contracts import DecodeError, Result, decode, subjects
+from costwise.contracts import DecodeError, ErrorCode, Result, decode, subjects
 from costwise.contracts.subjects import WEBHOOKS, WEBHOOKS_RESULTS
 from costwise.messaging import connect, ensure_consumer, provision, publish
 
-from .delivery import Delivery, traced
+from .delivery import Attempt, Delivery, traced
 from .guard import Guard, Resolver, system_resolver
 from .sender import make_client
 from .settings import WebhooksSettings, load_secrets
@@ -51,8 +52,7 @@ class Webhooks:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        self._spawn("", self._pull(WEBHOOKS_RESULTS.durable, WEBHOOKS_RESULTS.stream, self.on_result))
-        self._spawn("/rescan", self._rescan())
+        self._spawn("/rescan", self._rescan())  # starts the results loop and every known tenant's
 
     async def stop(self) -> None:
         """Finish the messages in hand, then stop pulling (a message fetched and dropped would hold its
@@ -76,6 +76,12 @@ class Webhooks:
         except DecodeError as exc:
             await self.delivery.malformed(msg, str(exc))
             return
+        age_s = self.delivery.clock() - result.completed_ms / 1000
+        if result.callback_url is not None and result.completed_ms and age_s > self.settings.retry_window_s:
+            # e.g. the backlog a first deployment finds, or an outage longer than the window: replayable
+            why = Attempt(error=f"completed {age_s:.0f} s ago, before the webhooks service could send it")
+            await self.delivery.give_up(msg, result, ErrorCode.CALLBACK_FAILED, why, attempts=0)
+            return
         if result.callback_url is not None:
             await self.adopt(result.tenant)
             msg_id = subjects.dedup_id(result.tenant, result.request_id)
@@ -89,7 +95,7 @@ class Webhooks:
             return
         spec = subjects.webhooks_tenant(tenant, ack_wait_s=self.settings.ack_wait_s)
         await ensure_consumer(self.js, spec)
-        self._spawn(tenant, self._pull(spec.durable, spec.stream, self._deliver_one, batch=1))
+        self._spawn(tenant, self._pull(spec.durable, spec.stream, self._deliver_one))
 
     async def _deliver_one(self, msg: Msg) -> None:
         await _acquire(self._slots, msg, every=self.settings.ack_wait_s / 3)
@@ -99,15 +105,27 @@ class Webhooks:
             self._slots.release()
 
     def _spawn(self, name: str, coro: Awaitable[None]) -> None:
-        self._tasks[name] = asyncio.ensure_future(coro)
+        task = self._tasks[name] = asyncio.ensure_future(coro)
+        task.add_done_callback(lambda done: self._ended(name, done))
 
-    async def _pull(self, durable: str, stream: str, handle: Callable[[Msg], Awaitable[None]], batch: int = 1) -> None:
+    def _ended(self, name: str, task: asyncio.Task[None]) -> None:
+        # A loop that died (e.g. its consumer was deleted) is forgotten, so the next rescan starts it again.
+        if self._tasks.get(name) is task and not self._stopping.is_set():
+            del self._tasks[name]
+            if not task.cancelled() and task.exception():
+                log.error("loop %r ended: %r", name or "results", task.exception())
+
+    async def _pull(self, durable: str, stream: str, handle: Callable[[Msg], Awaitable[None]]) -> None:
         psub = await self.js.pull_subscribe_bind(durable, stream)
         try:
             while not self._stopping.is_set():
                 try:
-                    msgs = await psub.fetch(batch, timeout=self.settings.poll_s)
+                    msgs = await psub.fetch(1, timeout=self.settings.poll_s)
                 except NatsTimeoutError:
+                    continue
+                except NatsError as exc:  # reconnecting, or the server is restarting
+                    log.warning("pulling %s failed: %r", durable, exc)
+                    await asyncio.sleep(self.settings.poll_s)
                     continue
                 for msg in msgs:
                     await _safely(handle, msg)
@@ -116,10 +134,16 @@ class Webhooks:
                 await psub.unsubscribe()
 
     async def _rescan(self) -> None:
-        """Adopt outboxes created elsewhere (another instance's results loop, a replay)."""
+        """Adopt outboxes created elsewhere (another instance's results loop, a replay), and restart the
+        results loop if it died."""
         while True:
-            for tenant in await _outbox_tenants(self.js):
-                await self.adopt(tenant)
+            try:
+                if "" not in self._tasks:
+                    self._spawn("", self._pull(WEBHOOKS_RESULTS.durable, WEBHOOKS_RESULTS.stream, self.on_result))
+                for tenant in await _outbox_tenants(self.js):
+                    await self.adopt(tenant)
+            except NatsError as exc:
+                log.warning("looking for tenant outboxes failed: %r", exc)
             await asyncio.sleep(self.settings.rescan_s)
 
 

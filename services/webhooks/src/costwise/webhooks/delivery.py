@@ -72,7 +72,7 @@ class Delivery:
         meta = msg.metadata
         deadline = meta.timestamp.timestamp() + self.settings.retry_window_s
         if meta.num_delivered > 1 and self.clock() > deadline:  # its handler died past the window: no loop
-            await self._give_up(msg, result, ErrorCode.CALLBACK_FAILED, Attempt(error="retry window over"))
+            await self.give_up(msg, result, ErrorCode.CALLBACK_FAILED, Attempt(error="retry window over"))
             return
         with traced(self.tracer, "webhooks deliver", msg.headers) as span:
             attempt = await self.attempt(result, msg.data)
@@ -81,9 +81,9 @@ class Delivery:
             await msg.ack()
         elif attempt.refused or attempt.status == 410:
             code = ErrorCode.CALLBACK_REFUSED if attempt.refused else ErrorCode.CALLBACK_GONE
-            await self._give_up(msg, result, code, attempt)
+            await self.give_up(msg, result, code, attempt)
         elif self.clock() + (delay := next_delay(self.settings, meta.num_delivered, self.rng)) > deadline:
-            await self._give_up(msg, result, ErrorCode.CALLBACK_FAILED, attempt)
+            await self.give_up(msg, result, ErrorCode.CALLBACK_FAILED, attempt)
         else:
             log.info("webhook %s/%s: %s; retry in %.1f s", result.tenant, result.request_id, attempt.describe(), delay)
             await msg.nak(delay=delay)
@@ -112,11 +112,16 @@ class Delivery:
         await publish(self.js, subjects.dead_letters(SERVICE), letter, msg_id=_letter_id(msg))
         await msg.ack()
 
-    async def _give_up(self, msg: Msg, result: Result, code: ErrorCode, attempt: Attempt) -> None:
+    async def give_up(
+        self, msg: Msg, result: Result, code: ErrorCode, attempt: Attempt, *, attempts: int | None = None
+    ) -> None:
+        """Dead letter (the result, replayable) + ``webhook_failed`` event, then ack ``msg``."""
         # Not messaging.file_dead_letter: it would also publish an error *result* for the request, which
         # (after the results' dedup window) is a second result, with a callback: a webhook loop.
-        tenant, request_id, attempts = result.tenant, result.request_id, msg.metadata.num_delivered
-        reason = f"{_why(code, self.settings)}; attempt {attempts}: {attempt.describe()}"[:2000]
+        tenant, request_id = result.tenant, result.request_id
+        attempts = msg.metadata.num_delivered if attempts is None else attempts
+        last = f"attempt {attempts}: " if attempts else ""
+        reason = f"{_why(code, self.settings)}; {last}{attempt.describe()}"[:2000]
         letter = self._letter(msg, code, reason, tenant=tenant, request_id=request_id)
         await publish(self.js, subjects.webhook_dead_letters(tenant), letter, msg_id=_letter_id(msg))
         event = WebhookFailed(

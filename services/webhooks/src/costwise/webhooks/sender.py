@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 
 from costwise.telemetry import inject
@@ -30,7 +32,15 @@ def make_client(settings: WebhooksSettings) -> httpx.AsyncClient:
         limits=httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=0),
         follow_redirects=False,
         trust_env=False,
+        verify=_tls(settings),
     )
+
+
+def _tls(settings: WebhooksSettings) -> ssl.SSLContext:
+    context = httpx.create_ssl_context(trust_env=False)  # the public CAs (certifi), hostname checks on
+    if settings.tls_ca_file:
+        context.load_verify_locations(cafile=settings.tls_ca_file)
+    return context
 
 
 async def post(client: httpx.AsyncClient, target: Target, body: bytes, headers: dict[str, str], max_bytes: int) -> int:

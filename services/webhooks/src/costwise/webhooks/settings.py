@@ -30,6 +30,8 @@ class WebhooksSettings(msgspec.Struct, frozen=True, kw_only=True):
     read_timeout_s: Seconds = 10.0
     attempt_timeout_s: Seconds = 30.0
     """Whole attempt: DNS, connect, send and the response (a slow-dripping receiver cannot hold us longer)."""
+    tls_ca_file: str | None = None
+    """PEM bundle of extra CAs to trust (receivers behind a private CA), on top of the public ones."""
     max_response_bytes: Annotated[int, Meta(ge=0, le=16 << 20)] = 64 << 10
     retry_initial_s: Seconds = 5.0
     retry_max_s: Seconds = 3600.0
