@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 import sys
@@ -135,7 +136,7 @@ async def test_410_gone_stops_that_result_and_the_outbox_moves_on(
 
 @pytest.mark.parametrize(
     ("script", "why"),
-    [([(200, 3.0, 0)], "slow receiver: the attempt times out"), ([(200, 0.0, 200_000)], "oversize response")],
+    [([(200, 1.5, 0)], "slow receiver: the attempt times out"), ([(200, 0.0, 200_000)], "oversize response")],
 )
 async def test_a_slow_or_oversize_response_is_a_failed_attempt_and_retried(
     js, start_service, receiver, new_secret, unique, script, why
@@ -284,3 +285,39 @@ async def test_a_result_older_than_the_window_is_dead_lettered_not_sent(
     assert event.attempts == 0 and receiver.calls == []
     assert await replay(js, unique) == ["old1"]  # still deliverable on request
     await until(lambda: len(receiver.delivered()) == 1)
+
+
+async def test_the_service_runs_from_its_entry_point_and_stops_on_sigterm(
+    js, nats_url, receiver, new_secret, unique
+) -> None:  # type: ignore[no-untyped-def]
+    await receiver.start()
+    secret = new_secret()
+    env = {
+        **os.environ,
+        "COSTWISE_WEBHOOKS_NATS_URL": nats_url,
+        "COSTWISE_WEBHOOKS_SECRETS": json.dumps({unique: [secret]}),
+        "COSTWISE_WEBHOOKS_ALLOW": json.dumps([receiver.allow]),
+        "COSTWISE_WEBHOOKS_POLL_S": "0.2",
+        "COSTWISE_WEBHOOKS_RESCAN_S": "0.5",
+    }
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "costwise.webhooks", env=env)
+    try:
+        rid = await complete(js, unique, receiver.url)
+        await until(lambda: len(receiver.delivered()) == 1, timeout=30)
+        assert Webhook(secret).verify(receiver.calls[0].body, receiver.calls[0].headers)["request_id"] == rid
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), timeout=15) == 0
+
+
+async def test_retries_survive_a_restart_of_the_service(js, start_service, receiver, new_secret, unique) -> None:  # type: ignore[no-untyped-def]
+    secrets = {unique: [new_secret()]}
+    first = await start_service(secrets=secrets, allow=[receiver.allow])
+    rid = await complete(js, unique, receiver.url)
+    await asyncio.sleep(0.5)  # a few refused connections; the next retry is scheduled in JetStream
+    await first.stop()
+    await receiver.start()
+    await start_service(secrets=secrets, allow=[receiver.allow])
+    await until(lambda: len(receiver.delivered()) == 1)
+    await asyncio.sleep(0.3)
+    assert ids(receiver.calls) == [rid]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 from costwise.messaging import connect, ensure_streams, run_until_signalled
@@ -20,6 +21,8 @@ from .settings import WebhooksSettings
 
 
 async def serve(settings: WebhooksSettings) -> None:
+    # httpx logs every request URL at INFO; callback URLs may carry the receiver's tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     service = await build(settings, tracer_provider=setup("costwise-webhooks", otlp_endpoint=settings.otlp_endpoint))
     await run_until_signalled(service.start, service.stop)
 

@@ -57,6 +57,8 @@ class Webhooks:
     async def stop(self) -> None:
         """Finish the messages in hand, then stop pulling (a message fetched and dropped would hold its
         outbox, max_ack_pending=1, until ack_wait)."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         self._tasks.pop("/rescan").cancel()
         grace = self.settings.poll_s + self.settings.attempt_timeout_s + 5
