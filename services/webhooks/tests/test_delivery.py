@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from costwise.contracts import DeadLetter, ErrorCode, Output, Result, WebhookFailed, decode, subjects
+from costwise.contracts import DeadLetter, ErrorCode, Output, Result, WebhookFailed, decode, encode, subjects
 from costwise.messaging import publish
 from costwise.testing import first_stored, span_names
 from costwise.webhooks import replay, webhook_id
@@ -199,12 +199,22 @@ async def test_malformed_messages_are_dead_lettered_and_do_not_stop_delivery(
     await receiver.start()
     service = await start_service(secrets={unique: [new_secret()]}, allow=[receiver.allow])
     await service.adopt(unique)
-    for subject in (subjects.results(unique, "bad"), subjects.webhooks(unique)):
-        await publish(js, subject, b'{"type": "result.v1", "tenant": 7}', msg_id=f"{unique}-{subject}")
+    foreign = encode(Result(request_id="x1", tenant="someone-else", status="ok", callback_url=receiver.url))
+    cases = [
+        (subjects.results(unique, "bad"), b'{"type": "result.v1", "tenant": 7}', "Expected `str`"),
+        (subjects.webhooks(unique), b"\xff not json", "not a result"),
+        (subjects.results(unique, "x1"), foreign, "tenant 'someone-else' on subject"),
+        (subjects.webhooks(unique), foreign, "tenant 'someone-else' on subject"),
+    ]
+    for subject, payload, why in cases:
+        await publish(js, subject, payload, msg_id=f"{unique}-{subject}-{why}")
         letter = await first_stored(
-            js, subjects.dead_letters("webhooks"), DeadLetter, lambda d, s=subject: d.subject == s
+            js,
+            subjects.dead_letters("webhooks"),
+            DeadLetter,
+            lambda d, s=subject, w=why: d.subject == s and w in d.reason,
         )
-        assert letter.code == ErrorCode.MALFORMED_MESSAGE and "not a result" in letter.reason
+        assert letter.code == ErrorCode.MALFORMED_MESSAGE
     rid = await complete(js, unique, receiver.url)
     await until(lambda: len(receiver.delivered()) == 1)
     assert ids(receiver.calls) == [rid]

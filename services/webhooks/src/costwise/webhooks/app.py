@@ -21,11 +21,11 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from opentelemetry.trace import TracerProvider
 
-from costwise.contracts import DecodeError, ErrorCode, Result, decode, subjects
+from costwise.contracts import ErrorCode, subjects
 from costwise.contracts.subjects import WEBHOOKS, WEBHOOKS_RESULTS
 from costwise.messaging import connect, ensure_consumer, provision, publish
 
-from .delivery import Attempt, Delivery, traced
+from .delivery import SERVICE, Attempt, Delivery, traced
 from .guard import Guard, Resolver, system_resolver
 from .sender import make_client
 from .settings import WebhooksSettings, load_secrets
@@ -33,7 +33,6 @@ from .signing import Signer
 
 __all__ = ["SERVICE", "Webhooks", "build"]
 
-SERVICE = "webhooks"
 log = logging.getLogger("costwise.webhooks")
 _TENANT_PREFIX = subjects.webhooks_tenant("").durable
 
@@ -60,12 +59,14 @@ class Webhooks:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        self._tasks.pop("/rescan").cancel()
-        grace = self.settings.poll_s + self.settings.attempt_timeout_s + 5
-        _, late = await asyncio.wait(self._tasks.values(), timeout=grace)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if rescan := self._tasks.pop("/rescan", None):
+            rescan.cancel()
+        if loops := list(self._tasks.values()):
+            grace = self.settings.poll_s + self.settings.attempt_timeout_s + 5
+            _, late = await asyncio.wait(loops, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
         self._tasks.clear()
         await self.delivery.client.aclose()
         if self._owns_nc:
@@ -73,10 +74,8 @@ class Webhooks:
 
     async def on_result(self, msg: Msg) -> None:
         """Copy a result that has a callback into its tenant's outbox (deduplicated per request)."""
-        try:
-            result = decode(msg.data, Result)
-        except DecodeError as exc:
-            await self.delivery.malformed(msg, str(exc))
+        result = await self.delivery.decode(msg, lambda r: subjects.results(r.tenant, r.request_id))
+        if result is None:
             return
         age_s = self.delivery.clock() - result.completed_ms / 1000
         if result.callback_url is not None and result.completed_ms and age_s > self.settings.retry_window_s:

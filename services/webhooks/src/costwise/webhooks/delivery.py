@@ -63,11 +63,24 @@ class Delivery:
         self.settings, self.js, self.signer, self.guard, self.client = settings, js, signer, guard, client
         self.tracer, self.clock, self.rng = tracer, clock, rng
 
-    async def handle(self, msg: Msg) -> None:
+    async def decode(self, msg: Msg, subject_of: Callable[[Result], str]) -> Result | None:
+        """The result ``msg`` carries, or None once it has been dead-lettered as malformed.
+
+        A result must sit on its own tenant's subject: it is signed with, and sent to, the tenant it names.
+        """
         try:
             result = decode(msg.data, Result)
         except DecodeError as exc:
             await self.malformed(msg, str(exc))
+            return None
+        if msg.subject != subject_of(result):
+            await self.malformed(msg, f"a result of tenant {result.tenant!r} on subject {msg.subject}")
+            return None
+        return result
+
+    async def handle(self, msg: Msg) -> None:
+        result = await self.decode(msg, lambda r: subjects.webhooks(r.tenant))
+        if result is None:
             return
         meta = msg.metadata
         deadline = meta.timestamp.timestamp() + self.settings.retry_window_s
