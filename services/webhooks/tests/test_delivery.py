@@ -95,17 +95,19 @@ async def test_a_receiver_that_never_comes_back_ends_in_the_dead_letter_and_repl
     receiver.status = 503
     await receiver.start()
     await start_service(secrets={unique: [new_secret()]}, allow=[receiver.allow], retry_window_s=1.0)
-    rid = await complete(js, unique, receiver.url)
+    rid, second = await complete(js, unique, receiver.url), await complete(js, unique, receiver.url)
     letter = await first_stored(js, subjects.webhook_dead_letters(unique), DeadLetter, lambda d: d.request_id == rid)
     assert letter.code == ErrorCode.CALLBACK_FAILED and "HTTP 503" in letter.reason
     assert decode(letter.payload, Result).request_id == rid
     event = await first_stored(js, subjects.webhook_failed(unique), WebhookFailed, lambda e: e.request_id == rid)
     assert event.code == ErrorCode.CALLBACK_FAILED and event.last_status == 503
-    assert event.webhook_id == webhook_id(unique, rid) and event.attempts == len(receiver.calls) > 2
+    assert event.webhook_id == webhook_id(unique, rid) and event.attempts == ids(receiver.calls).count(rid) > 2
+    await first_stored(js, subjects.webhook_failed(unique), WebhookFailed, lambda e: e.request_id == second)
 
     receiver.status = 200
-    assert await replay(js, unique) == [rid]
-    await until(lambda: len(receiver.delivered()) == 1)
+    assert await replay(js, unique) == [rid, second]
+    await until(lambda: len(receiver.delivered()) == 2)
+    assert ids(receiver.delivered()) == [rid, second]
     assert receiver.delivered()[0].headers["webhook-id"] == webhook_id(unique, rid)
 
     # The command line replays one request's result (from the results stream).
@@ -114,8 +116,8 @@ async def test_a_receiver_that_never_comes_back_ends_in_the_dead_letter_and_repl
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     assert proc.returncode == 0 and rid in out.decode()
-    await until(lambda: len(receiver.delivered()) == 2)
-    assert ids(receiver.delivered()) == [rid, rid]
+    await until(lambda: len(receiver.delivered()) == 3)
+    assert ids(receiver.delivered()) == [rid, second, rid]
 
 
 async def test_410_gone_stops_that_result_and_the_outbox_moves_on(

@@ -47,7 +47,7 @@ async def _stored_result(js: JetStreamContext, tenant: str, request_id: str) -> 
 
 
 async def _dead_lettered(js: JetStreamContext, tenant: str) -> dict[str, bytes]:
-    """Request id → result payload of every webhooks dead letter of ``tenant`` (oldest first, each once)."""
+    """Request id → result payload of every webhooks dead letter of ``tenant``, in the order they failed."""
     sub = await js.subscribe(
         subjects.webhook_dead_letters(tenant), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
     )
@@ -59,9 +59,8 @@ async def _dead_lettered(js: JetStreamContext, tenant: str) -> dict[str, bytes]:
             except NatsTimeoutError:
                 return found
             letter = decode(msg.data, DeadLetter)
-            if letter.request_id:
-                found.pop(letter.request_id, None)  # keep completion order, not first-failure order
-                found[letter.request_id] = letter.payload
+            if letter.request_id:  # a request dead-lettered again after a replay is sent once, in its first place
+                found.setdefault(letter.request_id, letter.payload)
             if msg.metadata.num_pending == 0:
                 return found
     finally:
