@@ -101,7 +101,7 @@ async def test_a_receiver_that_never_comes_back_ends_in_the_dead_letter_and_repl
     assert decode(letter.payload, Result).request_id == rid
     event = await first_stored(js, subjects.webhook_failed(unique), WebhookFailed, lambda e: e.request_id == rid)
     assert event.code == ErrorCode.CALLBACK_FAILED and event.last_status == 503
-    assert event.webhook_id == webhook_id(unique, rid) and event.attempts == ids(receiver.calls).count(rid) > 2
+    assert event.webhook_id == webhook_id(unique, rid) and event.attempts == ids(receiver.calls).count(rid) >= 2
     await first_stored(js, subjects.webhook_failed(unique), WebhookFailed, lambda e: e.request_id == second)
 
     receiver.status = 200
