@@ -333,3 +333,17 @@ async def test_retries_survive_a_restart_of_the_service(js, start_service, recei
     await until(lambda: len(receiver.delivered()) == 1)
     await asyncio.sleep(0.3)
     assert ids(receiver.calls) == [rid]
+
+
+async def test_an_outbox_whose_consumer_was_deleted_is_re_created(
+    js, start_service, receiver, new_secret, unique
+) -> None:  # type: ignore[no-untyped-def]
+    await receiver.start()
+    await start_service(secrets={unique: [new_secret()]}, allow=[receiver.allow])
+    first = await complete(js, unique, receiver.url)
+    await until(lambda: len(receiver.delivered()) == 1)
+    await js.delete_consumer(subjects.WEBHOOKS.name, subjects.webhooks_tenant(unique).durable)
+    await asyncio.sleep(1.0)  # a rescan notices
+    second = await complete(js, unique, receiver.url)
+    await until(lambda: len(receiver.delivered()) == 2)
+    assert ids(receiver.calls) == [first, second]

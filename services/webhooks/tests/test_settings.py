@@ -48,3 +48,8 @@ def test_backoff_doubles_up_to_the_cap_and_jitter_only_shortens() -> None:
     assert next_delay(settings, 10_000, lambda: 0.0) == 3600  # no overflow far out
     rng = random.Random(1).random
     assert all(0.8 * d <= next_delay(settings, n, rng) <= d for n, d in enumerate(nominal, start=1))
+
+
+def test_the_first_delay_cannot_exceed_the_cap() -> None:
+    with pytest.raises(SettingsError, match="retry_initial_s"):
+        load(WebhooksSettings, "X_", {"X_RETRY_INITIAL_S": "10", "X_RETRY_MAX_S": "5"})

@@ -141,20 +141,23 @@ class Webhooks:
             try:
                 if "" not in self._tasks:
                     self._spawn("", self._pull(WEBHOOKS_RESULTS.durable, WEBHOOKS_RESULTS.stream, self.on_result))
-                for tenant in await _outbox_tenants(self.js):
+                listed = await _outbox_tenants(self.js)
+                for tenant in listed:
                     await self.adopt(tenant)
+                for gone in self._tasks.keys() - listed - {"", "/rescan"}:
+                    self._tasks[gone].cancel()  # its consumer was deleted: the next result re-creates it
             except NatsError as exc:
                 log.warning("looking for tenant outboxes failed: %r", exc)
             await asyncio.sleep(self.settings.rescan_s)
 
 
-async def _outbox_tenants(js: JetStreamContext) -> list[str]:
+async def _outbox_tenants(js: JetStreamContext) -> set[str]:
     names: list[str] = []
     offset = 0
     while batch := await js.consumers_info(WEBHOOKS.name, offset=offset):
         names += [c.name for c in batch]
         offset += len(batch)
-    return [n.removeprefix(_TENANT_PREFIX) for n in names if n.startswith(_TENANT_PREFIX)]
+    return {n.removeprefix(_TENANT_PREFIX) for n in names if n.startswith(_TENANT_PREFIX)}
 
 
 async def _safely(handle: Callable[[Msg], Awaitable[None]], msg: Msg) -> None:

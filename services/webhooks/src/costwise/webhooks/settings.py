@@ -49,6 +49,10 @@ class WebhooksSettings(msgspec.Struct, frozen=True, kw_only=True):
     def __repr__(self) -> str:  # secrets must never reach a log line
         return f"WebhooksSettings(nats_url={self.nats_url!r}, tenants_with_secrets={sorted(self.secrets)}, ...)"
 
+    def __post_init__(self) -> None:
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValueError("retry_initial_s must not exceed retry_max_s")
+
     @property
     def ack_wait_s(self) -> float:
         """Longer than any attempt, so JetStream redelivers only a message whose handler died."""
