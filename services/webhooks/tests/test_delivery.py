@@ -343,7 +343,7 @@ async def test_an_outbox_whose_consumer_was_deleted_is_re_created(
     first = await complete(js, unique, receiver.url)
     await until(lambda: len(receiver.delivered()) == 1)
     await js.delete_consumer(subjects.WEBHOOKS.name, subjects.webhooks_tenant(unique).durable)
-    await asyncio.sleep(1.0)  # a rescan notices
+    await asyncio.sleep(0.5)  # the tenant loop notices and ends
     second = await complete(js, unique, receiver.url)
     await until(lambda: len(receiver.delivered()) == 2)
     assert ids(receiver.calls) == [first, second]

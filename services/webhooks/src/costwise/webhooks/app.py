@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from opentelemetry.trace import TracerProvider
 
 from costwise.contracts import ErrorCode, subjects
@@ -124,7 +125,10 @@ class Webhooks:
                     msgs = await psub.fetch(1, timeout=self.settings.poll_s)
                 except NatsTimeoutError:
                     continue
-                except NatsError as exc:  # reconnecting, or the server is restarting
+                except NatsError as exc:  # reconnecting, the server is restarting, or the consumer is gone
+                    if await _deleted(self.js, stream, durable):
+                        log.warning("consumer %s was deleted; the tenant's next result re-creates it", durable)
+                        return
                     log.warning("pulling %s failed: %r", durable, exc)
                     await asyncio.sleep(self.settings.poll_s)
                     continue
@@ -141,23 +145,30 @@ class Webhooks:
             try:
                 if "" not in self._tasks:
                     self._spawn("", self._pull(WEBHOOKS_RESULTS.durable, WEBHOOKS_RESULTS.stream, self.on_result))
-                listed = await _outbox_tenants(self.js)
-                for tenant in listed:
+                for tenant in await _outbox_tenants(self.js):
                     await self.adopt(tenant)
-                for gone in self._tasks.keys() - listed - {"", "/rescan"}:
-                    self._tasks[gone].cancel()  # its consumer was deleted: the next result re-creates it
             except NatsError as exc:
                 log.warning("looking for tenant outboxes failed: %r", exc)
             await asyncio.sleep(self.settings.rescan_s)
 
 
-async def _outbox_tenants(js: JetStreamContext) -> set[str]:
+async def _outbox_tenants(js: JetStreamContext) -> list[str]:
     names: list[str] = []
     offset = 0
     while batch := await js.consumers_info(WEBHOOKS.name, offset=offset):
         names += [c.name for c in batch]
         offset += len(batch)
-    return {n.removeprefix(_TENANT_PREFIX) for n in names if n.startswith(_TENANT_PREFIX)}
+    return [n.removeprefix(_TENANT_PREFIX) for n in names if n.startswith(_TENANT_PREFIX)]
+
+
+async def _deleted(js: JetStreamContext, stream: str, durable: str) -> bool:
+    try:
+        await js.consumer_info(stream, durable)
+    except NotFoundError:
+        return True
+    except NatsError:
+        pass  # can't tell now: keep the loop, ask again after the next failure
+    return False
 
 
 async def _safely(handle: Callable[[Msg], Awaitable[None]], msg: Msg) -> None:
