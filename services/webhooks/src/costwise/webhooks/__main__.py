@@ -23,7 +23,12 @@ from .settings import WebhooksSettings
 async def serve(settings: WebhooksSettings) -> None:
     # httpx logs every request URL at INFO; callback URLs may carry the receiver's tokens.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    service = await build(settings, tracer_provider=setup("costwise-webhooks", otlp_endpoint=settings.otlp_endpoint))
+    try:
+        service = await build(
+            settings, tracer_provider=setup("costwise-webhooks", otlp_endpoint=settings.otlp_endpoint)
+        )
+    except ValueError as exc:  # secrets or allow-list: one clear line, not a traceback
+        sys.exit(f"costwise.webhooks: {exc}")
     await run_until_signalled(service.start, service.stop)
 
 

@@ -204,16 +204,17 @@ async def build(
     clock: Callable[[], float] = time.time,
     rng: Callable[[], float] = random.random,
 ) -> Webhooks:
-    """Provision the service's streams and consumer, load its secrets, and wire it (call ``start()``)."""
+    """Load the secrets and the allow-list (ValueError when bad, before connecting anywhere), provision the
+    service's streams and consumer, and wire it (call ``start()``)."""
+    signer, guard = Signer(load_secrets(settings)), Guard(settings.allow, resolver)
     await provision(settings.nats_url, (WEBHOOKS_RESULTS,), name=SERVICE)
-    signer = Signer(load_secrets(settings))
     owns_nc = nc is None
     nc = nc or await connect(settings.nats_url, name=SERVICE)
     delivery = Delivery(
         settings,
         nc.jetstream(),
         signer=signer,
-        guard=Guard(settings.allow, resolver),
+        guard=guard,
         client=http or make_client(settings),
         tracer=tracer_provider.get_tracer("costwise.webhooks") if tracer_provider else None,
         clock=clock,
