@@ -135,8 +135,22 @@ class Webhooks:
                 for msg in msgs:
                     await _safely(handle, msg)
         finally:
-            with contextlib.suppress(Exception):  # a pull subscription left behind stalls the connection's drain
+            if self._stopping.is_set():
+                with contextlib.suppress(NatsError):
+                    await self._hand_back(psub)
+            with contextlib.suppress(NatsError):  # a pull subscription left behind stalls the connection's drain
                 await psub.unsubscribe()
+
+    async def _hand_back(self, psub: JetStreamContext.PullSubscription) -> None:
+        """Nak what reached us for a pull that had already timed out: dropped at unsubscribe, it would hold
+        its outbox until ack_wait. The flush makes sure every such message has arrived."""
+        await self.nc.flush()
+        # nats-py 2.16 queues these for the next fetch and has no public way to take them without pulling again.
+        queue = getattr(getattr(psub, "_sub", None), "_pending_queue", None)
+        while queue is not None and not queue.empty():
+            msg = queue.get_nowait()
+            if not JetStreamContext.is_status_msg(msg):
+                await msg.nak()
 
     async def _rescan(self) -> None:
         """Adopt outboxes created elsewhere (another instance's results loop, a replay), and restart the
