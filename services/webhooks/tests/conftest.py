@@ -41,6 +41,7 @@ class Call:
     headers: dict[str, str]
     body: bytes
     status: int
+    path: str
 
 
 @dataclass
@@ -85,9 +86,10 @@ class Receiver:
         body = await request.read()
         status, delay, size = self.script.pop(0) if self.script else (self.status, 0.0, 0)
         failing = delay > 0 or size > 0  # the service gives up on these before or while reading them
-        self.calls.append(Call(dict(request.headers), body, 599 if failing else status))
+        self.calls.append(Call(dict(request.headers), body, 599 if failing else status, request.path_qs))
         await asyncio.sleep(delay)
-        return web.Response(status=status, body=b"x" * size)
+        location = {"Location": "/hook?redirected=1"} if 300 <= status < 400 else None
+        return web.Response(status=status, body=b"x" * size, headers=location)
 
 
 def _free_port() -> int:

@@ -138,9 +138,13 @@ async def test_410_gone_stops_that_result_and_the_outbox_moves_on(
 
 @pytest.mark.parametrize(
     ("script", "why"),
-    [([(200, 1.5, 0)], "slow receiver: the attempt times out"), ([(200, 0.0, 200_000)], "oversize response")],
+    [
+        ([(200, 1.5, 0)], "slow receiver: the attempt times out"),
+        ([(200, 0.0, 200_000)], "oversize response"),
+        ([(307, 0.0, 0)], "a redirect is not followed"),
+    ],
 )
-async def test_a_slow_or_oversize_response_is_a_failed_attempt_and_retried(
+async def test_a_slow_oversize_or_redirect_response_is_a_failed_attempt_and_retried(
     js, start_service, receiver, new_secret, unique, script, why
 ) -> None:  # type: ignore[no-untyped-def]
     receiver.script = list(script)
@@ -149,6 +153,7 @@ async def test_a_slow_or_oversize_response_is_a_failed_attempt_and_retried(
     rid = await complete(js, unique, receiver.url)
     await until(lambda: len(receiver.delivered()) == 1)
     assert ids(receiver.calls) == [rid, rid], why
+    assert [c.path for c in receiver.calls] == ["/hook?token=abc"] * 2
     assert len({c.headers["webhook-id"] for c in receiver.calls}) == 1
 
 
