@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from costwise.webhooks import CallbackRefused, Guard
+from costwise.webhooks import CallbackRefused, Guard, system_resolver
 
 ZONE = {
     "loop.example": ["127.0.0.1"],
@@ -76,3 +76,10 @@ async def test_the_allow_list_takes_cidrs_and_host_port_pairs() -> None:
 def test_a_bad_allow_entry_fails_at_start() -> None:
     with pytest.raises(ValueError, match="neither a CIDR"):
         Guard(["example.com"], resolve)
+
+
+@pytest.mark.parametrize("url", ["http://2130706433/", "http://0x7f000001/", "http://127.1/", "http://017700000001/"])
+async def test_numeric_spellings_of_loopback_are_caught_after_resolution(url: str) -> None:
+    # The system resolver parses these locally (no DNS): whatever they spell, the checked address is loopback.
+    with pytest.raises(CallbackRefused, match="loopback"):
+        await Guard([], system_resolver).target(url)
