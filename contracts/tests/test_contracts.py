@@ -86,6 +86,9 @@ def test_every_subject_is_captured_by_exactly_one_stream() -> None:
         subjects.usage("t"),
         subjects.dead_letters("svc"),
         subjects.cache_control("t"),
+        subjects.webhooks("t"),
+        subjects.webhook_failed("t"),
+        subjects.webhook_dead_letters("t"),
         subjects.JOB_MAX_DELIVERIES.replace("*", "worker-p"),
     ]
     for subject in samples:
@@ -100,6 +103,8 @@ def test_every_subject_is_captured_by_exactly_one_stream() -> None:
         subjects.ROUTER_COMPLETIONS,
         subjects.ROUTER_ADVISORIES,
         subjects.worker_jobs("p"),
+        subjects.WEBHOOKS_RESULTS,
+        subjects.webhooks_tenant("t"),
     ]
     for consumer in consumers:
         stream = next(s for s in subjects.ALL_STREAMS if s.name == consumer.stream)

@@ -23,6 +23,7 @@ from .messages import (
     SamplingParams,
     Usage,
     UsageEvent,
+    WebhookFailed,
 )
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "SamplingParams",
     "Usage",
     "UsageEvent",
+    "WebhookFailed",
     "decode",
     "encode",
     "subjects",

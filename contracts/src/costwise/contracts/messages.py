@@ -34,6 +34,7 @@ __all__ = [
     "SamplingParams",
     "Usage",
     "UsageEvent",
+    "WebhookFailed",
 ]
 
 # Tenants, pools and request ids become NATS subject tokens: no dots, wildcards or spaces.
@@ -271,6 +272,26 @@ class DeadLetter(_Wire, frozen=True, kw_only=True, tag="dead_letter.v1"):
     stream_seq: NonNegInt | None = None
     request_id: str | None = None
     tenant: str | None = None
+    ts_ms: EpochMs = 0
+
+
+class WebhookFailed(_Wire, frozen=True, kw_only=True, tag="webhook_failed.v1"):
+    """A result that did not reach its callback URL (``subjects.webhook_failed(tenant)``).
+
+    The result itself is in the webhooks dead letter (``subjects.webhook_dead_letters(tenant)``), from
+    which ``python -m costwise.webhooks replay`` re-sends it.
+    """
+
+    tenant: Token
+    request_id: RequestId
+    webhook_id: Annotated[str, Meta(max_length=128)]
+    """The ``webhook-id`` every attempt carried (stable per result, for the receiver's deduplication)."""
+    callback_url: Url
+    code: ErrorCode
+    reason: Annotated[str, Meta(max_length=2000)]
+    attempts: NonNegInt = 0
+    last_status: Annotated[int, Meta(ge=100, le=599)] | None = None
+    """HTTP status of the last attempt (none when it got no response)."""
     ts_ms: EpochMs = 0
 
 

@@ -19,6 +19,7 @@ WIRE_TYPES: tuple[type[msgspec.Struct], ...] = (
     messages.UsageEvent,
     messages.DeadLetter,
     messages.CacheInvalidation,
+    messages.WebhookFailed,
 )
 
 

@@ -36,6 +36,9 @@ __all__ = [
     "ROUTER_COMPLETIONS",
     "ROUTER_ROUTE",
     "USAGE",
+    "WEBHOOKS",
+    "WEBHOOKS_RESULTS",
+    "WEBHOOK_FAILED",
     "ConsumerSpec",
     "KeyValueSpec",
     "StreamSpec",
@@ -53,6 +56,10 @@ __all__ = [
     "tenant_of",
     "tenant_results",
     "usage",
+    "webhook_dead_letters",
+    "webhook_failed",
+    "webhooks",
+    "webhooks_tenant",
     "worker_jobs",
 ]
 
@@ -117,6 +124,21 @@ def dead_letters(service: str) -> str:
     return f"{PREFIX}.dlq.{service}"
 
 
+def webhooks(tenant: str) -> str:
+    """The webhooks service's per-tenant outbox: each :class:`Result` with a callback, in completion order."""
+    return f"{PREFIX}.webhooks.{tenant}"
+
+
+def webhook_failed(tenant: str) -> str:
+    """Where a :class:`WebhookFailed` event lands when a result could not be delivered to its callback."""
+    return f"{PREFIX}.webhook_failed.{tenant}"
+
+
+def webhook_dead_letters(tenant: str) -> str:
+    """Dead letters of the webhooks service for one tenant (a tenant's replay reads only its own)."""
+    return f"{dead_letters('webhooks')}.{tenant}"
+
+
 def dedup_id(tenant: str, key: str, *suffix: str) -> str:
     """The ``Nats-Msg-Id`` for a message about ``key`` (a request or job id) of ``tenant``.
 
@@ -177,9 +199,29 @@ DEAD_LETTERS = StreamSpec(name="COSTWISE_DLQ", subjects=(_all("dlq"),), max_age_
 # last attempt): kept in a stream so the router hears of it even if it was down at that moment.
 JOB_MAX_DELIVERIES = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS.name}.*"
 ADVISORIES = StreamSpec(name="COSTWISE_ADVISORIES", subjects=(JOB_MAX_DELIVERIES,), duplicate_window_s=60)
+# Results waiting for their webhook, one subject per tenant. Work-queue retention: a delivered (or
+# dead-lettered) result is removed; each tenant's subject has exactly one consumer (``webhooks_tenant``).
+WEBHOOKS = StreamSpec(
+    name="COSTWISE_WEBHOOKS", subjects=(_all("webhooks"),), retention="workqueue", duplicate_window_s=3600
+)
+WEBHOOK_FAILED = StreamSpec(
+    name="COSTWISE_WEBHOOK_FAILED", subjects=(_all("webhook_failed"),), max_age_s=30 * 24 * 3600
+)
 # Operator commands to services (cache invalidation, ...): rare, small, kept a day.
 CONTROL = StreamSpec(name="COSTWISE_CONTROL", subjects=(_all("control"),), max_age_s=24 * 3600)
-ALL_STREAMS = (REQUESTS, ROUTE, JOBS, COMPLETIONS, RESULTS, USAGE, DEAD_LETTERS, ADVISORIES, CONTROL)
+ALL_STREAMS = (
+    REQUESTS,
+    ROUTE,
+    JOBS,
+    COMPLETIONS,
+    RESULTS,
+    USAGE,
+    DEAD_LETTERS,
+    ADVISORIES,
+    WEBHOOKS,
+    WEBHOOK_FAILED,
+    CONTROL,
+)
 
 # Exact-cache answers, keyed by tenant and the hash of the canonical request.
 CACHE_EXACT = KeyValueSpec(bucket="costwise-cache-exact", max_age_s=30 * 24 * 3600)
@@ -208,6 +250,10 @@ ROUTER_COMPLETIONS = ConsumerSpec(
 BILLING_USAGE = ConsumerSpec(durable="billing-usage", stream=USAGE.name, filter_subject=_all("usage"), max_deliver=-1)
 BILLING_RESULTS = ConsumerSpec(
     durable="billing-results", stream=RESULTS.name, filter_subject=_all("results"), max_deliver=-1
+)
+# One at a time, so results enter the tenants' webhook outboxes in completion order; never given up on.
+WEBHOOKS_RESULTS = ConsumerSpec(
+    durable="webhooks-results", stream=RESULTS.name, filter_subject=_all("results"), max_deliver=-1, max_ack_pending=1
 )
 
 
@@ -244,6 +290,8 @@ def payload_type(subject: str) -> type[msgspec.Struct]:
         DEAD_LETTERS.name: messages.DeadLetter,
         ADVISORIES.name: messages.MaxDeliveriesAdvisory,
         CONTROL.name: messages.CacheInvalidation,
+        WEBHOOKS.name: messages.Result,
+        WEBHOOK_FAILED.name: messages.WebhookFailed,
     }
     return kinds[stream_of(subject).name]
 
@@ -256,4 +304,21 @@ def worker_jobs(pool: str, *, ack_wait_s: float = 30.0, max_deliver: int = 5) ->
         filter_subject=jobs(pool),
         ack_wait_s=ack_wait_s,
         max_deliver=max_deliver,
+    )
+
+
+def webhooks_tenant(tenant: str, *, ack_wait_s: float = 60.0) -> ConsumerSpec:
+    """The consumer of one tenant's webhook outbox, shared by every webhooks instance.
+
+    ``max_ack_pending=1``: while the head result is failing (and waiting for its delayed redelivery) nothing
+    behind it is delivered, so a receiver that comes back gets the tenant's results in completion order.
+    ``max_deliver=-1``: the service gives up by its retry window, never JetStream by a count.
+    """
+    return ConsumerSpec(
+        durable=f"webhooks-tenant-{tenant}",
+        stream=WEBHOOKS.name,
+        filter_subject=webhooks(tenant),
+        ack_wait_s=ack_wait_s,
+        max_deliver=-1,
+        max_ack_pending=1,
     )

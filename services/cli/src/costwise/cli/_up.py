@@ -17,7 +17,7 @@ from costwise.catalog import Catalog, Provider, WorkerPool, default_catalog, loa
 from costwise.messaging import NatsServer, provision
 
 # Each service runs as `python -m costwise.<name>`; the launcher never imports them.
-SERVICES = ("cache", "router", "billing", "gateway")
+SERVICES = ("cache", "router", "billing", "gateway", "webhooks")
 _CATALOG_READERS = ("ROUTER", "BILLING", "GATEWAY", "PROVIDER")
 
 

@@ -1,0 +1,64 @@
+"""``python -m costwise.webhooks``: run the service until SIGTERM/SIGINT.
+
+``python -m costwise.webhooks replay --tenant T [--request-id R]``: re-send one request's result, or every
+dead-lettered one of tenant T (the running service delivers them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from costwise.messaging import connect, ensure_streams, run_until_signalled
+from costwise.settings import load
+from costwise.telemetry import setup
+
+from . import build
+from .replay import replay
+from .settings import WebhooksSettings
+
+
+async def serve(settings: WebhooksSettings) -> None:
+    # httpx logs every request URL at INFO; callback URLs may carry the receiver's tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        service = await build(
+            settings, tracer_provider=setup("costwise-webhooks", otlp_endpoint=settings.otlp_endpoint)
+        )
+    except ValueError as exc:  # secrets or allow-list: one clear line, not a traceback
+        sys.exit(f"costwise.webhooks: {exc}")
+    await run_until_signalled(service.start, service.stop)
+
+
+async def replay_command(settings: WebhooksSettings, tenant: str, request_id: str | None) -> int:
+    nc = await connect(settings.nats_url, name="webhooks-replay")
+    try:
+        await ensure_streams(nc.jetstream())
+        queued = await replay(nc.jetstream(), tenant, request_id, ack_wait_s=settings.ack_wait_s)
+    except LookupError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    print(f"queued {len(queued)} result(s) of tenant {tenant} for delivery: {' '.join(queued)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m costwise.webhooks")
+    commands = parser.add_subparsers(dest="command")
+    again = commands.add_parser("replay", help="re-send a request's result or all dead-lettered ones of a tenant")
+    again.add_argument("--tenant", required=True)
+    again.add_argument("--request-id")
+    args = parser.parse_args(argv)
+    settings = load(WebhooksSettings, "COSTWISE_WEBHOOKS_")
+    if args.command == "replay":
+        return asyncio.run(replay_command(settings, args.tenant, args.request_id))
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
