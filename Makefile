@@ -37,6 +37,7 @@ test: lint typecheck
 
 schemas: install
 	$(RUN) python -c "from pathlib import Path; from costwise.contracts.schema import write; write(Path('contracts/schemas'))"
+	$(RUN) python -m costwise.gateway openapi
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
