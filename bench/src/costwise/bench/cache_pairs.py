@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from costwise.cache import CachedAnswer, Probe, SemanticCache, load_semantic
+from costwise.cache import CachedAnswer, EdgeIndex, Probe, SemanticCache, load_semantic
 from costwise.cache.verify import load_pairs
 from costwise.contracts import CachePolicy, ChatMessage, InferenceRequest, Output, Usage
 
@@ -30,7 +30,7 @@ async def run(pairs_file: Path, limit: int | None, split: str, target_precision:
     pairs = load_pairs(pairs_file, None if split == "all" else "held_out")  # type: ignore[arg-type]
     pairs = pairs[:limit] if limit else pairs
     with tempfile.TemporaryDirectory(prefix="costwise-cache-pairs-") as tmp:
-        semantic = await asyncio.to_thread(load_semantic, Path(tmp) / "index")
+        semantic = await asyncio.to_thread(load_semantic, EdgeIndex.open(Path(tmp) / "index"))
         try:
             await _store_all(semantic, [p.text_a for p in pairs])
             verdicts, latencies = await _look_up_all(semantic, [p.text_b for p in pairs], target_precision)

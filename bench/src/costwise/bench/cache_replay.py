@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from costwise.cache import CachedAnswer, Probe, SemanticCache, load_semantic
+from costwise.cache import CachedAnswer, EdgeIndex, Probe, SemanticCache, load_semantic
 from costwise.contracts import ChatMessage, InferenceRequest, Output, Usage
 
 _TENANT, _SCOPE, _FOREVER_MS = "replay", "faq", 2**52
@@ -41,7 +41,7 @@ async def run(
     weights = 1.0 / np.arange(1, len(queries) + 1) ** zipf_s
     stream = rng.choice(len(queries), size=requests, p=weights / weights.sum())
     with tempfile.TemporaryDirectory(prefix="costwise-replay-") as tmp:
-        semantic = await asyncio.to_thread(load_semantic, Path(tmp) / "index")
+        semantic = await asyncio.to_thread(load_semantic, EdgeIndex.open(Path(tmp) / "index"))
         try:
             counts = await _replay(semantic, [queries[i] for i in stream])
         finally:

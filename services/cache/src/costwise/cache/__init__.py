@@ -1,8 +1,9 @@
 """The cache service: answers a request it has seen before, forwards the rest to the router."""
 
+from ._qdrant import QdrantIndex
 from ._semantic import Probe, SemanticCache
 from ._store import CachedAnswer
-from ._vectors import EdgeIndex
+from ._vectors import EdgeIndex, VectorIndex
 from .app import Cache, build, load_semantic
 from .keys import exact_key, is_cacheable, semantic_scope
 from .settings import CacheSettings
@@ -13,7 +14,9 @@ __all__ = [
     "CachedAnswer",
     "EdgeIndex",
     "Probe",
+    "QdrantIndex",
     "SemanticCache",
+    "VectorIndex",
     "build",
     "exact_key",
     "is_cacheable",

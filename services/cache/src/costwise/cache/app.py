@@ -28,9 +28,10 @@ from costwise.messaging import (
     reject_current,
 )
 
+from ._qdrant import QdrantIndex
 from ._semantic import Probe, SemanticCache, vector_bytes, vector_from
 from ._store import CachedAnswer, ExactStore, Pending
-from ._vectors import EdgeIndex
+from ._vectors import EdgeIndex, VectorIndex
 from .keys import exact_key, is_cacheable
 from .settings import CacheSettings
 
@@ -231,12 +232,16 @@ async def build(
         settings.nats_url, service=SERVICE, consumers=CONSUMERS, tracer_provider=tracer_provider
     )
     if semantic is None and settings.semantic:
-        semantic = await asyncio.to_thread(load_semantic, Path(settings.data_dir) / "semantic")
+        if settings.qdrant_url:
+            index: VectorIndex = await QdrantIndex.connect(settings.qdrant_url)
+        else:
+            index = await asyncio.to_thread(EdgeIndex.open, Path(settings.data_dir) / "semantic")
+        semantic = await asyncio.to_thread(load_semantic, index)
     return Cache(settings, broker, clock, semantic)
 
 
-def load_semantic(index_dir: Path) -> SemanticCache:
-    """Embedder + verifier + on-disk index: the semantic cache's parts, each loaded once per process."""
+def load_semantic(index: VectorIndex) -> SemanticCache:
+    """Embedder + verifier over ``index``: the semantic cache's parts, each model loaded once per process."""
     from .verify import Verifier
 
-    return SemanticCache(Embedder.load(threads=1), EdgeIndex.open(index_dir), Verifier.load(threads=1))
+    return SemanticCache(Embedder.load(threads=1), index, Verifier.load(threads=1))

@@ -22,6 +22,9 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Serve verified answers to equivalent, differently worded questions (loads MiniLM and the verifier)."""
     data_dir: str = "var/cache"
     """Where the embedded vector index (Qdrant Edge) keeps its files."""
+    qdrant_url: str | None = None
+    """A Qdrant server or cluster for the vector index, shared by every cache instance (scale-out);
+    unset: Qdrant Edge in-process under ``data_dir`` (one cache instance)."""
     max_entries: Annotated[int, Meta(ge=1)] = 1_000_000
     """Exact answers kept (plus one small index entry each); past it the oldest are evicted first."""
     semantic_max_entries: Annotated[int, Meta(ge=1)] = 1_000_000

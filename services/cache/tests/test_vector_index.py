@@ -1,0 +1,120 @@
+"""Both vector index backends keep the same promises: tenant, scope and expiry are hard filters; forget; sweep."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as Nats
+
+from costwise.cache import Cache, CacheSettings, EdgeIndex, QdrantIndex, SemanticCache, VectorIndex, build
+from costwise.client import Client, new_request_id
+from costwise.contracts import ChatMessage, InferenceRequest, Output, Result, Usage, subjects
+from costwise.messaging import publish
+from costwise.testing import first_stored
+
+RNG = np.random.default_rng(7)
+
+
+def _vector() -> Any:
+    v = RNG.standard_normal(384).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest_asyncio.fixture(params=["edge", "qdrant"])
+async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorIndex]:
+    if request.param == "edge":
+        opened: VectorIndex = EdgeIndex.open(tmp_path / "edge")
+    else:
+        with warnings.catch_warnings():  # local mode warns that payload indexes only matter on a server
+            warnings.simplefilter("ignore")
+            opened = await QdrantIndex.connect(path=str(tmp_path / "qdrant"))
+    yield opened
+    await opened.close()
+
+
+async def test_only_live_entries_of_the_same_tenant_and_scope_are_found(index: VectorIndex) -> None:
+    v = _vector()
+    await index.upsert("mine", v, {"tenant": "a", "scope": "s", "request_id": "r1", "expires_ms": 2_000.0})
+    await index.upsert("theirs", v, {"tenant": "b", "scope": "s", "request_id": "r2", "expires_ms": 2_000.0})
+    await index.upsert("other-scope", v, {"tenant": "a", "scope": "t", "request_id": "r3", "expires_ms": 2_000.0})
+    found = await index.nearest("a", "s", v, now_ms=1_000)
+    assert found is not None and found.payload["request_id"] == "r1" and found.similarity == pytest.approx(1.0)
+    assert await index.nearest("c", "s", v, now_ms=1_000) is None
+    assert await index.nearest("a", "s", v, now_ms=2_000) is None  # expired
+
+
+async def test_forget_one_answer_or_a_whole_tenant(index: VectorIndex) -> None:
+    v = _vector()
+    for i, tenant in enumerate(("a", "a", "b")):
+        await index.upsert(f"k{i}", v, {"tenant": tenant, "scope": "s", "request_id": f"r{i}", "expires_ms": 9e12})
+    await index.forget("a", "r0")
+    found = await index.nearest("a", "s", v, now_ms=0)
+    assert found is not None and found.payload["request_id"] == "r1"
+    await index.forget("a")
+    assert await index.nearest("a", "s", v, now_ms=0) is None
+    assert await index.nearest("b", "s", v, now_ms=0) is not None
+
+
+async def test_sweep_drops_expired_then_the_soonest_to_expire(index: VectorIndex) -> None:
+    for i in range(5):
+        payload = {"tenant": "t", "scope": "s", "request_id": f"r{i}", "expires_ms": float(1_000 + i)}
+        await index.upsert(f"k{i}", _vector(), payload)
+    assert await index.sweep(1_000, max_entries=2) == 2  # r0 expired; r1, r2 evicted
+    found = await index.nearest("t", "s", _vector(), now_ms=0)
+    assert found is not None and found.payload["request_id"] in {"r3", "r4"}
+
+
+@pytest_asyncio.fixture
+async def qdrant_cache(nats_url: str, semantic_models: Any, tmp_path: Path) -> AsyncIterator[Cache]:
+    embedder, verifier = semantic_models
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index = await QdrantIndex.connect(path=str(tmp_path / "qdrant"))
+    service = await build(CacheSettings(nats_url=nats_url), semantic=SemanticCache(embedder, index, verifier))
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def test_the_cache_serves_verified_semantic_hits_through_qdrant_client(
+    nc: Nats, qdrant_cache: Cache, unique: str
+) -> None:
+    client, js = Client(nc), nc.jetstream()
+    first = InferenceRequest(
+        request_id=new_request_id(),
+        tenant=unique,
+        messages=[ChatMessage(role="user", content="How do I reset my password?")],
+    )
+    await client.publish(first)
+    # Answer only once the cache has forwarded the miss (and so knows where to store the answer).
+    await first_stored(js, subjects.route(unique), InferenceRequest, lambda r: r.request_id == first.request_id)
+    answer = Result(
+        request_id=first.request_id,
+        tenant=unique,
+        status="ok",
+        output=Output(text="Settings.", finish_reason="stop"),
+        source="engine",
+        usage=Usage(prompt_tokens=5, completion_tokens=1),
+    )
+    await publish(
+        js, subjects.results(unique, first.request_id), answer, msg_id=subjects.dedup_id(unique, first.request_id)
+    )
+    reworded = [ChatMessage(role="user", content="How can I reset my password?")]
+    for _ in range(50):  # stored a moment after the cache consumes the result
+        ask = msgspec.structs.replace(first, request_id=new_request_id(), messages=reworded)
+        await client.publish(ask)
+        try:
+            result = await client.result(unique, ask.request_id, timeout=0.5)
+        except TimeoutError:
+            continue
+        assert result.source == "cache_semantic" and result.cache is not None
+        assert result.cache.cached_request_id == first.request_id
+        return
+    raise AssertionError("no semantic hit through the qdrant-client index")
