@@ -15,6 +15,7 @@ from ._lifecycle import run_until_signalled
 from ._provision import cap_key_value, ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
 from ._publish import MSG_ID, publish
 from ._server import NatsServer, find_nats_server
+from ._slots import pull_into_slots
 
 __all__ = [
     "MSG_ID",
@@ -35,6 +36,7 @@ __all__ = [
     "provision",
     "publish",
     "publish_durable",
+    "pull_into_slots",
     "pull_subscriber",
     "reject_current",
     "run_until_signalled",

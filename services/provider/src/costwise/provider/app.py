@@ -28,7 +28,7 @@ from costwise.contracts import (
     decode,
     subjects,
 )
-from costwise.messaging import connect, ensure_consumer, ensure_streams, give_up, publish
+from costwise.messaging import connect, ensure_consumer, ensure_streams, give_up, publish, pull_into_slots
 from costwise.telemetry import extract
 
 from ._openai import Answer, Failure, call
@@ -78,29 +78,24 @@ class ProviderWorker:
         log.info("provider worker %s serving %s", self.settings.worker_id, self.provider.name)
 
     async def _pull(self, psub: JetStreamContext.PullSubscription) -> None:
-        while not self._stopping:
-            free = self.provider.concurrency - len(self.running)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            try:
-                msgs = await psub.fetch(free, timeout=0.5)
-            except TimeoutError:
-                continue
-            for msg in msgs:
-                task = asyncio.create_task(self._handle(msg))
-                self.running.add(task)
-                task.add_done_callback(self._done)
+        await pull_into_slots(
+            psub,
+            free=lambda: self.provider.concurrency - len(self.running),
+            freed=self._slot_freed,
+            stopping=lambda: self._stopping,
+            admit=self._admit,
+        )
+
+    async def _admit(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._handle(msg))
+        self.running.add(task)
+        task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
         self._slot_freed.set()
 
     async def _handle(self, msg: Msg) -> None:
-        if self._stopping:  # fetched while stopping: give it straight back to another worker
-            await msg.nak()
-            return
         try:
             job = decode(msg.data, Job)
         except DecodeError as exc:

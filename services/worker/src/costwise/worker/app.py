@@ -26,7 +26,7 @@ from costwise.contracts import (
     decode,
     subjects,
 )
-from costwise.messaging import connect, ensure_consumer, ensure_streams, give_up, publish
+from costwise.messaging import connect, ensure_consumer, ensure_streams, give_up, publish, pull_into_slots
 from costwise.telemetry import extract
 
 from .engine import Engine, Generation, Progress
@@ -80,21 +80,13 @@ class Worker:
         log.info("worker %s serving pool %s", self.settings.worker_id, self.settings.pool)
 
     async def _pull(self, psub: JetStreamContext.PullSubscription) -> None:
-        while not self._stopping:
-            free = self.settings.max_in_flight - len(self.running)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            try:
-                msgs = await psub.fetch(free, timeout=0.5)
-            except TimeoutError:
-                continue
-            for msg in msgs:
-                if self._stopping:  # fetched while SIGTERM arrived: give it straight back
-                    await msg.nak()
-                    continue
-                await self._admit(msg)
+        await pull_into_slots(
+            psub,
+            free=lambda: self.settings.max_in_flight - len(self.running),
+            freed=self._slot_freed,
+            stopping=lambda: self._stopping,  # fetched while SIGTERM arrived: handed straight back
+            admit=self._admit,
+        )
 
     async def _admit(self, msg: Msg) -> None:
         try:
