@@ -26,10 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     batching.add_argument("--requests-per-slot", type=int, default=4)
     batching.add_argument("--max-tokens", type=int, default=128)
     batching.add_argument("--with-cache", action="store_true", help="queue path through the cache (default: router)")
+    batching.add_argument("--repeats", type=int, default=3, help="alternating runs per level; medians are reported")
     batching.set_defaults(
         module="batching",
         call=lambda run, a: run(
-            a.model, [int(x) for x in a.levels.split(",")], a.requests_per_slot, a.max_tokens, a.with_cache
+            a.model, [int(x) for x in a.levels.split(",")], a.requests_per_slot, a.max_tokens, a.with_cache, a.repeats
         ),
     )
     overhead = sub.add_parser("overhead", help="latency and CPU costwise adds outside the engine; pass-through req/s")

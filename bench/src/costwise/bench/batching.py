@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from typing import Any
 
@@ -62,37 +63,52 @@ async def _queued(
     return sum(r.usage.completion_tokens for r in results.values()), elapsed
 
 
-async def run(
-    model: str, levels: list[int], requests_per_slot: int, max_tokens: int, with_cache: bool = False
+async def _level(
+    stack: Any, engine: Engine, c: int, n: int, max_tokens: int, repeats: int, with_cache: bool
 ) -> dict[str, Any]:
+    """Both paths ``repeats`` times, alternating which goes first (neither always gets the warmer engine)."""
+    rates: dict[str, list[float]] = {"direct": [], "queue": []}
+    for r in range(repeats):
+        order = ("queue", "direct") if (c + r) % 2 else ("direct", "queue")
+        for path in order:
+            if path == "direct":
+                tokens, seconds = await _direct(engine, c, n, max_tokens)
+            else:
+                tokens, seconds = await _queued(stack, engine, c, n, max_tokens, f"c{c}r{r}", with_cache)
+            rates[path].append(tokens / seconds)
+    direct, queue = statistics.median(rates["direct"]), statistics.median(rates["queue"])
+    return {
+        "in_flight": c,
+        "requests": n,
+        "direct_tok_s": round(direct, 1),
+        "queue_tok_s": round(queue, 1),
+        "queue_overhead": round(1 - queue / direct, 4),
+        "runs_direct_tok_s": [round(x, 1) for x in rates["direct"]],
+        "runs_queue_tok_s": [round(x, 1) for x in rates["queue"]],
+    }
+
+
+async def run(
+    model: str, levels: list[int], requests_per_slot: int, max_tokens: int, with_cache: bool = False, repeats: int = 3
+) -> dict[str, Any]:
+    """Medians over ``repeats`` alternating runs per level: one run cannot tell 5 % from this machine's noise."""
     engine = await load_engine(model, max(levels))
-    rows = []
     async with nats_stack() as stack:
         await _direct(engine, 2, 2, 8)  # warm-up: first-request costs are not batching costs
-        for c in levels:
-            n = max(8, requests_per_slot * c)
-            # Alternate which path goes first so neither always gets the warmer prefix cache.
-            order = ("queue", "direct") if c % 2 else ("direct", "queue")
-            measured: dict[str, tuple[int, float]] = {}
-            for path in order:
-                if path == "direct":
-                    measured[path] = await _direct(engine, c, n, max_tokens)
-                else:
-                    measured[path] = await _queued(stack, engine, c, n, max_tokens, f"c{c}", with_cache)
-            d_tok, d_s = measured["direct"]
-            q_tok, q_s = measured["queue"]
-            rows.append(
-                {
-                    "in_flight": c,
-                    "requests": n,
-                    "direct_tok_s": round(d_tok / d_s, 1),
-                    "queue_tok_s": round(q_tok / q_s, 1),
-                    "queue_overhead": round(1 - (q_tok / q_s) / (d_tok / d_s), 4),
-                }
-            )
+        rows = [
+            await _level(stack, engine, c, max(8, requests_per_slot * c), max_tokens, repeats, with_cache)
+            for c in levels
+        ]
     engine.shutdown()
     base = rows[0]["queue_tok_s"]
     for row in rows:
         row["queue_speedup_vs_1"] = round(row["queue_tok_s"] / base, 2)
     path = "cache + router" if with_cache else "router"
-    return {"benchmark": "batching", "model": model, "max_tokens": max_tokens, "queue_path": path, "rows": rows}
+    return {
+        "benchmark": "batching",
+        "model": model,
+        "max_tokens": max_tokens,
+        "queue_path": path,
+        "repeats": repeats,
+        "rows": rows,
+    }
