@@ -23,12 +23,10 @@ from costwise.router.learned import (
     Policy,
     ResponseVerifier,
     cascade_point,
-    design_matrix,
+    cross_fit,
     evaluate,
     evaluate_cascade,
-    fit_head,
     load_routellm,
-    out_of_fold,
     router_threshold,
     train_mask,
     train_router,
@@ -83,11 +81,11 @@ def evaluate_data(
     """The whole evaluation (blocking); ``embedder``: one already loaded (else loaded on a cache miss)."""
     outcomes = load_routellm(data, weak=weak, strong=strong)
     train = train_mask(outcomes.prompts, train_share, seed=seed)
-    x = design_matrix(embed_cached(outcomes.prompts, cache_dir, embedder), outcomes.prompts)
+    vectors = embed_cached(outcomes.prompts, cache_dir, embedder)
     tr, te = outcomes.subset(train), outcomes.subset(~train)
     meta = {"data": data.name, "weak": outcomes.weak, "strong": outcomes.strong, "train_rows": int(train.sum())}
-    predictor, p_train = train_router(x[train], tr.weak_ok, tr.strong_ok, meta=meta)
-    p_test = predictor.head.predict(x[~train])
+    predictor, p_train = train_router(vectors[train], tr.prompts, tr.weak_ok, tr.strong_ok, meta=meta)
+    p_test = predictor.p_small_ok(vectors[~train], te.prompts)
     if save_router:
         predictor.save(save_router)
     threshold = router_threshold(p_train, tr.weak_ok, tr.strong_ok, quality)
@@ -104,12 +102,14 @@ def evaluate_data(
         "n": len(te),
         "weak_accuracy": round(float(te.weak_ok.mean()), 4),
         "strong_accuracy": round(float(te.strong_ok.mean()), 4),
-        "router": _report(router, {"threshold": round(threshold, 4)}),
+        "router": _report(router, {"threshold": _finite(threshold)}),
     }
     best = router
     if outcomes.weak_responses is not None:
         point, cascade = _cascade(tr, te, p_train, p_test, quality, price_ratio, save_verifier, meta)
-        out["cascade"] = _report(cascade, {"direct_below": point.direct, "escalate_below": round(point.escalate, 4)})
+        out["cascade"] = _report(
+            cascade, {"direct_below": _finite(point.direct), "escalate_below": _finite(point.escalate)}
+        )
         best = max(router, cascade, key=lambda policy: policy.cost_reduction)
     out.update(
         achieved_accuracy=round(best.accuracy, 4),
@@ -135,15 +135,19 @@ def _cascade(
     the verifier (response features, trained on the training split's weak answers) doubts it."""
     assert tr.weak_responses is not None and te.weak_responses is not None
     v_train_x, v_test_x = verifier_matrix(tr.prompts, tr.weak_responses), verifier_matrix(te.prompts, te.weak_responses)
-    v_train = out_of_fold(v_train_x, tr.weak_ok, c=0.3)
-    head = fit_head(v_train_x, tr.weak_ok, c=0.3)
+    v_train, head = cross_fit(v_train_x, tr.weak_ok, c=0.3)
     point = cascade_point(p_train, v_train, tr.weak_ok, tr.strong_ok, quality, price_ratio=price_ratio)
     if save_verifier:
-        ResponseVerifier(head, point.escalate, {**meta, "quality": quality, "direct_below": point.direct}).save(
-            save_verifier
-        )
+        ResponseVerifier(
+            head, point.escalate, {**meta, "quality": quality, "direct_below": _finite(point.direct)}
+        ).save(save_verifier)
     policy = evaluate_cascade(point, p_test, head.predict(v_test_x), te.weak_ok, te.strong_ok, price_ratio)
     return point, policy
+
+
+def _finite(threshold: float) -> float:
+    """A threshold on a probability, for JSON: -inf (nothing below it) is 0, +inf (everything) is 1."""
+    return round(float(np.clip(threshold, 0.0, 1.0)), 4)
 
 
 def _report(policy: Policy, point: dict[str, float]) -> dict[str, Any]:
@@ -160,17 +164,30 @@ def _report(policy: Policy, point: dict[str, float]) -> dict[str, Any]:
 def embed_cached(
     texts: list[str], cache_dir: Path, embedder: Embedder | None = None, batch: int = 64
 ) -> NDArray[np.float32]:
-    """MiniLM embeddings of ``texts``, from ``cache_dir`` when this exact list was embedded before."""
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode() + b"\0")
-    file = cache_dir / f"minilm-{digest.hexdigest()[:24]}.npy"
-    if file.exists():
-        return np.load(file)
-    vectors = _embed(texts, embedder or Embedder.load(threads=1), batch)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.save(file, vectors)
-    return vectors
+    """MiniLM embeddings of ``texts``; each text is embedded once per ``cache_dir`` (shards of ``keys``, one
+    SHA-256 per text, and ``vectors``), so any subset or union of earlier data costs no new embedding."""
+    keys = [hashlib.sha256(text.encode()).hexdigest() for text in texts]
+    known = _load_shards(cache_dir)
+    missing = sorted({k: i for i, k in enumerate(keys) if k not in known}.values())
+    if missing:
+        fresh = _embed([texts[i] for i in missing], embedder or Embedder.load(threads=1), batch)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        shard_keys = np.array([keys[i] for i in missing])
+        np.savez(
+            cache_dir / f"minilm-{hashlib.sha256(shard_keys.tobytes()).hexdigest()[:16]}.npz",
+            keys=shard_keys,
+            vectors=fresh,
+        )
+        known.update(zip(shard_keys.tolist(), fresh, strict=True))
+    return np.stack([known[k] for k in keys]) if keys else np.zeros((0, 384), dtype=np.float32)
+
+
+def _load_shards(cache_dir: Path) -> dict[str, NDArray[np.float32]]:
+    known: dict[str, NDArray[np.float32]] = {}
+    for shard in sorted(cache_dir.glob("minilm-*.npz")):
+        with np.load(shard, allow_pickle=False) as z:
+            known.update(zip(z["keys"].tolist(), z["vectors"], strict=True))
+    return known
 
 
 def _embed(texts: list[str], embedder: Embedder, batch: int) -> NDArray[np.float32]:

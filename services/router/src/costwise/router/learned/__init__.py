@@ -9,9 +9,9 @@ verdicts), :func:`check_response` (accept or escalate a small-tier answer; optio
 from .calibrate import CascadePoint, Policy, cascade_point, evaluate, evaluate_cascade, router_threshold
 from .cascade import ResponseVerifier, Verdict, check_response, verifier_matrix
 from .data import Outcomes, load_routellm, train_mask
-from .model import LogisticHead, RoutePredictor, design_matrix
+from .model import LogisticHead, RoutePredictor, TextHead, design_matrix
 from .online import OnlineRouter
-from .train import QUALITIES, fit_head, out_of_fold, small_good_enough, train_router
+from .train import QUALITIES, cross_fit, small_good_enough, train_router
 
 __all__ = [
     "QUALITIES",
@@ -22,15 +22,15 @@ __all__ = [
     "Policy",
     "ResponseVerifier",
     "RoutePredictor",
+    "TextHead",
     "Verdict",
     "cascade_point",
     "check_response",
+    "cross_fit",
     "design_matrix",
     "evaluate",
     "evaluate_cascade",
-    "fit_head",
     "load_routellm",
-    "out_of_fold",
     "router_threshold",
     "small_good_enough",
     "train_mask",

@@ -44,7 +44,7 @@ def router_threshold(
     strong_ok: Bools,
     quality: float,
     *,
-    confidence: float = 0.9,
+    confidence: float = 0.95,
     resamples: int = 200,
     seed: int = 0,
 ) -> float:
@@ -65,7 +65,7 @@ def cascade_point(
     quality: float,
     *,
     price_ratio: float,
-    confidence: float = 0.9,
+    confidence: float = 0.95,
     resamples: int = 200,
     seed: int = 0,
     grid: int = 41,

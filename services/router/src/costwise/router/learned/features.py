@@ -38,18 +38,23 @@ _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 _OPTIONS = re.compile(r"^\s*[A-D][.)]\s", re.MULTILINE)
 _FINAL = re.compile(r"(?:####|answer is|answer:)\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
 # "<<3*4=12>>" (GSM8K calculator notes) or a plain "3 x 4 = 12"
+_OPERAND = r"\d++(?:[.,]\d++)*+"  # possessive: long digit runs cannot make the match backtrack
 _EQUATION = re.compile(
-    r"<<([^=<>]+)=([^<>]+)>>|((?:\d[\d,.]*\s*[-+*/x\u00d7\u00f7]\s*)+\d[\d,.]*)\s*=\s*\$?(-?\d[\d,]*(?:\.\d+)?)"
+    r"<<([^=<>]{1,200})=([^<>]{1,50})>>"
+    rf"|(?<![\d.,])((?:{_OPERAND}\s*+[-+*/x\u00d7\u00f7]\s*+){{1,20}}+{_OPERAND})\s*=\s*\$?(-?\d[\d,]*(?:\.\d+)?)"
 )
 _HEDGES = re.compile(
     r"\b(?:assum\w*|approximately|not sure|unclear|cannot be determined|might|perhaps|probably)\b", re.I
 )
 _REFUSAL = re.compile(r"\b(?:I can(?:no|')t|I am unable|I'm unable|I won't|as an AI)\b", re.I)
+MAX_CHARS = 16_000
+"""Longer prompts are read from the start, longer responses from the end (where the final answer is)."""
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
 def prompt_features(prompt: str) -> NDArray[np.float32]:
     """Length, how many numbers and lines, whether it is multiple choice: in :data:`PROMPT_FEATURES` order."""
+    prompt = prompt[:MAX_CHARS]
     return np.array(
         [
             math.log1p(len(prompt)),
@@ -65,6 +70,7 @@ def prompt_features(prompt: str) -> NDArray[np.float32]:
 
 def response_features(prompt: str, response: str) -> NDArray[np.float32]:
     """Signs of a wrong answer in ``response``: in :data:`RESPONSE_FEATURES` order."""
+    prompt, response = prompt[:MAX_CHARS], response[-MAX_CHARS:]
     final = _final_answer(response)
     results = _results(response)
     equations, errors = arithmetic_errors(response)

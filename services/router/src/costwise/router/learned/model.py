@@ -1,7 +1,8 @@
-"""The learned router: P(the small tier answers well | prompt) from a MiniLM embedding and cheap features.
+"""The learned router: P(the small tier answers well | prompt).
 
-Weights are a logistic head (plain arrays in an ``.npz``, no pickles), so predicting is one matrix product and
-needs neither scikit-learn nor torch beyond the embedder the service already runs.
+Two logistic heads, stacked: one over hashed word/bigram TF-IDF of the prompt (what the question is about and
+how it is asked; it reads the whole prompt), one over the MiniLM embedding plus cheap features. All weights are
+plain arrays in an ``.npz`` (no pickles); predicting is two dot products.
 """
 
 from __future__ import annotations
@@ -12,19 +13,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from .features import prompt_features
 
-__all__ = ["ARTIFACT_DIR", "DEFAULT_ARTIFACT", "LogisticHead", "RoutePredictor", "design_matrix"]
+__all__ = [
+    "ARTIFACT_DIR",
+    "DEFAULT_ARTIFACT",
+    "LogisticHead",
+    "RoutePredictor",
+    "TextHead",
+    "design_matrix",
+    "sigmoid",
+    "text_counts",
+    "tfidf",
+]
 
 ARTIFACT_DIR = Path(__file__).parent / "artifact"
 DEFAULT_ARTIFACT = "router.npz"
+HASH_BITS = 16
 
 
 @dataclass(frozen=True)
 class LogisticHead:
-    """``sigmoid(((x - mean) / scale) @ weights + bias)``."""
+    """``logit = ((x - mean) / scale) @ weights + bias``."""
 
     weights: NDArray[np.float64]
     bias: float
@@ -35,21 +48,39 @@ class LogisticHead:
         return np.asarray(((x - self.mean) / self.scale) @ self.weights + self.bias, dtype=np.float64)
 
     def predict(self, x: NDArray[Any]) -> NDArray[np.float64]:
-        return _sigmoid(self.logit(x))
+        return sigmoid(self.logit(x))
 
-    def sgd_step(self, x: NDArray[Any], y: float, *, rate: float, prior: LogisticHead, pull: float) -> LogisticHead:
-        """One log-loss gradient step on one example, with an L2 pull towards ``prior`` (the shipped weights)."""
+    def sgd_step(self, x: NDArray[Any], err: float, *, rate: float, pull: float) -> LogisticHead:
+        """One log-loss gradient step for one example whose prediction missed by ``err`` (label - p), with an
+        L2 pull of the weights towards zero."""
         z = (x - self.mean) / self.scale
-        err = y - float(_sigmoid(z @ self.weights + self.bias))
-        weights = self.weights + rate * (err * z - pull * (self.weights - prior.weights))
-        return replace(self, weights=weights, bias=self.bias + rate * (err - pull * (self.bias - prior.bias)))
+        return replace(
+            self,
+            weights=self.weights + rate * (err * z - pull * self.weights),
+            bias=self.bias + rate * (err - pull * self.bias),
+        )
+
+
+@dataclass(frozen=True)
+class TextHead:
+    """``logit = tfidf(prompt) @ weights + bias`` over :func:`text_counts` buckets; ``idf`` from training."""
+
+    idf: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    bias: float
+
+    def logit(self, prompts: list[str]) -> NDArray[np.float64]:
+        return np.asarray(tfidf(text_counts(prompts), self.idf) @ self.weights + self.bias, dtype=np.float64)
 
 
 @dataclass(frozen=True)
 class RoutePredictor:
     """P(small tier OK) for a prompt, and the threshold below which a prompt goes straight to the large tier."""
 
-    head: LogisticHead
+    text: TextHead
+    vector: LogisticHead
+    stack: NDArray[np.float64]
+    """``logit = stack[0] * text logit + stack[1] * vector logit + stack[2]``"""
     qualities: NDArray[np.float64]
     thresholds: NDArray[np.float64]
     meta: dict[str, Any]
@@ -59,42 +90,73 @@ class RoutePredictor:
         """The artifact at ``path``; ``None``: the one shipped in this package (trained on RouteLLM's MMLU and
         GSM8K outcomes, Mixtral-8x7B vs GPT-4, training split only)."""
         with np.load(ARTIFACT_DIR / DEFAULT_ARTIFACT if path is None else path, allow_pickle=False) as z:
-            head = LogisticHead(z["weights"], float(z["bias"]), z["mean"], z["scale"])
-            return cls(head, z["qualities"], z["thresholds"], json.loads(str(z["meta"])))
+            return cls(
+                text=TextHead(z["idf"].astype(np.float64), z["text_weights"].astype(np.float64), float(z["text_bias"])),
+                vector=LogisticHead(z["weights"], float(z["bias"]), z["mean"], z["scale"]),
+                stack=z["stack"],
+                qualities=z["qualities"],
+                thresholds=z["thresholds"],
+                meta=json.loads(str(z["meta"])),
+            )
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as fh:
             np.savez_compressed(
                 fh,
-                weights=self.head.weights,
-                bias=np.float64(self.head.bias),
-                mean=self.head.mean,
-                scale=self.head.scale,
+                idf=self.text.idf.astype(np.float32),
+                text_weights=self.text.weights.astype(np.float32),
+                text_bias=np.float64(self.text.bias),
+                weights=self.vector.weights,
+                bias=np.float64(self.vector.bias),
+                mean=self.vector.mean,
+                scale=self.vector.scale,
+                stack=self.stack,
                 qualities=self.qualities,
                 thresholds=self.thresholds,
                 meta=np.str_(json.dumps(self.meta, sort_keys=True)),
             )
 
+    def logit(self, vectors: NDArray[np.float32], prompts: list[str]) -> NDArray[np.float64]:
+        a, b, c = self.stack
+        return np.asarray(a * self.text.logit(prompts) + b * self.vector.logit(design_matrix(vectors, prompts)) + c)
+
     def p_small_ok(self, vectors: NDArray[np.float32], prompts: list[str]) -> NDArray[np.float64]:
         """P(the small tier answers well), one per prompt; ``vectors`` are the prompts' unit MiniLM embeddings."""
-        return self.head.predict(design_matrix(vectors, prompts))
+        return sigmoid(self.logit(vectors, prompts))
 
     def threshold(self, quality: float) -> float:
         """Send a prompt straight to the large tier when ``p_small_ok`` is below this, to keep ``quality`` (the
-        share of the large tier's accuracy, e.g. 0.95) on data like the training data. 1.0 → everything."""
-        if quality >= self.qualities[-1]:
-            return float(self.thresholds[-1]) if quality <= 1.0 else float("inf")
+        share of the large tier's accuracy, e.g. 0.95) on data like the training data. Above 1: everything."""
+        if quality > 1.0:
+            return float("inf")
         return float(np.interp(quality, self.qualities, self.thresholds))
 
 
 def design_matrix(vectors: NDArray[np.float32], prompts: list[str]) -> NDArray[np.float64]:
-    """The router's input: the embedding followed by :func:`prompt_features`."""
+    """The vector head's input: the embedding followed by :func:`prompt_features`."""
     if len(vectors) != len(prompts):
         raise ValueError(f"{len(vectors)} vectors for {len(prompts)} prompts")
     cheap = np.array([prompt_features(p) for p in prompts], dtype=np.float64).reshape(len(prompts), -1)
-    return np.hstack([np.asarray(vectors, dtype=np.float64), cheap])
+    return np.hstack([np.asarray(vectors, dtype=np.float64).reshape(len(prompts), -1), cheap])
 
 
-def _sigmoid(z: Any) -> Any:
+def text_counts(prompts: list[str]) -> sp.csr_matrix:
+    """Word unigram + bigram counts hashed into 2^16 buckets (stateless: no vocabulary to ship)."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    hasher = HashingVectorizer(n_features=2**HASH_BITS, ngram_range=(1, 2), alternate_sign=False, norm=None)
+    return hasher.transform(prompts).tocsr()
+
+
+def tfidf(counts: sp.csr_matrix, idf: NDArray[np.float64]) -> sp.csr_matrix:
+    """Sublinear tf times idf, rows scaled to unit length."""
+    weighted = counts.astype(np.float64)
+    weighted.data = np.log1p(weighted.data)
+    weighted = weighted @ sp.diags(idf)
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    return sp.csr_matrix(sp.diags(1 / np.maximum(norms, 1e-12)) @ weighted)
+
+
+def sigmoid(z: Any) -> Any:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
