@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from costwise.embed import Embedder
+from costwise.embed import DIMENSIONS, Embedder
 from costwise.router.learned import (
     CascadePoint,
     Outcomes,
@@ -179,7 +179,7 @@ def embed_cached(
             vectors=fresh,
         )
         known.update(zip(shard_keys.tolist(), fresh, strict=True))
-    return np.stack([known[k] for k in keys]) if keys else np.zeros((0, 384), dtype=np.float32)
+    return np.stack([known[k] for k in keys]) if keys else np.zeros((0, DIMENSIONS), dtype=np.float32)
 
 
 def _load_shards(cache_dir: Path) -> dict[str, NDArray[np.float32]]:
@@ -191,7 +191,7 @@ def _load_shards(cache_dir: Path) -> dict[str, NDArray[np.float32]]:
 
 
 def _embed(texts: list[str], embedder: Embedder, batch: int) -> NDArray[np.float32]:
-    vectors = np.zeros((len(texts), 384), dtype=np.float32)
+    vectors = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
     order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less per batch
     for start in tqdm(range(0, len(texts), batch), desc="embed prompts", unit="batch"):
         rows = order[start : start + batch]

@@ -6,7 +6,6 @@ passes one, a learned verifier that reads the answer against the prompt.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 from costwise.contracts import LogprobSummary
 
 from .features import prompt_features, response_features
-from .model import ARTIFACT_DIR, LogisticHead
+from .model import ARTIFACT_DIR, LogisticHead, load_arrays, save_arrays
 
 __all__ = ["ResponseVerifier", "Verdict", "check_response", "verifier_matrix"]
 
@@ -50,22 +49,20 @@ class ResponseVerifier:
     @classmethod
     def load(cls, path: Path | str | None = None) -> ResponseVerifier:
         """``None``: the shipped verifier (trained on Mixtral-8x7B's GSM8K answers, training split only)."""
-        with np.load(ARTIFACT_DIR / DEFAULT_VERIFIER if path is None else path, allow_pickle=False) as z:
-            head = LogisticHead(z["weights"], float(z["bias"]), z["mean"], z["scale"])
-            return cls(head, float(z["threshold"]), json.loads(str(z["meta"])))
+        z, meta = load_arrays(ARTIFACT_DIR / DEFAULT_VERIFIER if path is None else Path(path))
+        return cls(LogisticHead(z["weights"], float(z["bias"]), z["mean"], z["scale"]), float(z["threshold"]), meta)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as fh:
-            np.savez_compressed(
-                fh,
-                weights=self.head.weights,
-                bias=np.float64(self.head.bias),
-                mean=self.head.mean,
-                scale=self.head.scale,
-                threshold=np.float64(self.threshold),
-                meta=np.str_(json.dumps(self.meta, sort_keys=True)),
-            )
+        head = self.head
+        save_arrays(
+            path,
+            self.meta,
+            weights=head.weights,
+            bias=np.float64(head.bias),
+            mean=head.mean,
+            scale=head.scale,
+            threshold=np.float64(self.threshold),
+        )
 
     def p_ok(self, prompts: list[str], responses: list[str]) -> np.ndarray[Any, np.dtype[np.float64]]:
         return self.head.predict(verifier_matrix(prompts, responses))

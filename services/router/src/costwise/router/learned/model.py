@@ -25,6 +25,8 @@ __all__ = [
     "RoutePredictor",
     "TextHead",
     "design_matrix",
+    "load_arrays",
+    "save_arrays",
     "sigmoid",
     "text_counts",
     "tfidf",
@@ -89,33 +91,31 @@ class RoutePredictor:
     def load(cls, path: Path | str | None = None) -> RoutePredictor:
         """The artifact at ``path``; ``None``: the one shipped in this package (trained on RouteLLM's MMLU and
         GSM8K outcomes, Mixtral-8x7B vs GPT-4, training split only)."""
-        with np.load(ARTIFACT_DIR / DEFAULT_ARTIFACT if path is None else path, allow_pickle=False) as z:
-            return cls(
-                text=TextHead(z["idf"].astype(np.float64), z["text_weights"].astype(np.float64), float(z["text_bias"])),
-                vector=LogisticHead(z["weights"], float(z["bias"]), z["mean"], z["scale"]),
-                stack=z["stack"],
-                qualities=z["qualities"],
-                thresholds=z["thresholds"],
-                meta=json.loads(str(z["meta"])),
-            )
+        z, meta = load_arrays(ARTIFACT_DIR / DEFAULT_ARTIFACT if path is None else Path(path))
+        return cls(
+            text=TextHead(z["idf"].astype(np.float64), z["text_weights"].astype(np.float64), float(z["text_bias"])),
+            vector=LogisticHead(z["weights"], float(z["bias"]), z["mean"], z["scale"]),
+            stack=z["stack"],
+            qualities=z["qualities"],
+            thresholds=z["thresholds"],
+            meta=meta,
+        )
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as fh:
-            np.savez_compressed(
-                fh,
-                idf=self.text.idf.astype(np.float32),
-                text_weights=self.text.weights.astype(np.float32),
-                text_bias=np.float64(self.text.bias),
-                weights=self.vector.weights,
-                bias=np.float64(self.vector.bias),
-                mean=self.vector.mean,
-                scale=self.vector.scale,
-                stack=self.stack,
-                qualities=self.qualities,
-                thresholds=self.thresholds,
-                meta=np.str_(json.dumps(self.meta, sort_keys=True)),
-            )
+        save_arrays(
+            path,
+            self.meta,
+            idf=self.text.idf.astype(np.float32),
+            text_weights=self.text.weights.astype(np.float32),
+            text_bias=np.float64(self.text.bias),
+            weights=self.vector.weights,
+            bias=np.float64(self.vector.bias),
+            mean=self.vector.mean,
+            scale=self.vector.scale,
+            stack=self.stack,
+            qualities=self.qualities,
+            thresholds=self.thresholds,
+        )
 
     def logit(self, vectors: NDArray[np.float32], prompts: list[str]) -> NDArray[np.float64]:
         a, b, c = self.stack
@@ -127,7 +127,8 @@ class RoutePredictor:
 
     def threshold(self, quality: float) -> float:
         """Send a prompt straight to the large tier when ``p_small_ok`` is below this, to keep ``quality`` (the
-        share of the large tier's accuracy, e.g. 0.95) on data like the training data. Above 1: everything."""
+        share of the large tier's accuracy, e.g. 0.95) on data like the training data. Calibrated from 0.80 to 1.0
+        (below 0.80 the 0.80 point is used, which routes more to the large tier than needed); above 1: all."""
         if quality > 1.0:
             return float("inf")
         return float(np.interp(quality, self.qualities, self.thresholds))
@@ -156,6 +157,19 @@ def tfidf(counts: sp.csr_matrix, idf: NDArray[np.float64]) -> sp.csr_matrix:
     weighted = weighted @ sp.diags(idf)
     norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
     return sp.csr_matrix(sp.diags(1 / np.maximum(norms, 1e-12)) @ weighted)
+
+
+def save_arrays(path: Path, meta: dict[str, Any], **arrays: Any) -> None:
+    """An artifact: named arrays plus a JSON ``meta``, in one compressed ``.npz`` (no pickles)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        np.savez_compressed(fh, meta=np.str_(json.dumps(meta, sort_keys=True)), **arrays)
+
+
+def load_arrays(path: Path) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {name: z[name] for name in z.files}
+    return arrays, json.loads(str(arrays.pop("meta")))
 
 
 def sigmoid(z: Any) -> Any:
