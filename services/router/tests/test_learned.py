@@ -203,7 +203,7 @@ def test_bad_outcome_files_are_clear_errors(tmp_path: Path) -> None:
 def test_huge_or_hostile_text_is_read_in_bounded_time(predictor: RoutePredictor) -> None:
     """Long digit runs and operator chains (the shapes that make regexes backtrack) stay fast at 1 MB."""
     verifier = ResponseVerifier.load()
-    hostile = ["1+" * 500_000, "1" * 1_000_000, "1." * 500_000, "<<1+" * 250_000]
+    hostile = ["1+" * 500_000, "1" * 1_000_000, "1." * 500_000, "<<1+" * 250_000, "#### " + "9" * 400]
     started = time.perf_counter()
     for text in hostile:
         check_response(text, "stop", CONFIDENT, prompt=text, verifier=verifier)

@@ -72,8 +72,9 @@ def response_features(prompt: str, response: str) -> NDArray[np.float32]:
     """Signs of a wrong answer in ``response``: in :data:`RESPONSE_FEATURES` order."""
     prompt, response = prompt[:MAX_CHARS], response[-MAX_CHARS:]
     final = _final_answer(response)
-    results = _results(response)
-    equations, errors = arithmetic_errors(response)
+    sides = _equations(response)
+    results = [right for _, right in sides if right is not None]
+    equations, errors = _count_errors(sides)
     prompt_numbers = {_num(n) for n in _NUMBER.findall(prompt)} - {None}
     response_numbers = {_num(n) for n in _NUMBER.findall(response)}
     stripped = response.rstrip()
@@ -100,19 +101,18 @@ def response_features(prompt: str, response: str) -> NDArray[np.float32]:
 
 def arithmetic_errors(text: str) -> tuple[int, int]:
     """(equations found, equations whose left side does not evaluate to the right side) in ``text``."""
-    found = wrong = 0
-    for note_lhs, note_rhs, lhs, rhs in _EQUATION.findall(text):
-        left, right = _evaluate(note_lhs or lhs), _num(note_rhs or rhs)
-        if left is None or right is None:
-            continue
-        found += 1
-        wrong += not math.isclose(left, right, rel_tol=0.01, abs_tol=0.01)
-    return found, wrong
+    return _count_errors(_equations(text))
 
 
-def _results(text: str) -> list[float]:
-    values = (_num(note_rhs or rhs) for _, note_rhs, _, rhs in _EQUATION.findall(text))
-    return [v for v in values if v is not None and math.isfinite(v)]
+def _equations(text: str) -> list[tuple[float | None, float | None]]:
+    """(value of the left side, the right side) of each equation written in ``text``; None: not arithmetic."""
+    return [(_evaluate(nl or lhs), _num(nr or rhs)) for nl, nr, lhs, rhs in _EQUATION.findall(text)]
+
+
+def _count_errors(sides: list[tuple[float | None, float | None]]) -> tuple[int, int]:
+    checked = [(left, right) for left, right in sides if left is not None and right is not None]
+    wrong = sum(not math.isclose(left, right, rel_tol=0.01, abs_tol=0.01) for left, right in checked)
+    return len(checked), wrong
 
 
 def _final_answer(response: str) -> float | None:
@@ -122,9 +122,10 @@ def _final_answer(response: str) -> float | None:
 
 def _num(text: str) -> float | None:
     try:
-        return float(text.replace(",", "").replace("$", "").strip())
+        value = float(text.replace(",", "").replace("$", "").strip())
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
 
 
 def _evaluate(expression: str) -> float | None:
@@ -134,9 +135,10 @@ def _evaluate(expression: str) -> float | None:
     if len(cleaned) > 200:
         return None
     try:
-        return _eval_node(ast.parse(cleaned, mode="eval").body)
-    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError):
+        value = _eval_node(ast.parse(cleaned, mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, RecursionError):
         return None
+    return value if math.isfinite(value) else None
 
 
 def _eval_node(node: ast.expr) -> float:
