@@ -77,6 +77,34 @@ def main(argv: list[str] | None = None) -> int:
     replay.set_defaults(
         module="cache_replay", call=lambda run, a: run(a.queries, a.requests, a.zipf, a.seed, a.text_col, a.label_col)
     )
+    router_eval = sub.add_parser("router-eval", help="learned router + cascade on labelled outcomes (held-out split)")
+    router_eval.add_argument("--data", type=Path, required=True, help="a CSV file or a folder of them")
+    router_eval.add_argument("--format", default="routellm", choices=["routellm"])
+    router_eval.add_argument("--quality", type=float, default=0.95, help="share of the strong model's accuracy")
+    router_eval.add_argument("--price-ratio", type=float, default=10.0, help="strong price / weak price")
+    router_eval.add_argument("--seed", type=int, default=0, help="salt of the train/test hash split")
+    router_eval.add_argument("--train-share", type=float, default=0.5)
+    router_eval.add_argument("--weak", default=None, help="weak model column (default: the less accurate)")
+    router_eval.add_argument("--strong", default=None, help="strong model column (default: the more accurate)")
+    router_eval.add_argument("--save-router", type=Path, default=None, help="write the trained router artifact")
+    router_eval.add_argument("--save-verifier", type=Path, default=None, help="write the trained response verifier")
+    router_eval.add_argument("--json", action="store_true", help="print the JSON object (default: a table)")
+    router_eval.set_defaults(
+        module="router_eval",
+        call=lambda run, a: run(
+            a.data,
+            a.format,
+            a.quality,
+            a.price_ratio,
+            a.seed,
+            a.train_share,
+            a.weak,
+            a.strong,
+            a.save_router,
+            a.save_verifier,
+        ),
+        table=True,
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     # Imported on demand: each benchmark pulls in different heavy parts (vLLM, torch, the embedding model).
@@ -84,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     out = asyncio.run(args.call(run, args))
     out["machine"] = _machine()
     out["command"] = "costwise-bench " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(json.dumps(out, indent=2))
+    if getattr(args, "table", False) and not args.json:
+        print(importlib.import_module(f".{args.module}", __package__).render(out))
+    else:
+        print(json.dumps(out, indent=2))
     return 0
 
 
