@@ -58,7 +58,7 @@ class Stack:
 
 
 @pytest_asyncio.fixture
-async def stack(nats_url: str, nc: Nats, engine: Any, unique: str) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, nc: Nats, engine: Any, unique: str, semantic_models: Any) -> AsyncIterator[Stack]:
     spot, on_demand, big, api = (f"{unique}-{n}" for n in ("spot", "od", "big", "api"))
     fake = await FakeOpenAI().start()
     catalog = Catalog(
@@ -84,7 +84,9 @@ async def stack(nats_url: str, nc: Nats, engine: Any, unique: str) -> AsyncItera
         baseline=big,
     )
     router = await build_router(
-        RouterSettings(nats_url=nats_url, capacity_refresh_s=0.05, min_token_logprob=-100.0), catalog=catalog
+        RouterSettings(nats_url=nats_url, capacity_refresh_s=0.05, min_token_logprob=-100.0),
+        catalog=catalog,
+        embedder=semantic_models[0],  # the learned router's MiniLM, loaded once per session
     )
     workers = {
         name: await build_worker(WorkerSettings(pool=name, spot=name == spot, max_model_len=2048), nc=nc, engine=engine)
@@ -103,7 +105,7 @@ async def stack(nats_url: str, nc: Nats, engine: Any, unique: str) -> AsyncItera
 
 async def _ask(nc: Nats, tenant: str, *, system: str | None = None, **kw: Any) -> Result:
     """Hand a request to the router (as the cache does on a miss) and wait for its result."""
-    messages = [ChatMessage(role="user", content="hello")]
+    messages = kw.pop("messages", [ChatMessage(role="user", content="hello")])
     if system:
         messages.insert(0, ChatMessage(role="system", content=system))
     kw.setdefault("sampling", SAMPLING)
@@ -122,8 +124,18 @@ async def test_a_confident_answer_is_accepted_and_an_unsure_one_escalated(nc: Na
     assert unsure.status == "ok" and unsure.pool == stack.big
     steps = [(a.backend, a.stage, a.outcome) for a in unsure.route]
     assert steps == [(stack.spot, "cascade_small", "escalated"), (stack.big, "cascade_large", "accepted")]
-    assert "confidence" in unsure.route[0].reason and "< floor 0.50" in unsure.route[0].reason
+    assert "low_mean_logprob" in unsure.route[0].reason and "floor 0.50" in unsure.route[0].reason
     assert unsure.cost_usd == sum(a.cost_usd for a in unsure.route) > unsure.route[0].cost_usd
+
+
+async def test_the_learned_router_sends_a_hard_question_straight_to_the_large_tier(nc: Nats, stack: Stack) -> None:
+    # The shipped router (trained on RouteLLM's MMLU + GSM8K outcomes) doubts the small tier on multi-step
+    # arithmetic, and not on a greeting.
+    hard = "Janet has 3 apples and buys 4 times as many oranges as apples, then gives away 40% of all fruit rounded down. How many pieces of fruit does she keep? Show your reasoning step by step."
+    straight = await _ask(nc, stack.tenant, messages=[ChatMessage(role="user", content=hard)])
+    assert straight.route[0].backend == stack.big and straight.route[0].tier == "large"  # the small tier skipped
+    easy = await _ask(nc, stack.tenant, quality_floor=0.001)
+    assert [(a.backend, a.stage) for a in easy.route] == [(stack.spot, "cascade_small")]
 
 
 async def test_the_cheapest_backend_serves_until_it_goes_down(nc: Nats, stack: Stack) -> None:

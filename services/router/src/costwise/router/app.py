@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Callable
 
@@ -14,6 +16,7 @@ from costwise.budget import BudgetExceeded, Budgets, estimate_usd, open_budgets
 from costwise.catalog import AUTO, Catalog, Price, Tier, load_catalog
 from costwise.contracts import Attempt, Completion, ErrorCode, InferenceRequest, Job, MaxDeliveriesAdvisory, subjects
 from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_ROUTE
+from costwise.embed import Embedder
 from costwise.messaging import (
     ack_current,
     file_dead_letter,
@@ -27,8 +30,9 @@ from costwise.messaging import (
 from ._affinity import Affinity, prefix_hash
 from ._arbitrage import Refusal, choose
 from ._capacity import Capacity
+from ._learned import SmallTierOdds, prompt_of
 from ._outcome import attempt_of, error_result, ok_result
-from ._quality import check
+from .learned import ResponseVerifier, check_response
 from .settings import RouterSettings
 
 __all__ = ["Router", "build"]
@@ -50,6 +54,8 @@ class Router:
         catalog: Catalog,
         capacity: Capacity,
         clock: Callable[[], float],
+        odds: SmallTierOdds | None = None,
+        verifier: ResponseVerifier | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
@@ -57,6 +63,8 @@ class Router:
         self.capacity = capacity
         self.affinity = Affinity(settings.affinity_entries)
         self.budgets: Budgets | None = None  # bound in start(): the bucket needs a live connection
+        self.odds = odds
+        self.verifier = verifier
         self.clock = clock
         pull_subscriber(broker, ROUTER_ROUTE, batch=settings.batch, concurrency=settings.concurrency)(self.on_request)
         pull_subscriber(broker, ROUTER_COMPLETIONS, batch=settings.batch, concurrency=settings.concurrency)(
@@ -68,7 +76,7 @@ class Router:
         return int(self.clock() * 1000)
 
     async def on_request(self, req: InferenceRequest) -> None:
-        start = self._first_tier(req)
+        start = await self._first_tier(req)
         if isinstance(start, Refusal):
             await reject_current(self.broker, service=SERVICE, code=start.code, reason=start.reason)
             return
@@ -82,13 +90,18 @@ class Router:
             return
         await ack_current(self.broker)
 
-    def _first_tier(self, req: InferenceRequest) -> tuple[Tier, str] | Refusal:
-        """Where a request starts: ``auto`` cascades up from the first tier; a tier, alias or model is served as asked."""
+    async def _first_tier(self, req: InferenceRequest) -> tuple[Tier, str] | Refusal:
+        """Where a request starts: ``auto`` cascades up from the first tier (or the second, when the learned
+        router doubts the first); a tier, alias or model is served as asked."""
         batch = req.priority == "batch"
         if req.model == AUTO:
             tier = self.catalog.tiers[0]
-            cascade = self.catalog.next_tier(tier.name) is not None
-            return tier, "batch" if batch else "cascade_small" if cascade else "direct"
+            if batch:
+                return tier, "batch"
+            above = self.catalog.next_tier(tier.name)
+            if above is not None and self.odds is not None and await self.odds.skip_small(req):
+                tier, above = above, self.catalog.next_tier(above.name)
+            return tier, "cascade_small" if above is not None else "direct"
         tier = self._tier(req.model)
         if tier is None:
             known = ", ".join([AUTO, *(t.name for t in self.catalog.tiers), *self.catalog.aliases])
@@ -154,26 +167,34 @@ class Router:
         await ack_current(self.broker)
 
     async def _judge(self, done: Completion) -> None:
-        floor = done.job.request.quality_floor
-        verdict = check(
-            done,
-            floor=self.settings.quality_floor if floor is None else floor,
-            min_logprob=self.settings.min_token_logprob,
+        req = done.job.request
+        floor = self.settings.quality_floor if req.quality_floor is None else req.quality_floor
+        verdict = check_response(
+            done.text,
+            done.finish_reason,
+            done.logprobs,
+            prompt=prompt_of(req),
+            verifier=self.verifier,
+            min_mean_logprob=math.log(max(floor, 1e-9)),
+            min_token_logprob=self.settings.min_token_logprob,
         )
+        if self.odds is not None:
+            await self.odds.learn(req, verdict.accept)
         if verdict.accept:
             await self._accept(done, "")
             return
+        reason = f"{verdict.reason} (confidence {verdict.score:.3f}, floor {floor:.2f})"
         job = done.job
         tier = self._next_tier(job.tier)
         escalated = msgspec.structs.replace(
             job,
             stage="cascade_large",
-            attempts=[*job.attempts, attempt_of(self.catalog, done, "escalated", verdict.reason)],
+            attempts=[*job.attempts, attempt_of(self.catalog, done, "escalated", reason)],
         )
         refusal = Refusal(ErrorCode.NO_BACKEND_AVAILABLE, "no larger tier") if tier is None else None
         refusal = refusal or await self._dispatch(escalated, tier)  # type: ignore[arg-type]
         if refusal is not None:  # an answer below the floor beats none: serve it, and say why it was kept
-            await self._accept(done, f"{verdict.reason}; not escalated: {refusal.reason}")
+            await self._accept(done, f"{reason}; not escalated: {refusal.reason}")
 
     def _next_tier(self, name: str | None) -> Tier | None:
         try:
@@ -243,11 +264,18 @@ async def build(
     *,
     broker: NatsBroker | None = None,
     catalog: Catalog | None = None,
+    embedder: Embedder | None = None,
     tracer_provider: TracerProvider | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Router:
-    """Load the catalog, provision the router's consumers and wire its handlers (``start()`` begins pulling)."""
+    """Load the catalog (and, with more than one tier, the learned router), provision the router's consumers
+    and wire its handlers (``start()`` begins pulling). Tests pass a session-wide ``embedder``."""
     catalog = catalog or load_catalog(settings.catalog)
+    odds = None
+    if settings.learned and len(catalog.tiers) > 1:
+        embedder = embedder or await asyncio.to_thread(Embedder.load, threads=1)
+        odds = await asyncio.to_thread(SmallTierOdds.load, embedder, settings.route_quality)
+    verifier = await asyncio.to_thread(ResponseVerifier.load) if settings.response_verifier else None
     await provision(settings.nats_url, CONSUMERS, name=SERVICE)
     broker = broker or make_broker(
         settings.nats_url,
@@ -256,4 +284,4 @@ async def build(
         tracer_provider=tracer_provider,
     )
     capacity = Capacity([b.name for b in catalog.backends], settings.capacity_refresh_s)
-    return Router(settings, broker, catalog, capacity, clock)
+    return Router(settings, broker, catalog, capacity, clock, odds, verifier)

@@ -24,6 +24,13 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     below it is escalated. A request's ``quality_floor`` overrides it."""
     min_token_logprob: float = -12.0
     """An answer with any token less likely than this is escalated (one wildly unsure token, e.g. a made-up number)."""
+    learned: bool = True
+    """With two or more tiers, ``auto`` requests the learned router doubts the small tier can answer go
+    straight to the next tier (loads MiniLM in the router); off: every ``auto`` request starts small."""
+    route_quality: Annotated[float, Meta(ge=0.5, le=0.999)] = 0.95
+    """Share of the large tier's quality the learned router's threshold is calibrated to keep."""
+    response_verifier: bool = False
+    """Also ask the learned response verifier (trained on GSM8K-style math answers) before accepting."""
     affinity_entries: Annotated[int, Meta(ge=0)] = 10_000
     """Prefix hashes remembered for affinity (which backend served a prefix last)."""
     otlp_endpoint: str | None = None
