@@ -178,7 +178,7 @@ class Router:
             min_mean_logprob=math.log(max(floor, 1e-9)),
             min_token_logprob=self.settings.min_token_logprob,
         )
-        if self.odds is not None:
+        if self.odds is not None and done.job.tier == self.catalog.tiers[0].name:  # a verdict on the small tier
             await self.odds.learn(req, verdict.accept)
         if verdict.accept:
             await self._accept(done, "")
