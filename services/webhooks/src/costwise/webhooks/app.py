@@ -17,7 +17,6 @@ import httpx
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import TracerProvider
@@ -123,7 +122,7 @@ class Webhooks:
             while not self._stopping.is_set():
                 try:
                     msgs = await psub.fetch(1, timeout=self.settings.poll_s)
-                except NatsTimeoutError:
+                except TimeoutError:  # nats-py raises its own or, on a late "no messages", asyncio's
                     continue
                 except NatsError as exc:  # reconnecting, the server is restarting, or the consumer is gone
                     if await _deleted(self.js, stream, durable):

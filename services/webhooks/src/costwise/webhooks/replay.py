@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -56,7 +55,7 @@ async def _dead_lettered(js: JetStreamContext, tenant: str) -> dict[str, bytes]:
         while True:
             try:
                 msg = await sub.next_msg(timeout=1.0)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats-py raises its own or, on a late "no messages", asyncio's
                 return found
             letter = decode(msg.data, DeadLetter)
             if letter.request_id:  # a request dead-lettered again after a replay is sent once, in its first place
