@@ -106,3 +106,15 @@ async def test_a_name_that_is_not_a_tenant_is_refused(js: JetStreamContext) -> N
     for bad in ("a.b", "a b", "x" * 65, ""):
         with pytest.raises(ValueError, match="not a tenant name"):
             await budgets.admit(bad, "r", Decimal(1))
+
+
+async def test_a_tenant_without_a_budget_is_not_looked_up_again_for_a_second(js: JetStreamContext, unique: str) -> None:
+    now = [1_000.0]
+    kv = await js.key_value("costwise-budgets")
+    router = Budgets(kv, clock=lambda: now[0], absent_ttl_s=1.0)  # the router's view
+    billing = Budgets(kv, clock=lambda: now[0])  # another process sets the budget
+    assert (await router.admit(unique, "r1", Decimal("1"))).remaining_usd is None
+    await billing.set_limit(unique, Decimal("0.5"), "month")
+    assert isinstance(await router.admit(unique, "r2", Decimal("1")), Admission)  # still remembered as absent
+    now[0] += 1.5
+    assert isinstance(await router.admit(unique, "r3", Decimal("1")), BudgetExceeded)  # and now enforced

@@ -34,11 +34,20 @@ class Budgets:
     """
 
     def __init__(
-        self, kv: KeyValue, *, clock: Callable[[], float] = time.time, reservation_ttl_s: float = 3600
+        self,
+        kv: KeyValue,
+        *,
+        clock: Callable[[], float] = time.time,
+        reservation_ttl_s: float = 3600,
+        absent_ttl_s: float = 1.0,
     ) -> None:
         self.kv = kv
         self.clock = clock
         self.reservation_ttl_ms = int(reservation_ttl_s * 1000)
+        # Most tenants have no budget: remembering that for a second saves the router a KV round trip per
+        # request; a budget set meanwhile (by another process) applies within ``absent_ttl_s``.
+        self.absent_ttl_s = absent_ttl_s
+        self._absent_until: dict[str, float] = {}
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -52,6 +61,7 @@ class Budgets:
         """Create or change a tenant's budget (spend and reservations of the current period are kept)."""
         if limit_usd < 0:
             raise ValueError("a budget cannot be negative")
+        self._absent_until.pop(tenant, None)
         while True:
             found = await self._get(tenant)
             now = self._now_ms()
@@ -75,10 +85,16 @@ class Budgets:
         """
         if estimate_usd < 0:
             raise ValueError("an estimate cannot be negative")
+        unlimited = Admission(tenant=tenant, request_id=request_id, reserved_usd=Decimal(0), remaining_usd=None)
+        if self._absent_until.get(tenant, 0.0) > self.clock():
+            return unlimited
         while True:
             found = await self._get(tenant)
             if found is None:
-                return Admission(tenant=tenant, request_id=request_id, reserved_usd=Decimal(0), remaining_usd=None)
+                if len(self._absent_until) > 100_000:  # bounded: forget them all, each costs one lookup again
+                    self._absent_until.clear()
+                self._absent_until[tenant] = self.clock() + self.absent_ttl_s
+                return unlimited
             current, revision = found
             state = current.rolled(self._now_ms(), self.reservation_ttl_ms)
             others = {rid: r for rid, r in state.reservations.items() if rid != request_id}
@@ -160,7 +176,12 @@ def _rejection(state: BudgetState, request_id: str, estimate_usd: Decimal) -> Bu
 
 
 async def open_budgets(
-    js: JetStreamContext, *, clock: Callable[[], float] = time.time, reservation_ttl_s: float = 3600
+    js: JetStreamContext,
+    *,
+    clock: Callable[[], float] = time.time,
+    reservation_ttl_s: float = 3600,
+    absent_ttl_s: float = 1.0,
 ) -> Budgets:
     """The budgets in the ``costwise-budgets`` bucket (provisioned by ``costwise.messaging.provision``)."""
-    return Budgets(await js.key_value(BUDGETS.bucket), clock=clock, reservation_ttl_s=reservation_ttl_s)
+    kv = await js.key_value(BUDGETS.bucket)
+    return Budgets(kv, clock=clock, reservation_ttl_s=reservation_ttl_s, absent_ttl_s=absent_ttl_s)
