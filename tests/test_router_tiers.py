@@ -58,7 +58,9 @@ class Stack:
 
 
 @pytest_asyncio.fixture
-async def stack(nats_url: str, nc: Nats, engine: Any, unique: str, semantic_models: Any) -> AsyncIterator[Stack]:
+async def stack(
+    nats_url: str, nc: Nats, engine: Any, unique: str, semantic_models: Any, tracer_provider: Any
+) -> AsyncIterator[Stack]:
     spot, on_demand, big, api = (f"{unique}-{n}" for n in ("spot", "od", "big", "api"))
     fake = await FakeOpenAI().start()
     catalog = Catalog(
@@ -87,6 +89,7 @@ async def stack(nats_url: str, nc: Nats, engine: Any, unique: str, semantic_mode
         RouterSettings(nats_url=nats_url, capacity_refresh_s=0.05, min_token_logprob=-100.0),
         catalog=catalog,
         embedder=semantic_models[0],  # the learned router's MiniLM, loaded once per session
+        tracer_provider=tracer_provider,
     )
     workers = {
         name: await build_worker(WorkerSettings(pool=name, spot=name == spot, max_model_len=2048), nc=nc, engine=engine)
@@ -126,6 +129,29 @@ async def test_a_confident_answer_is_accepted_and_an_unsure_one_escalated(nc: Na
     assert steps == [(stack.spot, "cascade_small", "escalated"), (stack.big, "cascade_large", "accepted")]
     assert "low_mean_logprob" in unsure.route[0].reason and "floor 0.50" in unsure.route[0].reason
     assert unsure.cost_usd == sum(a.cost_usd for a in unsure.route) > unsure.route[0].cost_usd
+
+
+async def test_the_trace_says_what_the_answer_cost_and_which_way_it_went(
+    nc: Nats, stack: Stack, span_exporter: Any
+) -> None:
+    result = await _ask(nc, stack.tenant, quality_floor=0.5)  # escalated: two attempts
+    for _ in range(50):
+        spans = [
+            s
+            for s in span_exporter.get_finished_spans()
+            if (s.attributes or {}).get("costwise.request_id") == result.request_id
+        ]
+        if spans:
+            break
+        await asyncio.sleep(0.1)
+    attributes = dict(spans[0].attributes or {})
+    assert attributes["gen_ai.request.model"] == "auto" and attributes["costwise.attempts"] == 2
+    assert attributes["gen_ai.usage.output_tokens"] == result.usage.completion_tokens > 0
+    assert attributes["costwise.cost_usd"] == result.cost_usd > 0
+    assert list(attributes["costwise.route"]) == [
+        f"{stack.spot}:cascade_small:escalated",
+        f"{stack.big}:cascade_large:accepted",
+    ]
 
 
 async def test_the_learned_router_sends_a_hard_question_straight_to_the_large_tier(nc: Nats, stack: Stack) -> None:

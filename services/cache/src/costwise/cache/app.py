@@ -27,6 +27,7 @@ from costwise.messaging import (
     pull_subscriber,
     reject_current,
 )
+from costwise.telemetry import record_result
 
 from ._qdrant import QdrantIndex
 from ._semantic import Probe, SemanticCache, vector_bytes, vector_from
@@ -113,6 +114,7 @@ class Cache:
             completed_ms=self._now_ms(),
             cache=hit,
         )
+        record_result(result, requested_model=req.model)
         # Same msg-id as the router's result would have: a request answered twice still has one result.
         msg_id = subjects.dedup_id(req.tenant, req.request_id)
         await publish_durable(self.broker, result, subjects.results(req.tenant, req.request_id), msg_id=msg_id)

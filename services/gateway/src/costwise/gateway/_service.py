@@ -16,9 +16,9 @@ from costwise.client import Client, new_request_id
 from costwise.contracts import ErrorCode, InferenceRequest, Result, decode, subjects
 from costwise.contracts.messages import RequestId
 from costwise.contracts.subjects import RESULTS
+from costwise.telemetry import record_result
 
 from ._mapping import result_error, to_completion, to_request
-from ._tracing import record_result
 from .budget import BudgetHook, estimate_usd, rejection
 from .errors import ApiError
 from .keys import KeyStore
@@ -74,7 +74,7 @@ class Gateway:
         now = self._clock()
         request = to_request(body, tenant=tenant, request_id=request_id, now_ms=_ms(now), deadline_ms=_ms(now + wait_s))
         done = await self._start(request, replayable=idempotency_key is not None) or await self._wait(request, wait_s)
-        record_result(done, body.model)
+        record_result(done, requested_model=body.model)
         return to_completion(done, requested_model=body.model)
 
     async def submit(self, tenant: str, body: AsyncCompletionRequest, *, idempotency_key: str | None) -> str:

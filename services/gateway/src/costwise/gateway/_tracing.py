@@ -6,13 +6,12 @@ and every hop after (cache, router, worker) joins the same trace. Installed only
 
 from __future__ import annotations
 
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider, get_current_span
+from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from costwise.contracts import Result
 from costwise.telemetry import extract
 
-__all__ = ["TraceRequests", "record_result"]
+__all__ = ["TraceRequests"]
 
 _PROPAGATED = (b"traceparent", b"tracestate")
 
@@ -44,25 +43,3 @@ class TraceRequests:
             if route is not None:
                 span.update_name(f"{method} {route.path}")
                 span.set_attribute("http.route", route.path)
-
-
-def record_result(result: Result, requested_model: str) -> None:
-    """OpenTelemetry GenAI and costwise attributes of ``result`` on the current span (no-op untraced)."""
-    span = get_current_span()
-    if not span.is_recording():
-        return
-    span.set_attributes(
-        {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.request.model": requested_model,
-            "gen_ai.response.model": result.model or "",
-            "gen_ai.usage.input_tokens": result.usage.prompt_tokens,
-            "gen_ai.usage.output_tokens": result.usage.completion_tokens,
-            "costwise.request_id": result.request_id,
-            "costwise.tenant": result.tenant,
-            "costwise.source": result.source,
-            "costwise.cost_usd": result.cost_usd,
-        }
-    )
-    if result.error is not None:
-        span.set_attribute("error.type", str(result.error.code))

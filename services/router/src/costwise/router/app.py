@@ -14,7 +14,16 @@ from opentelemetry.trace import TracerProvider
 
 from costwise.budget import BudgetExceeded, Budgets, estimate_usd, open_budgets
 from costwise.catalog import AUTO, Catalog, Price, Tier, load_catalog
-from costwise.contracts import Attempt, Completion, ErrorCode, InferenceRequest, Job, MaxDeliveriesAdvisory, subjects
+from costwise.contracts import (
+    Attempt,
+    Completion,
+    ErrorCode,
+    InferenceRequest,
+    Job,
+    MaxDeliveriesAdvisory,
+    Result,
+    subjects,
+)
 from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_ROUTE
 from costwise.embed import Embedder
 from costwise.messaging import (
@@ -26,6 +35,7 @@ from costwise.messaging import (
     pull_subscriber,
     reject_current,
 )
+from costwise.telemetry import record_result
 
 from ._affinity import Affinity, prefix_hash
 from ._arbitrage import Refusal, choose
@@ -204,7 +214,7 @@ class Router:
 
     async def _accept(self, done: Completion, reason: str) -> None:
         route = [*done.job.attempts, attempt_of(self.catalog, done, "accepted", reason)]
-        await self._publish_result(ok_result(self.catalog, done, route, self._now_ms()))
+        await self._publish_result(ok_result(self.catalog, done, route, self._now_ms()), done.job.request.model)
 
     async def _fail_over(self, job: Job, route: list[Attempt]) -> None:
         """The backend failed this attempt: try the tier's next-best backend, or give the caller a typed error."""
@@ -215,11 +225,14 @@ class Router:
         refusal = refusal or await self._dispatch(retry, tier, exclude=tried)  # type: ignore[arg-type]
         if refusal is not None:
             message = f"{refusal.reason}; last failure: {route[-1].reason}"
-            await self._publish_result(error_result(job, route, refusal.code, message, self._now_ms()))
+            await self._publish_result(
+                error_result(job, route, refusal.code, message, self._now_ms()), job.request.model
+            )
 
-    async def _publish_result(self, result: msgspec.Struct) -> None:
+    async def _publish_result(self, result: Result, requested_model: str) -> None:
+        record_result(result, requested_model=requested_model)
         # Deduplicated by tenant + request id: a redelivered completion (or a second worker's) yields one result.
-        tenant, request_id = result.tenant, result.request_id  # type: ignore[attr-defined]
+        tenant, request_id = result.tenant, result.request_id
         await publish_durable(
             self.broker, result, subjects.results(tenant, request_id), msg_id=subjects.dedup_id(tenant, request_id)
         )
