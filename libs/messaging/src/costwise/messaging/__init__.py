@@ -15,7 +15,7 @@ from ._lifecycle import run_until_signalled
 from ._provision import cap_key_value, ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
 from ._publish import MSG_ID, publish
 from ._server import NatsServer, find_nats_server
-from ._slots import pull_into_slots
+from ._slots import keep_alive, pull_into_slots
 
 __all__ = [
     "MSG_ID",
@@ -32,6 +32,7 @@ __all__ = [
     "find_nats_server",
     "forward_current",
     "give_up",
+    "keep_alive",
     "make_broker",
     "provision",
     "publish",

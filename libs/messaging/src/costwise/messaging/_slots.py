@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-__all__ = ["pull_into_slots"]
+__all__ = ["keep_alive", "pull_into_slots"]
 
 
 async def pull_into_slots(
@@ -39,3 +40,14 @@ async def pull_into_slots(
                 await msg.nak()
             else:
                 await admit(msg)
+
+
+async def keep_alive(msg: Msg, every_s: float) -> None:
+    """Tell JetStream every ``every_s`` that ``msg`` is still being worked on (run as a task; cancel when done).
+
+    A long job must not outlive ``ack_wait`` and be handed to a second worker; a missed beat is harmless.
+    """
+    while True:
+        await asyncio.sleep(every_s)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -28,7 +27,7 @@ from costwise.contracts import (
     decode,
     subjects,
 )
-from costwise.messaging import connect, ensure_consumer, ensure_streams, give_up, publish, pull_into_slots
+from costwise.messaging import connect, ensure_consumer, ensure_streams, give_up, keep_alive, publish, pull_into_slots
 from costwise.telemetry import extract
 
 from ._openai import Answer, Failure, call
@@ -101,7 +100,7 @@ class ProviderWorker:
         except DecodeError as exc:
             await give_up(self.js, msg, service=SERVICE, code=ErrorCode.MALFORMED_MESSAGE, reason=f"invalid job: {exc}")
             return
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        heartbeat = asyncio.create_task(keep_alive(msg, self.settings.heartbeat_s))
         try:
             with self.tracer.start_as_current_span("provider.job", context=extract(msg.headers), kind=SpanKind.CLIENT):
                 await self._serve(msg, job)
@@ -167,12 +166,6 @@ class ProviderWorker:
             logprobs=outcome.logprobs,
             timings=EngineTimings(engine_s=elapsed),
         )
-
-    async def _heartbeat(self, msg: Msg) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop pulling, let calls in flight finish for ``grace_s``, hand the rest back."""

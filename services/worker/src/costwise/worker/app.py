@@ -26,7 +26,7 @@ from costwise.contracts import (
     decode,
     subjects,
 )
-from costwise.messaging import connect, ensure_consumer, ensure_streams, give_up, publish, pull_into_slots
+from costwise.messaging import connect, ensure_consumer, ensure_streams, give_up, keep_alive, publish, pull_into_slots
 from costwise.telemetry import extract
 
 from .engine import Engine, Generation, Progress
@@ -104,7 +104,7 @@ class Worker:
         await give_up(self.js, msg, service=SERVICE, code=code, reason=reason)
 
     async def _run(self, run: Running) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(run.msg))
+        heartbeat = asyncio.create_task(keep_alive(run.msg, self.settings.heartbeat_s))
         try:
             ctx = extract(run.msg.headers)
             with self.tracer.start_as_current_span("worker.job", context=ctx, kind=SpanKind.CONSUMER) as span:
@@ -197,13 +197,6 @@ class Worker:
         else:
             log.exception("job %s failed on delivery %d; retrying", run.job.job_id, delivered)
             await run.msg.nak(delay=min(0.5 * 2**delivered, 10.0))
-
-    async def _heartbeat(self, msg: Msg) -> None:
-        # A long generation must not outlive ack_wait and be handed to a second worker.
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Spot notice: stop pulling now, let jobs finish for ``grace_s``, checkpoint and hand back the rest."""
