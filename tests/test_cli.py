@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 @pytest.mark.timeout(600)
 def test_up_then_publish_from_the_shell(tmp_path: Path, tiny_model: str) -> None:
-    port, gateway_port = _free_port(), _free_port()
+    port, gateway_port, tracing_port = _free_port(), _free_port(), _free_port()
     env = dict(os.environ, COSTWISE_WORKER_MAX_MODEL_LEN="1024")
     up = subprocess.Popen(
         [
@@ -38,6 +38,8 @@ def test_up_then_publish_from_the_shell(tmp_path: Path, tiny_model: str) -> None
             tiny_model,
             "--gateway-port",
             str(gateway_port),
+            "--tracing-port",
+            str(tracing_port),
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -62,6 +64,7 @@ def test_up_then_publish_from_the_shell(tmp_path: Path, tiny_model: str) -> None
         )
         assert bad.returncode == 1 and b"tenant" in bad.stderr  # a clear error, not a traceback
         _through_the_gateway(url, gateway_port)
+        _traced_in_the_ui(tracing_port, request_id)
         ledger = f"sqlite:///{tmp_path / 'billing' / 'ledger.db'}"
         report = _until_ok(
             [*COSTWISE, "report", "--tenant", "shell", "--json"], dict(os.environ, COSTWISE_BILLING_DATABASE_URL=ledger)
@@ -89,6 +92,29 @@ def _through_the_gateway(nats_url: str, port: int) -> None:
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, timeout=120)
     chat = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     assert chat.choices[0].message.content is not None and chat.usage is not None
+
+
+def _traced_in_the_ui(port: int, request_id: str, timeout: float = 180) -> None:
+    """The tracing UI `up` started shows the request as one trace across the services."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/v1/projects/default/spans?limit=1000", timeout=5
+            ) as r:
+                spans = json.loads(r.read())["data"]
+        except OSError:  # not up yet (it installs and starts beside the stack)
+            spans = []
+        mine = [s for s in spans if s["attributes"].get("costwise.request_id") == request_id]
+        if mine:
+            trace = {s["name"] for s in spans if s["context"]["trace_id"] == mine[0]["context"]["trace_id"]}
+            if "worker.job" in trace:
+                assert mine[0]["attributes"]["gen_ai.usage.output_tokens"] <= 5
+                return
+        time.sleep(2)
+    raise AssertionError(f"request {request_id} never showed up as one trace in the tracing UI")
 
 
 def _until_ok(cmd: list[str], env: dict[str, str], timeout: float = 60) -> str:

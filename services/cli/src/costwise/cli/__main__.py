@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--model", default=os.environ.get("COSTWISE_WORKER_MODEL", "builtin:smollm2"))
     up.add_argument("--catalog", default=os.environ.get("COSTWISE_CATALOG"), help="catalog TOML for every service")
     up.add_argument("--gateway-port", type=int, default=8080)
+    up.add_argument("--tracing-port", type=int, default=6006, help="tracing UI (Phoenix) port; 0 turns tracing off")
     return parser
 
 

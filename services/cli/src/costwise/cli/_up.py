@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +21,10 @@ from costwise.messaging import NatsServer, provision
 # Each service runs as `python -m costwise.<name>`; the launcher never imports them.
 SERVICES = ("cache", "router", "billing", "gateway", "webhooks")
 _CATALOG_READERS = ("ROUTER", "BILLING", "GATEWAY", "PROVIDER")
+_TRACED = ("CACHE", "ROUTER", "WORKER", "PROVIDER", "GATEWAY", "WEBHOOKS")
+# The tracing UI runs in a tool environment of its own (uv tool run): its ~140 dependencies never meet
+# the services' pins (vLLM constrains fastapi/starlette), and a machine that never opens it pays nothing.
+PHOENIX = "arize-phoenix==20.26.1"
 
 
 def _spawn(module: str, log_name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
@@ -32,6 +38,30 @@ def _spawn(module: str, log_name: str, env: dict[str, str], logs: Path) -> subpr
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tracing_ui(port: int, data: Path, logs: Path) -> subprocess.Popen[bytes] | None:
+    """Phoenix on ``port`` (OTLP/HTTP at ``/v1/traces``, UI at ``/``), or ``None`` when uv is not at hand."""
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        print("tracing UI: needs uv on PATH (make up bootstraps it); running without it", flush=True)
+        return None
+    env = dict(
+        os.environ,
+        PHOENIX_HOST="127.0.0.1",
+        PHOENIX_PORT=str(port),
+        PHOENIX_GRPC_PORT=str(_free_port()),
+        PHOENIX_WORKING_DIR=str(data / "phoenix"),
+    )
+    log = open(logs / "phoenix.log", "ab")  # noqa: SIM115 - owned by the child
+    cmd = [uv, "tool", "run", "--from", PHOENIX, "phoenix", "serve"]
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _local(pool: WorkerPool) -> bool:
@@ -78,8 +108,12 @@ def run_stack(args: argparse.Namespace) -> int:
     env.setdefault("COSTWISE_CACHE_DATA_DIR", str(data / "cache"))
     env.setdefault("COSTWISE_BILLING_DATABASE_URL", f"sqlite:///{data / 'billing' / 'ledger.db'}")
     env.setdefault("COSTWISE_GATEWAY_PORT", str(args.gateway_port))
+    tracing = _tracing_ui(args.tracing_port, data, logs) if args.tracing_port else None
+    if tracing is not None:
+        for name in _TRACED:
+            env.setdefault(f"COSTWISE_{name}_OTLP_ENDPOINT", f"http://127.0.0.1:{args.tracing_port}/v1/traces")
     children = _children(catalog, env, logs)
-    print(_banner(server.url, logs, args.gateway_port, data), flush=True)
+    print(_banner(server.url, logs, args.gateway_port, data, args.tracing_port if tracing else None), flush=True)
     stop = False
 
     def _stop(*_: object) -> None:
@@ -96,10 +130,12 @@ def run_stack(args: argparse.Namespace) -> int:
                     stop = True
             time.sleep(0.5)
     finally:
-        for proc in children.values():
+        # The tracing UI is a convenience: it may fail (no package index) without stopping the stack.
+        everything = [*children.values(), *([tracing] if tracing is not None else [])]
+        for proc in everything:
             if proc.poll() is None:
                 proc.terminate()
-        for proc in children.values():
+        for proc in everything:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -109,8 +145,9 @@ def run_stack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _banner(url: str, logs: Path, gateway_port: int, data: Path) -> str:
+def _banner(url: str, logs: Path, gateway_port: int, data: Path, tracing_port: int | None) -> str:
     ledger = data / "billing" / "ledger.db"
+    traces = f"http://127.0.0.1:{tracing_port}  (Phoenix; starts ~30 s after the rest)" if tracing_port else "off"
     return f"""
 costwise is up.
   NATS (JetStream):  {url}
@@ -118,6 +155,7 @@ costwise is up.
   watch results:     uv run costwise watch --tenant demo
   OpenAI API:        http://127.0.0.1:{gateway_port}/v1  (key: uv run python -m costwise.gateway keys create --tenant demo)
   cost report:       COSTWISE_BILLING_DATABASE_URL=sqlite:///{ledger} uv run costwise report
+  traces:            {traces}
   service logs:      {logs}/
 The worker loads its model first (the first run also prepares it, about a minute). Ctrl-C stops everything.
 """
