@@ -148,6 +148,7 @@ async def test_the_trace_says_what_the_answer_cost_and_which_way_it_went(
     assert attributes["gen_ai.request.model"] == "auto" and attributes["costwise.attempts"] == 2
     assert attributes["gen_ai.usage.output_tokens"] == result.usage.completion_tokens > 0
     assert attributes["costwise.cost_usd"] == result.cost_usd > 0
+    assert attributes["costwise.savings_usd"] == attributes["costwise.baseline_usd"] - result.cost_usd
     assert list(attributes["costwise.route"]) == [
         f"{stack.spot}:cascade_small:escalated",
         f"{stack.big}:cascade_large:accepted",

@@ -8,6 +8,7 @@ import msgspec
 import pytest_asyncio
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 
 from costwise.client import Client
 from costwise.contracts import (
@@ -18,6 +19,7 @@ from costwise.contracts import (
     InferenceRequest,
     Job,
     SamplingParams,
+    encode,
     subjects,
 )
 from costwise.messaging import MSG_ID, publish
@@ -98,7 +100,12 @@ async def test_sigterm_drain_hands_back_a_checkpoint_that_another_worker_resumes
     js: JetStreamContext, start_worker: Any, unique: str
 ) -> None:
     first = await start_worker()
-    await publish(js, subjects.jobs(unique), _job(unique, "long", max_tokens=1500), msg_id="long")
+    trace_id = "0af7651916cd43dd8448eb211c80319c"  # the request's trace, as the router's publish carried it
+    await js.publish(
+        subjects.jobs(unique),
+        encode(_job(unique, "long", max_tokens=1500)),
+        headers={MSG_ID: "long", "traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+    )
     while not first.running or len(next(iter(first.running.values())).progress.token_ids) < 20:
         await asyncio.sleep(0.05)
     loop = asyncio.get_running_loop()
@@ -108,6 +115,13 @@ async def test_sigterm_drain_hands_back_a_checkpoint_that_another_worker_resumes
     await start_worker()
     done = await _completion(js, unique, "long", timeout=120)
     assert done.resumed_tokens >= 20 and done.job.checkpoint is not None
+    # The handed-back job kept the request's trace: the resuming worker's completion carries it on.
+    sub = await js.subscribe(subjects.completions(unique), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        stored = await sub.next_msg(timeout=10)
+    finally:
+        await sub.unsubscribe()
+    assert stored.headers is not None and stored.headers["traceparent"].split("-")[1] == trace_id
     assert done.usage.completion_tokens == len(done.job.checkpoint.token_ids) + (
         done.usage.completion_tokens - done.resumed_tokens
     )

@@ -9,8 +9,11 @@ from costwise.contracts import Result
 __all__ = ["record_result"]
 
 
-def record_result(result: Result, *, requested_model: str | None = None) -> None:
-    """Put ``result``'s attributes on the current span (a no-op when nothing is traced)."""
+def record_result(result: Result, *, requested_model: str | None = None, baseline_usd: float | None = None) -> None:
+    """Put ``result``'s attributes on the current span (a no-op when nothing is traced).
+
+    ``baseline_usd``: what the same answer would have cost with no levers; the span then also says what was saved.
+    """
     span = get_current_span()
     if not span.is_recording():
         return
@@ -30,6 +33,10 @@ def record_result(result: Result, *, requested_model: str | None = None) -> None
     )
     if requested_model is not None:
         span.set_attribute("gen_ai.request.model", requested_model)
+    if baseline_usd is not None:
+        span.set_attributes(
+            {"costwise.baseline_usd": baseline_usd, "costwise.savings_usd": baseline_usd - result.cost_usd}
+        )
     if result.cache is not None:
         span.set_attributes(
             {

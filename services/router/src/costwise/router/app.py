@@ -230,7 +230,9 @@ class Router:
             )
 
     async def _publish_result(self, result: Result, requested_model: str) -> None:
-        record_result(result, requested_model=requested_model)
+        # The baseline is the answer's tokens at the no-lever price (billing's ledger has the exact split by lever).
+        baseline = float(self.catalog.baseline_price.cost(result.usage))
+        record_result(result, requested_model=requested_model, baseline_usd=baseline)
         # Deduplicated by tenant + request id: a redelivered completion (or a second worker's) yields one result.
         tenant, request_id = result.tenant, result.request_id
         await publish_durable(

@@ -13,6 +13,7 @@ import msgspec
 from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from opentelemetry import context as otel_context
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, TracerProvider
 
 from costwise.contracts import (
@@ -110,6 +111,11 @@ class Worker:
             with self.tracer.start_as_current_span("worker.job", context=ctx, kind=SpanKind.CONSUMER) as span:
                 span.set_attribute("gen_ai.request.model", self.engine.model_name)
                 span.set_attribute("costwise.job_id", run.job.job_id)
+                # A redelivery (a worker died) or a resumed checkpoint (a worker was preempted) is another try.
+                span.set_attribute("messaging.message.delivery_count", run.msg.metadata.num_delivered)
+                span.set_attribute(
+                    "costwise.resumed_tokens", len(run.job.checkpoint.token_ids) if run.job.checkpoint else 0
+                )
                 await self._serve(run)
         except asyncio.CancelledError:
             raise  # preemption: drain() checkpoints and hands the job back
@@ -243,12 +249,17 @@ class Worker:
         resumed = msgspec.structs.replace(run.job, checkpoint=ckpt)
         seq = run.msg.metadata.sequence.stream
         # A new message (not nak) because the checkpoint must travel with the job; publish first, ack second.
-        await publish(
-            self.js,
-            subjects.jobs(run.job.pool),
-            resumed,
-            msg_id=subjects.dedup_id(run.job.request.tenant, run.job.job_id, "ckpt", str(seq)),
-        )
+        # It carries the job's own trace context, so the worker that resumes it stays in the request's trace.
+        token = otel_context.attach(extract(run.msg.headers))
+        try:
+            await publish(
+                self.js,
+                subjects.jobs(run.job.pool),
+                resumed,
+                msg_id=subjects.dedup_id(run.job.request.tenant, run.job.job_id, "ckpt", str(seq)),
+            )
+        finally:
+            otel_context.detach(token)
         await run.msg.ack()
         log.info("handed back %s with %d checkpointed tokens", run.job.job_id, len(ckpt.token_ids))
 
