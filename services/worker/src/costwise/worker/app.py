@@ -14,7 +14,8 @@ from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
-from opentelemetry.trace import NoOpTracerProvider, SpanKind, TracerProvider
+from opentelemetry.context import Context
+from opentelemetry.trace import NoOpTracerProvider, SpanKind, TracerProvider, set_span_in_context
 
 from costwise.contracts import (
     Completion,
@@ -47,6 +48,8 @@ class Running:
     task: asyncio.Task[None] | None = None
     settled: bool = False
     """Acked or terminated: nothing left to hand back."""
+    trace: Context | None = None
+    """This attempt's span: a handed-back job continues from it, so the trace shows attempt after attempt."""
 
 
 class Worker:
@@ -109,6 +112,7 @@ class Worker:
         try:
             ctx = extract(run.msg.headers)
             with self.tracer.start_as_current_span("worker.job", context=ctx, kind=SpanKind.CONSUMER) as span:
+                run.trace = set_span_in_context(span)
                 span.set_attribute("gen_ai.request.model", self.engine.model_name)
                 span.set_attribute("costwise.job_id", run.job.job_id)
                 # A redelivery (a worker died) or a resumed checkpoint (a worker was preempted) is another try.
@@ -249,8 +253,8 @@ class Worker:
         resumed = msgspec.structs.replace(run.job, checkpoint=ckpt)
         seq = run.msg.metadata.sequence.stream
         # A new message (not nak) because the checkpoint must travel with the job; publish first, ack second.
-        # It carries the job's own trace context, so the worker that resumes it stays in the request's trace.
-        token = otel_context.attach(extract(run.msg.headers))
+        # It carries this attempt's span as its parent: the resuming worker's span follows it in the request's trace.
+        token = otel_context.attach(run.trace or extract(run.msg.headers))
         try:
             await publish(
                 self.js,
