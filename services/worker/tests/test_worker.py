@@ -35,9 +35,9 @@ async def start_worker(nc: Nats, engine: Any, unique: str) -> AsyncIterator[Call
     """Start workers of a pool unique to this test, all sharing the session's engine."""
     workers: list[Worker] = []
 
-    async def start(**overrides: Any) -> Worker:
+    async def start(tracer_provider: Any = None, **overrides: Any) -> Worker:
         settings = WorkerSettings(pool=unique, max_model_len=MAX_LEN, ack_wait_s=5, heartbeat_s=1, **overrides)
-        worker = await build(settings, nc=nc, engine=engine)
+        worker = await build(settings, nc=nc, engine=engine, tracer_provider=tracer_provider)
         await worker.start()
         workers.append(worker)
         return worker
@@ -97,7 +97,7 @@ async def test_resumed_checkpoint_gives_the_same_text_as_an_uninterrupted_run(
 
 
 async def test_sigterm_drain_hands_back_a_checkpoint_that_another_worker_resumes(
-    js: JetStreamContext, start_worker: Any, unique: str
+    js: JetStreamContext, start_worker: Any, unique: str, tracer_provider: Any, span_exporter: Any
 ) -> None:
     first = await start_worker()
     trace_id = "0af7651916cd43dd8448eb211c80319c"  # the request's trace, as the router's publish carried it
@@ -112,7 +112,7 @@ async def test_sigterm_drain_hands_back_a_checkpoint_that_another_worker_resumes
     drained_at = loop.time()
     await first.drain(0)  # spot notice with no grace: checkpoint and hand back at once
     assert loop.time() - drained_at < 1.0
-    await start_worker()
+    await start_worker(tracer_provider=tracer_provider)
     done = await _completion(js, unique, "long", timeout=120)
     assert done.resumed_tokens >= 20 and done.job.checkpoint is not None
     # The handed-back job kept the request's trace: the resuming worker's completion carries it on.
@@ -122,6 +122,8 @@ async def test_sigterm_drain_hands_back_a_checkpoint_that_another_worker_resumes
     finally:
         await sub.unsubscribe()
     assert stored.headers is not None and stored.headers["traceparent"].split("-")[1] == trace_id
+    [resumed_span] = [sp for sp in span_exporter.get_finished_spans() if sp.name == "worker.job"]
+    assert [dict(link.attributes or {}).get("costwise.retry") for link in resumed_span.links] == [True]
     assert done.usage.completion_tokens == len(done.job.checkpoint.token_ids) + (
         done.usage.completion_tokens - done.resumed_tokens
     )

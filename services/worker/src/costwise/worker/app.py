@@ -15,7 +15,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.trace import NoOpTracerProvider, SpanKind, TracerProvider, set_span_in_context
+from opentelemetry.trace import (
+    Link,
+    NoOpTracerProvider,
+    SpanKind,
+    TracerProvider,
+    get_current_span,
+    set_span_in_context,
+)
 
 from costwise.contracts import (
     Completion,
@@ -50,6 +57,15 @@ class Running:
     """Acked or terminated: nothing left to hand back."""
     trace: Context | None = None
     """This attempt's span: a handed-back job continues from it, so the trace shows attempt after attempt."""
+
+
+def _retry_links(run: Running, ctx: Context) -> list[Link]:
+    """A redelivered or resumed job links to the span that published it, marked as another try of that job."""
+    delivered = run.msg.metadata.num_delivered
+    if delivered <= 1 and run.job.checkpoint is None:
+        return []
+    published = get_current_span(ctx).get_span_context()
+    return [Link(published, {"messaging.message.delivery_count": delivered, "costwise.retry": True})]
 
 
 class Worker:
@@ -111,7 +127,9 @@ class Worker:
         heartbeat = asyncio.create_task(keep_alive(run.msg, self.settings.heartbeat_s))
         try:
             ctx = extract(run.msg.headers)
-            with self.tracer.start_as_current_span("worker.job", context=ctx, kind=SpanKind.CONSUMER) as span:
+            with self.tracer.start_as_current_span(
+                "worker.job", context=ctx, kind=SpanKind.CONSUMER, links=_retry_links(run, ctx)
+            ) as span:
                 run.trace = set_span_in_context(span)
                 span.set_attribute("gen_ai.request.model", self.engine.model_name)
                 span.set_attribute("costwise.job_id", run.job.job_id)
