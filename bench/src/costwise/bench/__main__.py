@@ -64,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     lookup.add_argument("--entries", default="10000,100000")
     lookup.add_argument("--queries", type=int, default=2000)
     lookup.add_argument("--concurrency", type=int, default=16)
+    lookup.add_argument("--embed-backends", default="torch", help="comma list of torch, onnx")
     lookup.set_defaults(
-        module="cache_lookup", call=lambda run, a: run([int(x) for x in a.entries.split(",")], a.queries, a.concurrency)
+        module="cache_lookup",
+        call=lambda run, a: run(
+            [int(x) for x in a.entries.split(",")], a.queries, a.concurrency, a.embed_backends.split(",")
+        ),
     )
     replay = sub.add_parser("cache-replay", help="hit rate and wrong hits replaying an FAQ query log (Zipf skew)")
     replay.add_argument("--queries", type=Path, required=True, help="CSV with a text and an intent-label column")

@@ -18,22 +18,25 @@ import numpy as np
 from tqdm import tqdm
 
 from costwise.cache import EdgeIndex
-from costwise.embed import DIMENSIONS, Embedder
+from costwise.embed import DIMENSIONS, Backend, Embedder
 
 from ._harness import percentile
 
 _TENANTS = 20  # entries spread over tenants, as in a shared deployment; queries hit one tenant each
 
 
-async def run(sizes: list[int], queries: int, concurrency: int) -> dict[str, Any]:
-    embedder = await asyncio.to_thread(Embedder.load, threads=1)
+async def run(sizes: list[int], queries: int, concurrency: int, backends: list[Backend]) -> dict[str, Any]:
+    """Every embedding backend against the same filled index, so their rows compare side by side."""
+    embedders = {b: await asyncio.to_thread(Embedder.load, threads=1, backend=b) for b in backends}
     texts = [f"How do I change the delivery address of order {i}?" for i in range(queries)]
     rows = []
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix="costwise-lookup-") as tmp:
             index = await asyncio.to_thread(EdgeIndex.open, Path(tmp))
             await _fill(index, size)
-            rows.append({"entries": size, **await _measure(index, embedder, texts, concurrency)})
+            for backend, embedder in embedders.items():
+                measured = await _measure(index, embedder, texts, concurrency)
+                rows.append({"entries": size, "embed_backend": backend, **measured})
             await index.close()
     return {"benchmark": "cache-lookup", "queries": queries, "concurrency": concurrency, "rows": rows}
 

@@ -1,0 +1,76 @@
+"""The ONNX backends give torch's vectors; concurrent calls still share model calls."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from costwise.embed import DIMENSIONS, Backend, Embedder, Vector
+
+# Different lengths in one batch: padding must not leak into the pooled vector, truncation must match torch's.
+SENTENCES = [
+    "How do I change the delivery address of my order?",
+    "What is the capital of France?",
+    "Can you pass a urine test for meth in 4 days?",
+    "Why is the sky blue during the day but red at sunset, and does the same happen on Mars?",
+    "ok",
+    "a long question that goes on " * 60,  # past 256 tokens: both backends must cut at the same place
+]
+
+
+@pytest.fixture(scope="session")
+def embedders() -> dict[Backend, Embedder]:
+    """One embedder per backend for the session; the ONNX file is exported once into the model cache."""
+    return {b: Embedder.load(threads=1, backend=b) for b in ("torch", "onnx")}
+
+
+def _cosines(a: Vector, b: Vector) -> Vector:
+    return np.asarray(np.sum(a * b, axis=1), dtype=np.float32)
+
+
+def test_onnx_vectors_match_torch(embedders: dict[Backend, Embedder]) -> None:
+    reference = embedders["torch"].embed_many(SENTENCES)
+    batched = embedders["onnx"].embed_many(SENTENCES)
+    one_by_one = np.stack([embedders["onnx"].embed_many([s])[0] for s in SENTENCES])
+    assert batched.shape == (len(SENTENCES), DIMENSIONS) and batched.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    assert _cosines(reference, batched).min() >= 0.999
+    assert _cosines(batched, one_by_one).min() >= 0.9999  # the padding in a batch changes nothing
+
+
+async def test_concurrent_calls_are_batched(embedders: dict[Backend, Embedder]) -> None:
+    onnx = embedders["onnx"]
+    calls: list[int] = []
+
+    def encode(texts: list[str]) -> Vector:
+        calls.append(len(texts))
+        return onnx.embed_many(texts)
+
+    embedder = Embedder(encode, max_batch=4)
+    texts = [f"question number {i}" for i in range(10)]
+    vectors = await asyncio.gather(*(embedder.embed(t) for t in texts))
+    embedder.close()
+    assert sum(calls) == len(texts) and max(calls) <= 4 and len(calls) < len(texts)
+    assert _cosines(np.stack(vectors), onnx.embed_many(texts)).min() >= 0.9999
+
+
+async def test_a_failing_batch_reaches_every_waiter_and_the_next_call_works() -> None:
+    failures = iter([RuntimeError("boom")])
+
+    def encode(texts: list[str]) -> Vector:
+        for exc in failures:
+            raise exc
+        return np.ones((len(texts), DIMENSIONS), dtype=np.float32)
+
+    embedder = Embedder(encode)
+    results = await asyncio.gather(embedder.embed("a"), embedder.embed("b"), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert (await embedder.embed("c")).shape == (DIMENSIONS,)
+    embedder.close()
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown embedding backend"):
+        Embedder.load(backend="tensorflow")  # type: ignore[arg-type]
