@@ -15,7 +15,7 @@ from opentelemetry.trace import TracerProvider
 
 from costwise.contracts import CacheHit, CacheInvalidation, ErrorCode, InferenceRequest, Result, Usage, subjects
 from costwise.contracts.subjects import CACHE_CONTROL, CACHE_EXACT, CACHE_PENDING, CACHE_REQUESTS, CACHE_RESULTS
-from costwise.embed import Embedder
+from costwise.embed import Backend, Embedder
 from costwise.messaging import (
     ack_current,
     cap_key_value,
@@ -238,12 +238,12 @@ async def build(
             index: VectorIndex = await QdrantIndex.connect(settings.qdrant_url)
         else:
             index = await asyncio.to_thread(EdgeIndex.open, Path(settings.data_dir) / "semantic")
-        semantic = await asyncio.to_thread(load_semantic, index)
+        semantic = await asyncio.to_thread(load_semantic, index, settings.embed_backend)
     return Cache(settings, broker, clock, semantic)
 
 
-def load_semantic(index: VectorIndex) -> SemanticCache:
+def load_semantic(index: VectorIndex, embed_backend: Backend = "onnx") -> SemanticCache:
     """Embedder + verifier over ``index``: the semantic cache's parts, each model loaded once per process."""
     from .verify import Verifier
 
-    return SemanticCache(Embedder.load(threads=1), index, Verifier.load(threads=1))
+    return SemanticCache(Embedder.load(threads=1, backend=embed_backend), index, Verifier.load(threads=1))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -20,6 +20,8 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Per-tenant default lifetimes, e.g. ``{"acme": 3600}`` (the bucket keeps nothing past 30 days)."""
     semantic: bool = True
     """Serve verified answers to equivalent, differently worded questions (loads MiniLM and the verifier)."""
+    embed_backend: Literal["onnx", "torch"] = "onnx"
+    """MiniLM on ONNX Runtime (same vectors as torch, cos ≥ 0.99999; 6.8 vs 16 ms for a lone lookup) or torch."""
     data_dir: str = "var/cache"
     """Where the embedded vector index (Qdrant Edge) keeps its files."""
     qdrant_url: str | None = None

@@ -288,7 +288,7 @@ async def build(
     catalog = catalog or load_catalog(settings.catalog)
     odds = None
     if settings.learned and len(catalog.tiers) > 1:
-        embedder = embedder or await asyncio.to_thread(Embedder.load, threads=1)
+        embedder = embedder or await asyncio.to_thread(Embedder.load, threads=1, backend=settings.embed_backend)
         odds = await asyncio.to_thread(SmallTierOdds.load, embedder, settings.route_quality)
     verifier = await asyncio.to_thread(ResponseVerifier.load) if settings.response_verifier else None
     await provision(settings.nats_url, CONSUMERS, name=SERVICE)

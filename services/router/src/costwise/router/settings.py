@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -27,6 +27,8 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     learned: bool = True
     """With two or more tiers, ``auto`` requests the learned router doubts the small tier can answer go
     straight to the next tier (loads MiniLM in the router); off: every ``auto`` request starts small."""
+    embed_backend: Literal["onnx", "torch"] = "onnx"
+    """How the learned router runs MiniLM (same vectors either way; ONNX Runtime takes ~2.4 times less per request)."""
     route_quality: Annotated[float, Meta(ge=0.5, le=0.999)] = 0.95
     """Share of the large tier's quality the learned router's threshold is calibrated to keep."""
     response_verifier: bool = False
