@@ -1,17 +1,13 @@
 from __future__ import annotations
 
-import os
-import socket
 from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
+from costwise.settings import process_id
+
 __all__ = ["ProviderSettings"]
-
-
-def _default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class ProviderSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,7 +22,7 @@ class ProviderSettings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_s: Annotated[float, Meta(gt=0)] = 5.0
     max_deliver: Annotated[int, Meta(ge=1)] = 5
     max_response_bytes: Annotated[int, Meta(ge=1024)] = 4 << 20
-    worker_id: str = msgspec.field(default_factory=_default_worker_id)
+    worker_id: str = msgspec.field(default_factory=process_id)
     otlp_endpoint: str | None = None
 
     def __post_init__(self) -> None:

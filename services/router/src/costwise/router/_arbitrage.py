@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from decimal import Decimal
 
 from costwise.catalog import Backend, Tier, WorkerPool, estimate_usage
 from costwise.contracts import ErrorCode, InferenceRequest, Usage
@@ -19,7 +20,8 @@ __all__ = ["Choice", "Refusal", "choose"]
 @dataclass(frozen=True, slots=True)
 class Choice:
     backend: Backend
-    estimated_cost_usd: float
+    estimated_cost_usd: Decimal
+    """The request's worst case on this backend: what ranking compares and the budget admission reserves."""
     estimated_s: float
 
 
@@ -71,7 +73,7 @@ def choose(
         if name in exclude:
             continue
         backend, state = backends(name), load(name)
-        choice = Choice(backend, float(backend.price.cost(usage)), estimated_seconds(backend, usage, state))
+        choice = Choice(backend, backend.price.cost(usage), estimated_seconds(backend, usage, state))
         if budget is not None and choice.estimated_cost_usd > budget:
             too_dear.append(f"{name} ~${choice.estimated_cost_usd:.6f}")
             continue

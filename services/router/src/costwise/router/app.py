@@ -6,14 +6,15 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
+from decimal import Decimal
 
 import msgspec
 from faststream.nats import NatsBroker
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import TracerProvider
 
-from costwise.budget import BudgetExceeded, Budgets, estimate_usd, open_budgets
-from costwise.catalog import AUTO, Catalog, Price, Tier, load_catalog
+from costwise.budget import BudgetExceeded, Budgets, open_budgets
+from costwise.catalog import AUTO, Catalog, Tier, load_catalog
 from costwise.contracts import (
     Attempt,
     Completion,
@@ -144,7 +145,7 @@ class Router:
         if isinstance(choice, Refusal):
             return choice
         req = job.request
-        refusal = await self._admit(req, choice.backend.price)
+        refusal = await self._admit(req, choice.estimated_cost_usd)
         if refusal is not None:
             return refusal
         attempt = len(job.attempts) + 1
@@ -155,13 +156,13 @@ class Router:
         await publish_durable(self.broker, job, subjects.jobs(job.pool), msg_id=subjects.dedup_id(req.tenant, job_id))
         return None
 
-    async def _admit(self, req: InferenceRequest, price: Price) -> Refusal | None:
+    async def _admit(self, req: InferenceRequest, estimate_usd: Decimal) -> Refusal | None:
         """Reserve the attempt's worst-case cost against the tenant's budget before anything is spent.
 
         Each attempt's admission replaces the request's reservation; billing settles it from the ledger.
         """
         assert self.budgets is not None, "start() binds the budgets"
-        verdict = await self.budgets.admit(req.tenant, req.request_id, estimate_usd(price, req))
+        verdict = await self.budgets.admit(req.tenant, req.request_id, estimate_usd)
         return Refusal(verdict.code, verdict.message) if isinstance(verdict, BudgetExceeded) else None
 
     async def on_completion(self, done: Completion) -> None:

@@ -1,17 +1,13 @@
 from __future__ import annotations
 
-import os
-import socket
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
+from costwise.settings import process_id
+
 __all__ = ["WorkerSettings"]
-
-
-def _default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -37,7 +33,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     grace_s: Annotated[float, Meta(ge=0)] = 5.0
     """On SIGTERM, how long running jobs may finish before they are checkpointed and handed back."""
     spot: bool = False
-    worker_id: str = msgspec.field(default_factory=_default_worker_id)
+    worker_id: str = msgspec.field(default_factory=process_id)
     otlp_endpoint: str | None = None
 
     def __post_init__(self) -> None:
