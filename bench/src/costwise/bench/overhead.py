@@ -127,7 +127,7 @@ async def _passthrough(stack: Any, n: int, rounds: int, routers: int) -> dict[st
         **os.environ,
         "COSTWISE_ROUTER_NATS_URL": stack.url,
         "COSTWISE_ROUTER_CATALOG": str(catalog),
-        "COSTWISE_ROUTER_BATCH": "256",
+        "COSTWISE_ROUTER_CONCURRENCY": "256",
         "COSTWISE_CACHE_NATS_URL": stack.url,
         # Exact cache only here: the semantic path is bounded by embedding speed (see cache-lookup).
         "COSTWISE_CACHE_SEMANTIC": "false",

@@ -1,16 +1,10 @@
-"""Messaging: connect, provision, publish with dedup + trace context, FastStream wiring, dead letters."""
+"""Messaging: connect, provision, publish with dedup + trace context, typed consumers, dead letters."""
 
 from ._connect import connect
+from ._consume import Consumer
+from ._current import ack_current, current_subject, forward_current, reject_current
 from ._dead_letter import file_dead_letter, give_up, send_error_result
-from ._faststream import (
-    ack_current,
-    current_subject,
-    forward_current,
-    make_broker,
-    publish_durable,
-    pull_subscriber,
-    reject_current,
-)
+from ._faststream import make_broker, publish_durable, pull_subscriber
 from ._lifecycle import run_until_signalled
 from ._provision import cap_key_value, ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
 from ._publish import MSG_ID, publish
@@ -19,6 +13,7 @@ from ._slots import keep_alive, pull_into_slots
 
 __all__ = [
     "MSG_ID",
+    "Consumer",
     "NatsServer",
     "ack_current",
     "cap_key_value",

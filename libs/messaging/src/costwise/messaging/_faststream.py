@@ -1,9 +1,8 @@
-"""FastStream wiring shared by every service: typed msgspec handlers, OTel, manual ack, poison handling."""
+"""FastStream wiring (the cache's subscribers): typed msgspec handlers, OTel, manual ack, poison handling."""
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -16,23 +15,13 @@ from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from opentelemetry.trace import TracerProvider
 
-from costwise.contracts import DecodeError, ErrorCode, decode, subjects
+from costwise.contracts import ErrorCode
 from costwise.contracts.subjects import ConsumerSpec
 
-from ._dead_letter import give_up
+from ._current import decode_failure, handling, poison, retry_or_give_up
 from ._publish import publish
 
-__all__ = [
-    "ack_current",
-    "current_subject",
-    "forward_current",
-    "make_broker",
-    "publish_durable",
-    "pull_subscriber",
-    "reject_current",
-]
-
-log = logging.getLogger("costwise.messaging")
+__all__ = ["make_broker", "publish_durable", "pull_subscriber"]
 _DECODE_ERRORS = (ValidationError, json.JSONDecodeError, msgspec.DecodeError, UnicodeDecodeError)
 
 
@@ -78,22 +67,6 @@ async def publish_durable(broker: NatsBroker, message: msgspec.Struct, subject: 
     await publish(broker.connection.jetstream(), subject, message, msg_id=msg_id)
 
 
-async def forward_current(broker: NatsBroker, subject: str, *, msg_id: str) -> None:
-    """Publish the message being handled, as received (no re-encoding), to ``subject`` and wait for its PubAck."""
-    await publish(broker.connection.jetstream(), subject, broker.context.get_local("message").body, msg_id=msg_id)
-
-
-def current_subject(broker: NatsBroker) -> str:
-    """The subject of the message being handled (e.g. to check it names the tenant its payload does)."""
-    return str(broker.context.get_local("message").raw_message.subject)
-
-
-async def ack_current(broker: NatsBroker) -> None:
-    """Ack the message being handled. (A ``msg: NatsMessage`` handler parameter would cost a thread
-    hop per message in fast_depends 3.0.9; the context local does not.)"""
-    await broker.context.get_local("message").ack()
-
-
 def _guard(
     service: str, consumers: dict[str, ConsumerSpec], get_broker: Callable[[], NatsBroker]
 ) -> type[BaseMiddleware]:
@@ -101,51 +74,15 @@ def _guard(
         async def consume_scope(
             self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any]
         ) -> Any:
+            raw = msg.raw_message
+            handling(raw)  # the handler's ack_current() & co. act on this message
+            js = get_broker().connection.jetstream()
             try:
                 return await call_next(msg)
             except _DECODE_ERRORS:
-                why = _decode_failure(msg.raw_message.subject, msg.raw_message.data)
-                await _poison(get_broker(), msg, service, ErrorCode.MALFORMED_MESSAGE, why)
+                await poison(js, raw, service, ErrorCode.MALFORMED_MESSAGE, decode_failure(raw.subject, raw.data))
             except Exception as exc:
-                await _retry_or_give_up(get_broker(), msg, service, consumers, exc)
+                await retry_or_give_up(js, raw, service, consumers.get(raw.metadata.consumer), exc)
             return None
 
     return Guard
-
-
-def _decode_failure(subject: str, data: bytes) -> str:
-    # FastStream's error names its internals; msgspec's names the offending field, e.g. "at `$.messages`".
-    try:
-        decode(data, subjects.payload_type(subject))
-    except DecodeError as exc:
-        return f"invalid {subjects.stream_of(subject).name} payload: {exc}"
-    return "payload failed to decode"
-
-
-async def reject_current(broker: NatsBroker, *, service: str, code: ErrorCode, reason: str) -> None:
-    """Refuse the message being handled: dead letter + typed error result to its caller, then terminate."""
-    await _poison(broker, broker.context.get_local("message"), service, code, reason)
-
-
-async def _poison(broker: NatsBroker, msg: StreamMessage[Any], service: str, code: ErrorCode, why: str) -> None:
-    raw = msg.raw_message
-    hint = subjects.tenant_of(raw.subject)
-    await give_up(broker.connection.jetstream(), raw, service=service, code=code, reason=why, tenant_hint=hint)
-
-
-async def _retry_or_give_up(
-    broker: NatsBroker,
-    msg: StreamMessage[Any],
-    service: str,
-    consumers: dict[str, ConsumerSpec],
-    exc: Exception,
-) -> None:
-    meta = msg.raw_message.metadata
-    spec = consumers.get(meta.consumer)
-    delivered = meta.num_delivered
-    if spec is None or delivered < spec.max_deliver:
-        log.exception("handler failed on delivery %d of %s; retrying", delivered, msg.raw_message.subject)
-        await msg.raw_message.nak(delay=min(0.1 * 2**delivered, 5.0))
-        return
-    why = f"failed on all {delivered} deliveries; last error: {type(exc).__name__}: {exc}"
-    await _poison(broker, msg, service, ErrorCode.MAX_DELIVERIES_EXCEEDED, why)

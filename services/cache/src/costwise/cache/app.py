@@ -79,7 +79,7 @@ class Cache:
             await self._answer(req, *hit)
         else:
             await self._forward(req, key, probe)
-        await ack_current(self.broker)
+        await ack_current()
 
     async def _exact(self, req: InferenceRequest, key: str) -> tuple[CachedAnswer, CacheHit] | None:
         answer = await self._store().get(key) if req.cache.mode == "use" else None
@@ -128,7 +128,7 @@ class Cache:
                 pending = msgspec.structs.replace(pending, question=probe.question, scope=probe.scope, vector=vector)
             await self._store().expect(req.tenant, req.request_id, pending)
         msg_id = subjects.dedup_id(req.tenant, req.request_id)
-        await forward_current(self.broker, subjects.route(req.tenant), msg_id=msg_id)
+        await forward_current(self.broker.connection.jetstream(), subjects.route(req.tenant), msg_id=msg_id)
 
     async def on_result(self, result: Result) -> None:
         pending = await self._store().take_pending(result.tenant, result.request_id) if _storable(result) else None
@@ -146,14 +146,16 @@ class Cache:
                 probe = Probe(question=pending.question, scope=pending.scope, vector=vector_from(pending.vector))
                 expires_ms = now + pending.ttl_s * 1000
                 await self.semantic.store(result.tenant, pending.key, probe, answer, expires_ms=expires_ms)
-        await ack_current(self.broker)
+        await ack_current()
 
     async def on_invalidate(self, cmd: CacheInvalidation) -> None:
         """Forget one answer or a whole tenant's, in both caches."""
-        if current_subject(self.broker) != subjects.cache_control(cmd.tenant):
+        if current_subject() != subjects.cache_control(cmd.tenant):
             # Permissions are per subject: a tenant allowed to publish on its own must not reach another's cache.
             why = f"invalidation for tenant {cmd.tenant!r} arrived on another tenant's subject"
-            await reject_current(self.broker, service=SERVICE, code=ErrorCode.INVALID_REQUEST, reason=why)
+            await reject_current(
+                self.broker.connection.jetstream(), service=SERVICE, code=ErrorCode.INVALID_REQUEST, reason=why
+            )
             return
         if cmd.cached_request_id is None:
             await self._store().forget_tenant(cmd.tenant)
@@ -162,7 +164,7 @@ class Cache:
         if self.semantic is not None:
             await self.semantic.index.forget(cmd.tenant, cmd.cached_request_id)
         log.info("forgot %s of %s (%s)", cmd.cached_request_id or "every answer", cmd.tenant, cmd.reason or "-")
-        await ack_current(self.broker)
+        await ack_current()
 
     async def _sweep(self) -> None:
         assert self.semantic is not None

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import msgspec
-from faststream.nats import NatsBroker
+from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import TracerProvider
 
@@ -27,15 +27,7 @@ from costwise.contracts import (
 )
 from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_ROUTE
 from costwise.embed import Embedder
-from costwise.messaging import (
-    ack_current,
-    file_dead_letter,
-    make_broker,
-    provision,
-    publish_durable,
-    pull_subscriber,
-    reject_current,
-)
+from costwise.messaging import Consumer, ack_current, connect, file_dead_letter, provision, publish, reject_current
 from costwise.telemetry import record_result
 
 from ._affinity import Affinity, prefix_hash
@@ -61,15 +53,17 @@ class Router:
     def __init__(
         self,
         settings: RouterSettings,
-        broker: NatsBroker,
+        nc: Client,
         catalog: Catalog,
         capacity: Capacity,
         clock: Callable[[], float],
         odds: SmallTierOdds | None = None,
         verifier: ResponseVerifier | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.settings = settings
-        self.broker = broker
+        self.nc = nc
+        self.js = nc.jetstream()
         self.catalog = catalog
         self.capacity = capacity
         self.affinity = Affinity(settings.affinity_entries)
@@ -77,11 +71,16 @@ class Router:
         self.odds = odds
         self.verifier = verifier
         self.clock = clock
-        pull_subscriber(broker, ROUTER_ROUTE, batch=settings.batch, concurrency=settings.concurrency)(self.on_request)
-        pull_subscriber(broker, ROUTER_COMPLETIONS, batch=settings.batch, concurrency=settings.concurrency)(
-            self.on_completion
-        )
-        pull_subscriber(broker, ROUTER_ADVISORIES, batch=settings.batch)(self.on_max_deliveries)
+        self.owned: list[Callable[[], Awaitable[None]]] = []
+        tracer = None if tracer_provider is None else tracer_provider.get_tracer("costwise.router")
+        self.consumers = [
+            Consumer(spec, handler, service=SERVICE, concurrency=concurrency, tracer=tracer)
+            for spec, handler, concurrency in (
+                (ROUTER_ROUTE, self.on_request, settings.concurrency),
+                (ROUTER_COMPLETIONS, self.on_completion, settings.concurrency),
+                (ROUTER_ADVISORIES, self.on_max_deliveries, 1),
+            )
+        ]
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -89,7 +88,7 @@ class Router:
     async def on_request(self, req: InferenceRequest) -> None:
         start = await self._first_tier(req)
         if isinstance(start, Refusal):
-            await reject_current(self.broker, service=SERVICE, code=start.code, reason=start.reason)
+            await reject_current(self.js, service=SERVICE, code=start.code, reason=start.reason)
             return
         tier, stage = start
         job = Job(
@@ -97,9 +96,9 @@ class Router:
         )
         refusal = await self._dispatch(job, tier)
         if refusal is not None:
-            await reject_current(self.broker, service=SERVICE, code=refusal.code, reason=refusal.reason)
+            await reject_current(self.js, service=SERVICE, code=refusal.code, reason=refusal.reason)
             return
-        await ack_current(self.broker)
+        await ack_current()
 
     async def _first_tier(self, req: InferenceRequest) -> tuple[Tier, str] | Refusal:
         """Where a request starts: ``auto`` cascades up from the first tier (or the second, when the learned
@@ -153,7 +152,7 @@ class Router:
         job = msgspec.structs.replace(
             job, job_id=job_id, pool=choice.backend.name, tier=tier.name, attempt=attempt, routed_ms=self._now_ms()
         )
-        await publish_durable(self.broker, job, subjects.jobs(job.pool), msg_id=subjects.dedup_id(req.tenant, job_id))
+        await publish(self.js, subjects.jobs(job.pool), job, msg_id=subjects.dedup_id(req.tenant, job_id))
         return None
 
     async def _admit(self, req: InferenceRequest, estimate_usd: Decimal) -> Refusal | None:
@@ -175,7 +174,7 @@ class Router:
             await self._judge(done)
         else:
             await self._accept(done, "")
-        await ack_current(self.broker)
+        await ack_current()
 
     async def _judge(self, done: Completion) -> None:
         req = done.job.request
@@ -236,13 +235,13 @@ class Router:
         record_result(result, requested_model=requested_model, baseline_usd=baseline)
         # Deduplicated by tenant + request id: a redelivered completion (or a second worker's) yields one result.
         tenant, request_id = result.tenant, result.request_id
-        await publish_durable(
-            self.broker, result, subjects.results(tenant, request_id), msg_id=subjects.dedup_id(tenant, request_id)
+        await publish(
+            self.js, subjects.results(tenant, request_id), result, msg_id=subjects.dedup_id(tenant, request_id)
         )
 
     async def on_max_deliveries(self, advisory: MaxDeliveriesAdvisory) -> None:
         """A job used up its deliveries without an answer (e.g. its workers kept dying): tell the caller."""
-        js = self.broker.connection.jetstream()
+        js = self.js
         try:
             job = await js.get_msg(advisory.stream, advisory.stream_seq)
         except NotFoundError:
@@ -261,24 +260,26 @@ class Router:
             )
             # A work-queue message that no consumer will deliver again would sit there forever.
             await js.delete_msg(advisory.stream, advisory.stream_seq)
-        await ack_current(self.broker)
+        await ack_current()
 
     async def start(self) -> None:
-        await self.broker.connect()
-        js = self.broker.connection.jetstream()
-        self.budgets = await open_budgets(js)
-        await self.capacity.start(js)  # read every backend once before routing
-        await self.broker.start()
+        self.budgets = await open_budgets(self.js)
+        await self.capacity.start(self.js)  # read every backend once before routing
+        for consumer in self.consumers:
+            await consumer.start(self.js)
 
     async def stop(self) -> None:
-        await self.broker.stop()
+        for consumer in self.consumers:
+            await consumer.stop()
         await self.capacity.stop()
+        for close in self.owned:
+            await close()
 
 
 async def build(
     settings: RouterSettings,
     *,
-    broker: NatsBroker | None = None,
+    nc: Client | None = None,
     catalog: Catalog | None = None,
     embedder: Embedder | None = None,
     tracer_provider: TracerProvider | None = None,
@@ -293,11 +294,10 @@ async def build(
         odds = await asyncio.to_thread(SmallTierOdds.load, embedder, settings.route_quality)
     verifier = await asyncio.to_thread(ResponseVerifier.load) if settings.response_verifier else None
     await provision(settings.nats_url, CONSUMERS, name=SERVICE)
-    broker = broker or make_broker(
-        settings.nats_url,
-        service=SERVICE,
-        consumers=CONSUMERS,
-        tracer_provider=tracer_provider,
-    )
     capacity = Capacity([b.name for b in catalog.backends], settings.capacity_refresh_s)
-    return Router(settings, broker, catalog, capacity, clock, odds, verifier)
+    owned = nc is None
+    nc = nc or await connect(settings.nats_url, name=SERVICE)
+    router = Router(settings, nc, catalog, capacity, clock, odds, verifier, tracer_provider)
+    if owned:
+        router.owned.append(nc.drain)
+    return router

@@ -14,9 +14,9 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
     catalog: str | None = None
     """Path of the catalog TOML (tiers, backends, prices; see deploy/catalog.example.toml). Unset: one local pool."""
-    batch: Annotated[int, Meta(ge=1, le=1024)] = 64
     concurrency: Annotated[int, Meta(ge=1, le=1024)] = 16
-    """Messages of a pulled batch handled at once (each handler waits for its publish's PubAck)."""
+    """Messages of each consumer handled at once (each handler waits for its publish's PubAck); the router
+    pulls exactly as many as it has free."""
     capacity_refresh_s: Annotated[float, Meta(gt=0, le=60)] = 0.25
     """How often each backend's queue (backlog, in flight, idle workers) is read; routing reads the last reading."""
     quality_floor: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.55

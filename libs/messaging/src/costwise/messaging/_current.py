@@ -1,0 +1,79 @@
+"""The message being handled, for whichever loop delivered it (ours or FastStream's), and what a handler
+may do with it: ack, forward, refuse, or let the guard retry it."""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from costwise.contracts import DecodeError, ErrorCode, decode, subjects
+from costwise.contracts.subjects import ConsumerSpec
+
+from ._dead_letter import give_up
+from ._publish import publish
+
+__all__ = [
+    "ack_current",
+    "current_subject",
+    "forward_current",
+    "reject_current",
+]
+
+log = logging.getLogger("costwise.messaging")
+
+# Task-local: every message is handled in a task of its own, which sees only its own message.
+_current: ContextVar[Msg] = ContextVar("costwise_current_message")
+
+
+def handling(msg: Msg) -> None:
+    """Make ``msg`` the current message of the calling task (the delivering loop calls this)."""
+    _current.set(msg)
+
+
+async def ack_current() -> None:
+    """Ack the message being handled: call it only once its outcome is durably stored."""
+    await _current.get().ack()
+
+
+def current_subject() -> str:
+    """The subject of the message being handled (e.g. to check it names the tenant its payload does)."""
+    return _current.get().subject
+
+
+async def forward_current(js: JetStreamContext, subject: str, *, msg_id: str) -> None:
+    """Publish the message being handled, as received (no re-encoding), to ``subject`` and wait for its PubAck."""
+    await publish(js, subject, _current.get().data, msg_id=msg_id)
+
+
+async def reject_current(js: JetStreamContext, *, service: str, code: ErrorCode, reason: str) -> None:
+    """Refuse the message being handled: dead letter + typed error result to its caller, then terminate."""
+    await poison(js, _current.get(), service, code, reason)
+
+
+async def poison(js: JetStreamContext, msg: Msg, service: str, code: ErrorCode, why: str) -> None:
+    await give_up(js, msg, service=service, code=code, reason=why, tenant_hint=subjects.tenant_of(msg.subject))
+
+
+def decode_failure(subject: str, data: bytes) -> str:
+    """Why ``data`` is no valid payload for ``subject``: msgspec names the offending field, e.g. "at `$.messages`"."""
+    try:
+        decode(data, subjects.payload_type(subject))
+    except DecodeError as exc:
+        return f"invalid {subjects.stream_of(subject).name} payload: {exc}"
+    return "payload failed to decode"
+
+
+async def retry_or_give_up(
+    js: JetStreamContext, msg: Msg, service: str, spec: ConsumerSpec | None, exc: Exception
+) -> None:
+    """A handler raised: redeliver with backoff, or, on the consumer's last delivery, dead-letter it."""
+    delivered = msg.metadata.num_delivered
+    if spec is None or delivered < spec.max_deliver:
+        log.exception("handler failed on delivery %d of %s; retrying", delivered, msg.subject)
+        await msg.nak(delay=min(0.1 * 2**delivered, 5.0))
+        return
+    why = f"failed on all {delivered} deliveries; last error: {type(exc).__name__}: {exc}"
+    await poison(js, msg, service, ErrorCode.MAX_DELIVERIES_EXCEEDED, why)

@@ -1,0 +1,142 @@
+"""The nats-py typed consumer against a real nats-server: ack by the handler, bounded concurrency, the guard."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.js import JetStreamContext
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from costwise.contracts import ChatMessage, DeadLetter, ErrorCode, InferenceRequest, Result, subjects
+from costwise.contracts.subjects import ConsumerSpec
+from costwise.messaging import Consumer, ack_current, current_subject, ensure_consumer, ensure_streams, publish
+from costwise.testing import first_stored
+
+
+def _req(tenant: str, rid: str) -> InferenceRequest:
+    return InferenceRequest(request_id=rid, tenant=tenant, messages=[ChatMessage(role="user", content="hi")])
+
+
+async def _spec(js: JetStreamContext, unique: str, *, max_deliver: int = 5) -> ConsumerSpec:
+    await ensure_streams(js)
+    spec = ConsumerSpec(
+        durable=f"test-{unique}",
+        stream=subjects.ROUTE.name,
+        filter_subject=subjects.route(unique),
+        ack_wait_s=5,
+        max_deliver=max_deliver,
+    )
+    await ensure_consumer(js, spec)
+    return spec
+
+
+async def _settled(js: JetStreamContext, spec: ConsumerSpec, *, timeout: float = 10) -> None:
+    """Wait until the consumer has delivered everything and nothing awaits an ack."""
+    async with asyncio.timeout(timeout):
+        while True:
+            info = await js.consumer_info(spec.stream, spec.durable)
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_each_handler_acks_its_own_message_with_at_most_concurrency_at_once(
+    js: JetStreamContext, unique: str
+) -> None:
+    spec = await _spec(js, unique)
+    seen: list[str] = []
+    running, peak = 0, 0
+
+    async def on_request(req: InferenceRequest) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        assert current_subject() == subjects.route(req.tenant)
+        await asyncio.sleep(0.02 * (int(req.request_id) % 3))  # finish out of order
+        seen.append(req.request_id)
+        running -= 1
+        await ack_current()
+
+    consumer = Consumer(spec, on_request, service="test", concurrency=4)
+    await consumer.start(js)
+    try:
+        for i in range(20):
+            await publish(js, subjects.route(unique), _req(unique, str(i)), msg_id=f"{unique}-{i}")
+        await _settled(js, spec)
+    finally:
+        await consumer.stop()
+    assert sorted(seen, key=int) == [str(i) for i in range(20)]  # each once: an ack went to the wrong message otherwise
+    assert 1 < peak <= 4
+
+
+async def test_a_malformed_message_is_dead_lettered_and_the_next_one_still_handled(
+    js: JetStreamContext, unique: str
+) -> None:
+    spec = await _spec(js, unique)
+    handled: list[str] = []
+
+    async def on_request(req: InferenceRequest) -> None:
+        handled.append(req.request_id)
+        await ack_current()
+
+    consumer = Consumer(spec, on_request, service=f"svc-{unique}")
+    await consumer.start(js)
+    try:
+        await js.publish(
+            subjects.route(unique),
+            b'{"type": "inference_request.v1", "request_id": "bad", "tenant": "' + unique.encode() + b'"}',
+        )
+        await publish(js, subjects.route(unique), _req(unique, "good"), msg_id=f"{unique}-good")
+        letter = await first_stored(js, subjects.dead_letters(f"svc-{unique}"), DeadLetter, lambda d: True)
+        answer = await first_stored(js, subjects.results(unique, "bad"), Result, lambda r: True)
+        await _settled(js, spec)
+    finally:
+        await consumer.stop()
+    assert letter.code is ErrorCode.MALFORMED_MESSAGE and "messages" in letter.reason
+    assert answer.status == "error" and answer.error is not None and answer.error.code is ErrorCode.MALFORMED_MESSAGE
+    assert handled == ["good"]
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered(js: JetStreamContext, unique: str) -> None:
+    spec = await _spec(js, unique, max_deliver=2)
+    attempts = 0
+
+    async def on_request(req: InferenceRequest) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise RuntimeError("boom")
+
+    consumer = Consumer(spec, on_request, service=f"svc-{unique}")
+    await consumer.start(js)
+    try:
+        await publish(js, subjects.route(unique), _req(unique, "r"), msg_id=f"{unique}-r")
+        letter = await first_stored(js, subjects.dead_letters(f"svc-{unique}"), DeadLetter, lambda d: True)
+        await _settled(js, spec)
+    finally:
+        await consumer.stop()
+    assert attempts == 2
+    assert letter.code is ErrorCode.MAX_DELIVERIES_EXCEEDED and "RuntimeError: boom" in letter.reason
+
+
+async def test_the_handler_runs_in_a_span_continuing_the_publishers_trace(
+    js: JetStreamContext, unique: str, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    spec = await _spec(js, unique)
+    done = asyncio.Event()
+
+    async def on_request(req: InferenceRequest) -> None:
+        await ack_current()
+        done.set()
+
+    consumer = Consumer(spec, on_request, service="test", tracer=tracer_provider.get_tracer("t"))
+    await consumer.start(js)
+    try:
+        with tracer_provider.get_tracer("t").start_as_current_span("client") as client:
+            await publish(js, subjects.route(unique), _req(unique, "r"), msg_id=f"{unique}-r")
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        await consumer.stop()
+    (span,) = [s for s in span_exporter.get_finished_spans() if s.name == f"{subjects.route(unique)} process"]
+    assert span.context.trace_id == client.get_span_context().trace_id
+    assert span.parent is not None and span.parent.span_id == client.get_span_context().span_id
