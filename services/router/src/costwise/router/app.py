@@ -10,7 +10,6 @@ from decimal import Decimal
 
 import msgspec
 from faststream.nats import NatsBroker
-from nats.js.errors import NotFoundError
 from opentelemetry.trace import TracerProvider
 
 from costwise.budget import BudgetExceeded, Budgets, open_budgets
@@ -29,7 +28,6 @@ from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, R
 from costwise.embed import Embedder
 from costwise.messaging import (
     ack_current,
-    file_dead_letter,
     make_broker,
     provision,
     publish_durable,
@@ -38,6 +36,7 @@ from costwise.messaging import (
 )
 from costwise.telemetry import record_result
 
+from ._advisories import dead_letter_job
 from ._affinity import Affinity, prefix_hash
 from ._arbitrage import Refusal, choose
 from ._capacity import Capacity
@@ -153,8 +152,15 @@ class Router:
         job = msgspec.structs.replace(
             job, job_id=job_id, pool=choice.backend.name, tier=tier.name, attempt=attempt, routed_ms=self._now_ms()
         )
-        await publish_durable(self.broker, job, subjects.jobs(job.pool), msg_id=subjects.dedup_id(req.tenant, job_id))
+        await publish_durable(self.broker, job, self._subject(job), msg_id=subjects.dedup_id(req.tenant, job_id))
         return None
+
+    def _subject(self, job: Job) -> str:
+        """The queue of the worker that served this prefix last while it can take the job now; else the pool's."""
+        worker = self.affinity.worker(job.prefix_hash, job.pool)
+        if worker and self.capacity.claim(job.pool, worker):
+            return subjects.worker_own_jobs(job.pool, worker)
+        return subjects.jobs(job.pool)
 
     async def _admit(self, req: InferenceRequest, estimate_usd: Decimal) -> Refusal | None:
         """Reserve the attempt's worst-case cost against the tenant's budget before anything is spent.
@@ -167,7 +173,9 @@ class Router:
 
     async def on_completion(self, done: Completion) -> None:
         job = done.job
-        self.affinity.served(job.prefix_hash, job.pool)
+        if done.error is None and job.prefix_hash:  # only an answer warms a cache; a failure must not attract
+            self.affinity.served(job.prefix_hash, job.pool, done.worker_id)
+            self.capacity.watch(job.pool, done.worker_id)
         if done.error is not None:
             why = f"{done.error.code}: {done.error.message}"
             await self._fail_over(job, [*job.attempts, attempt_of(self.catalog, done, "failed", why)])
@@ -242,25 +250,7 @@ class Router:
 
     async def on_max_deliveries(self, advisory: MaxDeliveriesAdvisory) -> None:
         """A job used up its deliveries without an answer (e.g. its workers kept dying): tell the caller."""
-        js = self.broker.connection.jetstream()
-        try:
-            job = await js.get_msg(advisory.stream, advisory.stream_seq)
-        except NotFoundError:
-            job = None  # already answered and acked, or handled by an earlier delivery of this advisory
-        if job is not None and job.data is not None and job.subject is not None:
-            why = f"no worker finished the job in {advisory.deliveries} deliveries (consumer {advisory.consumer})"
-            await file_dead_letter(
-                js,
-                service=SERVICE,
-                subject=job.subject,
-                data=job.data,
-                code=ErrorCode.MAX_DELIVERIES_EXCEEDED,
-                reason=why,
-                num_delivered=advisory.deliveries,
-                stream_seq=advisory.stream_seq,
-            )
-            # A work-queue message that no consumer will deliver again would sit there forever.
-            await js.delete_msg(advisory.stream, advisory.stream_seq)
+        await dead_letter_job(self.broker.connection.jetstream(), advisory, service=SERVICE)
         await ack_current(self.broker)
 
     async def start(self) -> None:
@@ -299,5 +289,5 @@ async def build(
         consumers=CONSUMERS,
         tracer_provider=tracer_provider,
     )
-    capacity = Capacity([b.name for b in catalog.backends], settings.capacity_refresh_s)
+    capacity = Capacity([b.name for b in catalog.backends], settings.capacity_refresh_s, burst=settings.affinity_burst)
     return Router(settings, broker, catalog, capacity, clock, odds, verifier)

@@ -34,5 +34,8 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     response_verifier: bool = False
     """Also ask the learned response verifier (trained on GSM8K-style math answers) before accepting."""
     affinity_entries: Annotated[int, Meta(ge=0)] = 10_000
-    """Prefix hashes remembered for affinity (which backend served a prefix last)."""
+    """Prefix hashes remembered for affinity (which backend and worker served a prefix last)."""
+    affinity_burst: Annotated[int, Meta(ge=0, le=1024)] = 4
+    """Jobs this router sends to one worker's own queue per capacity reading (the reading said it was pulling;
+    more than its free slots would wait there). 0 turns worker-level affinity off."""
     otlp_endpoint: str | None = None
