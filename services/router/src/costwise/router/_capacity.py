@@ -131,7 +131,8 @@ class Capacity:
             if owner is None or subject in consumed:
                 continue
             moved = await requeue(self._js, JOBS.name, subject, subjects.jobs(owner[0]))
-            log.warning("worker %s of pool %s is gone: moved %d queued jobs to the pool", owner[1], owner[0], moved)
+            if moved:  # zero: another router moved them first
+                log.warning("worker %s of pool %s is gone: moved %d queued jobs to its pool", owner[1], owner[0], moved)
 
     async def _poll(self) -> None:
         while True:

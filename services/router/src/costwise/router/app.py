@@ -24,7 +24,7 @@ from costwise.contracts import (
     Result,
     subjects,
 )
-from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_ROUTE
+from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_HEADS, ROUTER_ROUTE
 from costwise.embed import Embedder
 from costwise.messaging import (
     ack_current,
@@ -257,10 +257,14 @@ class Router:
         await self.broker.connect()
         js = self.broker.connection.jetstream()
         self.budgets = await open_budgets(js)
+        if self.odds is not None:
+            self.odds.persist(await js.key_value(ROUTER_HEADS.bucket), flush_s=self.settings.heads_flush_s)
         await self.capacity.start(js)  # read every backend once before routing
         await self.broker.start()
 
     async def stop(self) -> None:
+        if self.odds is not None:
+            await self.odds.close()  # the last write of what it learned, while the connection is up
         await self.broker.stop()
         await self.capacity.stop()
 

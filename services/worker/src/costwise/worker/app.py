@@ -222,7 +222,8 @@ class Worker:
         if tasks and grace > 0:
             await asyncio.wait(tasks, timeout=grace)
         await asyncio.gather(*(self._hand_back(r) for r in list(self.running.values())))
-        await asyncio.gather(*self._loops)  # each ends within one fetch timeout of _stopping
+        # Each ends within one fetch timeout of _stopping; one that failed must not stop the hand-back below.
+        await asyncio.gather(*self._loops, return_exceptions=True)
         await self.own.hand_back()  # after the in-flight hand-back: those acks need the own consumer
         await self._unsubscribe()
 
