@@ -215,6 +215,19 @@ async def test_same_prefix_stays_on_the_backend_that_served_it(nc: Nats, stack: 
     assert other.pool == stack.spot
 
 
+async def test_a_failed_attempt_does_not_attract_its_prefix(nc: Nats, stack: Stack) -> None:
+    # The on-demand pool answers a prefix; then the provider fails it (asked for by its model, nothing to fail
+    # over to) ...
+    assert (await _ask(nc, stack.tenant, model="tiny-od", system="You are a clerk.")).pool == stack.on_demand
+    stack.fake.mode = "error"
+    failed = await _ask(nc, stack.tenant, model="gpt-fake", system="You are a clerk.")
+    assert failed.status == "error" and [a.backend for a in failed.route] == [stack.api]
+    # ... so the prefix still prefers the backend that answered it, though the provider is cheaper.
+    stack.fake.mode = "ok"
+    again = await _ask(nc, stack.tenant, model="ext", system="You are a clerk.")
+    assert again.pool == stack.on_demand
+
+
 async def test_an_unknown_model_is_a_typed_error_naming_what_exists(nc: Nats, stack: Stack) -> None:
     result = await _ask(nc, stack.tenant, model="gpt-9")
     assert result.error is not None and result.error.code == ErrorCode.UNKNOWN_POOL

@@ -80,6 +80,7 @@ def test_every_subject_is_captured_by_exactly_one_stream() -> None:
     samples = [
         subjects.requests("t"),
         subjects.jobs("p"),
+        subjects.worker_own_jobs("p", "host.example-42"),
         subjects.route("t"),
         subjects.completions("p"),
         subjects.results("t", "r"),
@@ -103,6 +104,7 @@ def test_every_subject_is_captured_by_exactly_one_stream() -> None:
         subjects.ROUTER_COMPLETIONS,
         subjects.ROUTER_ADVISORIES,
         subjects.worker_jobs("p"),
+        subjects.worker_own("p", "w1"),
         subjects.WEBHOOKS_RESULTS,
         subjects.webhooks_tenant("t"),
     ]
@@ -110,6 +112,21 @@ def test_every_subject_is_captured_by_exactly_one_stream() -> None:
         stream = next(s for s in subjects.ALL_STREAMS if s.name == consumer.stream)
         example = consumer.filter_subject.replace(">", "x").replace("*", "x")
         assert any(subjects.matches(pat, example) for pat in stream.subjects)
+
+
+def test_a_workers_own_queue_names_one_worker_and_reads_back() -> None:
+    subject = subjects.worker_own_jobs("pool-a", "ip-10-0-0-1.ec2.internal-4242")
+    assert subject == "costwise.v1.jobs.pool-a.w.ip-10-0-0-1_ec2_internal-4242"
+    pool, token = subjects.worker_own_owner(subject) or ("", "")
+    assert pool == "pool-a" and subjects.worker_own_jobs(pool, token) == subject  # the token is idempotent
+    assert subjects.worker_own_owner(subjects.jobs("pool-a")) is None
+    long_id = "h" * 100 + ".x"
+    assert len(subjects.worker_token(long_id)) <= 64 and subjects.worker_token(subjects.worker_token(long_id)) == (
+        subjects.worker_token(long_id)
+    )
+    # a worker's durable can never be a pool's shared one (pools cannot contain "@")
+    assert subjects.worker_own("a-w-b", "c").durable != subjects.worker_jobs("a-w-b").durable
+    assert subjects.worker_own("p", "w").filter_subject != subjects.worker_jobs("p").filter_subject
 
 
 def test_tenant_of_reads_request_subjects_only() -> None:

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import asyncio
+
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from costwise.contracts import ChatMessage, InferenceRequest, subjects
 from costwise.contracts.subjects import KeyValueSpec
-from costwise.messaging import MSG_ID, cap_key_value, ensure_consumer, ensure_key_value, ensure_streams, publish
+from costwise.messaging import (
+    MSG_ID,
+    cap_key_value,
+    ensure_consumer,
+    ensure_key_value,
+    ensure_streams,
+    publish,
+    requeue,
+)
 
 
 def _req(tenant: str, rid: str = "r1") -> InferenceRequest:
@@ -23,6 +34,43 @@ async def test_consumer_provisioning_updates_an_existing_durable(js: JetStreamCo
     await ensure_consumer(js, subjects.worker_jobs(unique, ack_wait_s=7))
     info = await js.consumer_info(subjects.JOBS.name, f"worker-{unique}")
     assert info.config.ack_wait == 7
+
+
+async def test_an_idle_consumer_with_an_inactive_threshold_is_deleted_by_the_server(
+    js: JetStreamContext, unique: str
+) -> None:
+    spec = subjects.worker_own(unique, "w1", idle_s=0.5)
+    await ensure_consumer(js, spec)
+    assert (await js.consumer_info(spec.stream, spec.durable)).config.inactive_threshold == 0.5
+    for _ in range(40):
+        try:
+            await js.consumer_info(spec.stream, spec.durable)
+        except NotFoundError:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the idle consumer outlived its inactive threshold")
+
+
+async def test_requeue_moves_every_message_once_with_fresh_ids(js: JetStreamContext, unique: str) -> None:
+    own, pool = subjects.worker_own_jobs(unique, "w1"), subjects.jobs(unique)
+    originals = [
+        await js.publish(own, f"job{i}".encode(), headers={MSG_ID: f"{unique}.j{i}", "traceparent": "tp"})
+        for i in range(3)
+    ]
+    assert await requeue(js, subjects.JOBS.name, own, pool) == 3
+    assert await requeue(js, subjects.JOBS.name, own, pool) == 0  # nothing left on the worker's subject
+    info = await js.stream_info(subjects.JOBS.name, subjects_filter=f"{pool}.>")
+    assert not info.state.subjects
+    seq, moved = 1, []
+    for _ in range(3):
+        msg = await js.get_msg(subjects.JOBS.name, seq=seq, subject=pool, next=True)
+        assert msg.seq is not None and msg.headers is not None and msg.headers["traceparent"] == "tp"
+        moved.append((msg.data, msg.headers[MSG_ID].rsplit(".", 1)[0]))
+        seq = msg.seq + 1
+    assert moved == [(f"job{i}".encode(), f"{unique}.j{i}.requeued") for i in range(3)]
+    # a second mover (another router, or a retry after a crash) republishing the same copy is dropped
+    again = await js.publish(pool, b"job0", headers={MSG_ID: f"{unique}.j0.requeued.{originals[0].seq}"})
+    assert again.duplicate
 
 
 async def test_same_msg_id_is_stored_once(js: JetStreamContext, unique: str) -> None:

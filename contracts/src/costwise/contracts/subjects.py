@@ -6,6 +6,8 @@ Tenant and pool names become subject tokens, which is why their patterns in ``me
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Literal
 
 import msgspec
@@ -34,11 +36,13 @@ __all__ = [
     "ROUTE",
     "ROUTER_ADVISORIES",
     "ROUTER_COMPLETIONS",
+    "ROUTER_HEADS",
     "ROUTER_ROUTE",
     "USAGE",
     "WEBHOOKS",
     "WEBHOOKS_RESULTS",
     "WEBHOOK_FAILED",
+    "WORKER_OWN_JOBS",
     "ConsumerSpec",
     "KeyValueSpec",
     "StreamSpec",
@@ -61,6 +65,10 @@ __all__ = [
     "webhooks",
     "webhooks_tenant",
     "worker_jobs",
+    "worker_own",
+    "worker_own_jobs",
+    "worker_own_owner",
+    "worker_token",
 ]
 
 PREFIX = "costwise.v1"
@@ -88,6 +96,36 @@ def tenant_of(subject: str) -> str | None:
 def jobs(pool: str) -> str:
     """Where the router publishes a :class:`Job` for one worker pool."""
     return f"{PREFIX}.jobs.{pool}"
+
+
+def worker_token(worker_id: str) -> str:
+    """``worker_id`` (``<host>-<pid>`` by default; host names have dots) as one subject token.
+
+    Idempotent, so a token read back from a subject names the same worker. Characters a token cannot hold
+    become ``_``; an over-long id keeps a readable head and a hash of the whole.
+    """
+    token = re.sub(r"[^A-Za-z0-9_-]", "_", worker_id) or "_"
+    if len(token) <= 64:
+        return token
+    return f"{token[:40]}-{hashlib.blake2b(worker_id.encode(), digest_size=8).hexdigest()}"
+
+
+def worker_own_jobs(pool: str, worker_id: str) -> str:
+    """Jobs for one worker of ``pool`` only: the router sends a job here when that worker served the job's
+    prefix last (its prefix cache is warm) and is pulling right now."""
+    return f"{PREFIX}.jobs.{pool}.w.{worker_token(worker_id)}"
+
+
+WORKER_OWN_JOBS = f"{PREFIX}.jobs.*.w.*"
+"""Every worker's own job queue (the router's sweeper looks for queues whose worker is gone)."""
+
+
+def worker_own_owner(subject: str) -> tuple[str, str] | None:
+    """``(pool, worker token)`` of a :func:`worker_own_jobs` subject, else ``None``."""
+    if not matches(WORKER_OWN_JOBS, subject):
+        return None
+    _, _, _, pool, _, token = subject.split(".")
+    return pool, token
 
 
 def completions(pool: str) -> str:
@@ -182,6 +220,8 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     ack_wait_s: float = 30.0
     max_deliver: int = 5
     max_ack_pending: int = 1000
+    inactive_threshold_s: float | None = None
+    """The server deletes the consumer after this long with no pull request and nothing in flight."""
 
 
 REQUESTS = StreamSpec(name="COSTWISE_REQUESTS", subjects=(_all("requests"),))
@@ -189,7 +229,8 @@ REQUESTS = StreamSpec(name="COSTWISE_REQUESTS", subjects=(_all("requests"),))
 # the forwarded copy keeps the request's Nats-Msg-Id.
 ROUTE = StreamSpec(name="COSTWISE_ROUTE", subjects=(_all("route"),))
 # Work-queue retention: a job is removed once a worker acks it, and each pool's
-# subject has exactly one consumer, shared by the pool's workers.
+# subject has exactly one consumer, shared by the pool's workers; each worker's own subject
+# (``jobs.<pool>.w.<worker>``, prefix affinity) has exactly one consumer, that worker's.
 JOBS = StreamSpec(name="COSTWISE_JOBS", subjects=(_all("jobs"),), retention="workqueue")
 COMPLETIONS = StreamSpec(name="COSTWISE_COMPLETIONS", subjects=(_all("completions"),))
 RESULTS = StreamSpec(name="COSTWISE_RESULTS", subjects=(_all("results"),), duplicate_window_s=3600)
@@ -235,7 +276,10 @@ GATEWAY_REQUESTS = KeyValueSpec(bucket="costwise-gateway-requests", max_age_s=RE
 # Per-tenant budget state (limit, period, settled spend, open reservations), keyed by tenant. Written with
 # compare-and-set only (costwise.budget), read by every service that admits spend.
 BUDGETS = KeyValueSpec(bucket="costwise-budgets", max_age_s=0)  # 1 MiB: ~15k open reservations per tenant
-ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING, GATEWAY_KEYS, GATEWAY_REQUESTS, BUDGETS)
+# The router's online per-tenant corrections of the learned router, keyed by tenant (last writer wins: see
+# costwise.router); an entry not rewritten for 90 days expires and the tenant starts from the shipped weights.
+ROUTER_HEADS = KeyValueSpec(bucket="costwise-router-heads", max_age_s=90 * 24 * 3600, max_value_size=64 << 10)
+ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING, GATEWAY_KEYS, GATEWAY_REQUESTS, BUDGETS, ROUTER_HEADS)
 
 CACHE_REQUESTS = ConsumerSpec(durable="cache-requests", stream=REQUESTS.name, filter_subject=_all("requests"))
 CACHE_RESULTS = ConsumerSpec(durable="cache-results", stream=RESULTS.name, filter_subject=_all("results"))
@@ -304,6 +348,25 @@ def worker_jobs(pool: str, *, ack_wait_s: float = 30.0, max_deliver: int = 5) ->
         filter_subject=jobs(pool),
         ack_wait_s=ack_wait_s,
         max_deliver=max_deliver,
+    )
+
+
+def worker_own(
+    pool: str, worker_id: str, *, ack_wait_s: float = 30.0, max_deliver: int = 5, idle_s: float = 10.0
+) -> ConsumerSpec:
+    """The consumer of one worker's own queue (:func:`worker_own_jobs`), beside its pool's shared one.
+
+    ``@`` cannot occur in a pool or a token, so no pool's shared durable can be mistaken for a worker's.
+    The server deletes it after ``idle_s`` without a pull or a job in flight (a running job's heartbeats
+    count), so worker churn leaves no consumers behind; a live worker that was merely full recreates it.
+    """
+    return ConsumerSpec(
+        durable=f"worker-{pool}@{worker_token(worker_id)}",
+        stream=JOBS.name,
+        filter_subject=worker_own_jobs(pool, worker_id),
+        ack_wait_s=ack_wait_s,
+        max_deliver=max_deliver,
+        inactive_threshold_s=idle_s,
     )
 
 

@@ -8,6 +8,7 @@ from ._faststream import make_broker, publish_durable, pull_subscriber
 from ._lifecycle import run_until_signalled
 from ._provision import cap_key_value, ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
 from ._publish import MSG_ID, publish
+from ._requeue import requeue
 from ._server import NatsServer, find_nats_server
 from ._slots import keep_alive, pull_into_slots
 
@@ -35,6 +36,7 @@ __all__ = [
     "pull_into_slots",
     "pull_subscriber",
     "reject_current",
+    "requeue",
     "run_until_signalled",
     "send_error_result",
 ]

@@ -109,6 +109,7 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
         ack_wait=spec.ack_wait_s,
         max_deliver=spec.max_deliver,
         max_ack_pending=spec.max_ack_pending,
+        inactive_threshold=spec.inactive_threshold_s,
     )
     await js.add_consumer(spec.stream, config)
 

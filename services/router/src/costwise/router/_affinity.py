@@ -26,19 +26,27 @@ def prefix_hash(req: InferenceRequest) -> str | None:
 
 
 class Affinity:
-    """Which backend served each prefix last (bounded LRU; per router process, a hint, not a rule)."""
+    """Which backend, and which worker of it, last served each prefix (bounded LRU; per router process, a hint,
+    not a rule: a lost entry costs a cold prefix cache, never a request)."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._last: OrderedDict[str, str] = OrderedDict()
+        self._last: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
     def preferred(self, prefix: str | None) -> str | None:
-        return self._last.get(prefix) if prefix else None
+        last = self._last.get(prefix) if prefix else None
+        return last[0] if last else None
 
-    def served(self, prefix: str | None, backend: str) -> None:
+    def worker(self, prefix: str | None, backend: str) -> str | None:
+        """The worker of ``backend`` that served ``prefix`` last, if it was one of that backend's."""
+        last = self._last.get(prefix) if prefix else None
+        return last[1] if last and last[0] == backend and last[1] else None
+
+    def served(self, prefix: str | None, backend: str, worker: str) -> None:
+        """Record a successful answer (a failed attempt proves nothing about a warm cache)."""
         if not prefix or not self._capacity:
             return
-        self._last[prefix] = backend
+        self._last[prefix] = (backend, worker)
         self._last.move_to_end(prefix)
         if len(self._last) > self._capacity:
             self._last.popitem(last=False)

@@ -10,7 +10,6 @@ from decimal import Decimal
 
 import msgspec
 from nats.aio.client import Client
-from nats.js.errors import NotFoundError
 from opentelemetry.trace import TracerProvider
 
 from costwise.budget import BudgetExceeded, Budgets, open_budgets
@@ -25,11 +24,12 @@ from costwise.contracts import (
     Result,
     subjects,
 )
-from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_ROUTE
+from costwise.contracts.subjects import ROUTER_ADVISORIES, ROUTER_COMPLETIONS, ROUTER_HEADS, ROUTER_ROUTE
 from costwise.embed import Embedder
-from costwise.messaging import Consumer, ack_current, connect, file_dead_letter, provision, publish, reject_current
+from costwise.messaging import Consumer, ack_current, connect, provision, publish, reject_current
 from costwise.telemetry import record_result
 
+from ._advisories import dead_letter_job
 from ._affinity import Affinity, prefix_hash
 from ._arbitrage import Refusal, choose
 from ._capacity import Capacity
@@ -152,8 +152,15 @@ class Router:
         job = msgspec.structs.replace(
             job, job_id=job_id, pool=choice.backend.name, tier=tier.name, attempt=attempt, routed_ms=self._now_ms()
         )
-        await publish(self.js, subjects.jobs(job.pool), job, msg_id=subjects.dedup_id(req.tenant, job_id))
+        await publish(self.js, self._subject(job), job, msg_id=subjects.dedup_id(req.tenant, job_id))
         return None
+
+    def _subject(self, job: Job) -> str:
+        """The queue of the worker that served this prefix last while it can take the job now; else the pool's."""
+        worker = self.affinity.worker(job.prefix_hash, job.pool)
+        if worker and self.capacity.claim(job.pool, worker):
+            return subjects.worker_own_jobs(job.pool, worker)
+        return subjects.jobs(job.pool)
 
     async def _admit(self, req: InferenceRequest, estimate_usd: Decimal) -> Refusal | None:
         """Reserve the attempt's worst-case cost against the tenant's budget before anything is spent.
@@ -166,7 +173,9 @@ class Router:
 
     async def on_completion(self, done: Completion) -> None:
         job = done.job
-        self.affinity.served(job.prefix_hash, job.pool)
+        if done.error is None and job.prefix_hash:  # only an answer warms a cache; a failure must not attract
+            self.affinity.served(job.prefix_hash, job.pool, done.worker_id)
+            self.capacity.watch(job.pool, done.worker_id)
         if done.error is not None:
             why = f"{done.error.code}: {done.error.message}"
             await self._fail_over(job, [*job.attempts, attempt_of(self.catalog, done, "failed", why)])
@@ -241,29 +250,13 @@ class Router:
 
     async def on_max_deliveries(self, advisory: MaxDeliveriesAdvisory) -> None:
         """A job used up its deliveries without an answer (e.g. its workers kept dying): tell the caller."""
-        js = self.js
-        try:
-            job = await js.get_msg(advisory.stream, advisory.stream_seq)
-        except NotFoundError:
-            job = None  # already answered and acked, or handled by an earlier delivery of this advisory
-        if job is not None and job.data is not None and job.subject is not None:
-            why = f"no worker finished the job in {advisory.deliveries} deliveries (consumer {advisory.consumer})"
-            await file_dead_letter(
-                js,
-                service=SERVICE,
-                subject=job.subject,
-                data=job.data,
-                code=ErrorCode.MAX_DELIVERIES_EXCEEDED,
-                reason=why,
-                num_delivered=advisory.deliveries,
-                stream_seq=advisory.stream_seq,
-            )
-            # A work-queue message that no consumer will deliver again would sit there forever.
-            await js.delete_msg(advisory.stream, advisory.stream_seq)
+        await dead_letter_job(self.js, advisory, service=SERVICE)
         await ack_current()
 
     async def start(self) -> None:
         self.budgets = await open_budgets(self.js)
+        if self.odds is not None:
+            self.odds.persist(await self.js.key_value(ROUTER_HEADS.bucket), flush_s=self.settings.heads_flush_s)
         await self.capacity.start(self.js)  # read every backend once before routing
         for consumer in self.consumers:
             await consumer.start(self.js)
@@ -271,6 +264,8 @@ class Router:
     async def stop(self) -> None:
         for consumer in self.consumers:
             await consumer.stop()
+        if self.odds is not None:
+            await self.odds.close()  # the last write of what it learned, while the connection is up
         await self.capacity.stop()
         for close in self.owned:
             await close()
@@ -294,7 +289,7 @@ async def build(
         odds = await asyncio.to_thread(SmallTierOdds.load, embedder, settings.route_quality)
     verifier = await asyncio.to_thread(ResponseVerifier.load) if settings.response_verifier else None
     await provision(settings.nats_url, CONSUMERS, name=SERVICE)
-    capacity = Capacity([b.name for b in catalog.backends], settings.capacity_refresh_s)
+    capacity = Capacity([b.name for b in catalog.backends], settings.capacity_refresh_s, burst=settings.affinity_burst)
     owned = nc is None
     nc = nc or await connect(settings.nats_url, name=SERVICE)
     router = Router(settings, nc, catalog, capacity, clock, odds, verifier, tracer_provider)

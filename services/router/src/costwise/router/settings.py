@@ -31,8 +31,13 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     """How the learned router runs MiniLM (same vectors either way; ONNX Runtime takes ~2.4 times less per request)."""
     route_quality: Annotated[float, Meta(ge=0.5, le=0.999)] = 0.95
     """Share of the large tier's quality the learned router's threshold is calibrated to keep."""
+    heads_flush_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    """How often the tenants' online corrections learned since the last write are stored (KV ROUTER_HEADS)."""
     response_verifier: bool = False
     """Also ask the learned response verifier (trained on GSM8K-style math answers) before accepting."""
     affinity_entries: Annotated[int, Meta(ge=0)] = 10_000
-    """Prefix hashes remembered for affinity (which backend served a prefix last)."""
+    """Prefix hashes remembered for affinity (which backend and worker served a prefix last)."""
+    affinity_burst: Annotated[int, Meta(ge=0, le=1024)] = 4
+    """Jobs this router sends to one worker's own queue per capacity reading (the reading said it was pulling;
+    more than its free slots would wait there). 0 turns worker-level affinity off."""
     otlp_endpoint: str | None = None

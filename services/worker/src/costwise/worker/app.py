@@ -7,22 +7,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import msgspec
 from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
-from opentelemetry.context import Context
-from opentelemetry.trace import (
-    Link,
-    NoOpTracerProvider,
-    SpanKind,
-    TracerProvider,
-    get_current_span,
-    set_span_in_context,
-)
+from opentelemetry.trace import NoOpTracerProvider, SpanKind, TracerProvider, set_span_in_context
 
 from costwise.contracts import (
     Completion,
@@ -38,6 +29,8 @@ from costwise.contracts import (
 from costwise.messaging import connect, ensure_consumer, ensure_streams, give_up, keep_alive, publish, pull_into_slots
 from costwise.telemetry import extract
 
+from ._own import OwnQueue
+from ._running import Running, retry_links
 from .engine import Engine, Generation, Progress
 from .settings import WorkerSettings
 
@@ -45,27 +38,6 @@ __all__ = ["Worker", "build"]
 
 log = logging.getLogger("costwise.worker")
 SERVICE = "worker"
-
-
-@dataclass
-class Running:
-    msg: Msg
-    job: Job
-    progress: Progress
-    task: asyncio.Task[None] | None = None
-    settled: bool = False
-    """Acked or terminated: nothing left to hand back."""
-    trace: Context | None = None
-    """This attempt's span: a handed-back job continues from it, so the trace shows attempt after attempt."""
-
-
-def _retry_links(run: Running, ctx: Context) -> list[Link]:
-    """A redelivered or resumed job links to the span that published it, marked as another try of that job."""
-    delivered = run.msg.metadata.num_delivered
-    if delivered <= 1 and run.job.checkpoint is None:
-        return []
-    published = get_current_span(ctx).get_span_context()
-    return [Link(published, {"messaging.message.delivery_count": delivered, "costwise.retry": True})]
 
 
 class Worker:
@@ -86,27 +58,42 @@ class Worker:
         self.consumer = subjects.worker_jobs(
             settings.pool, ack_wait_s=settings.ack_wait_s, max_deliver=settings.max_deliver
         )
+        own = subjects.worker_own(
+            settings.pool,
+            settings.worker_id,
+            ack_wait_s=settings.ack_wait_s,
+            max_deliver=settings.max_deliver,
+            idle_s=settings.own_idle_s,
+        )
+        self.own = OwnQueue(self.js, own, settings.pool)
         self.running: dict[int, Running] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = False
-        self._loop: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._psub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
         await ensure_streams(self.js)  # idempotent: any service may be the first one up
         await ensure_consumer(self.js, self.consumer)
         self._psub = await self.js.pull_subscribe_bind(self.consumer.durable, self.consumer.stream)
-        self._loop = asyncio.create_task(self._pull(self._psub), name=f"pull-{self.settings.pool}")
+        own = self.own.pull(free=self._free, freed=self._slot_freed, stopping=lambda: self._stopping, admit=self._admit)
+        self._loops = [
+            asyncio.create_task(self._pull(self._psub), name=f"pull-{self.settings.pool}"),
+            asyncio.create_task(own, name=f"pull-{self.own.spec.durable}"),
+        ]
         log.info("worker %s serving pool %s", self.settings.worker_id, self.settings.pool)
 
     async def _pull(self, psub: JetStreamContext.PullSubscription) -> None:
         await pull_into_slots(
             psub,
-            free=lambda: self.settings.max_in_flight - len(self.running),
+            free=self._free,
             freed=self._slot_freed,
             stopping=lambda: self._stopping,  # fetched while SIGTERM arrived: handed straight back
             admit=self._admit,
         )
+
+    def _free(self) -> int:
+        return self.settings.max_in_flight - len(self.running)
 
     async def _admit(self, msg: Msg) -> None:
         try:
@@ -128,7 +115,7 @@ class Worker:
         try:
             ctx = extract(run.msg.headers)
             with self.tracer.start_as_current_span(
-                "worker.job", context=ctx, kind=SpanKind.CONSUMER, links=_retry_links(run, ctx)
+                "worker.job", context=ctx, kind=SpanKind.CONSUMER, links=retry_links(run, ctx)
             ) as span:
                 run.trace = set_span_in_context(span)
                 span.set_attribute("gen_ai.request.model", self.engine.model_name)
@@ -227,15 +214,17 @@ class Worker:
             await run.msg.nak(delay=min(0.5 * 2**delivered, 10.0))
 
     async def drain(self, grace_s: float | None = None) -> None:
-        """Spot notice: stop pulling now, let jobs finish for ``grace_s``, checkpoint and hand back the rest."""
+        """Spot notice: stop pulling now, let jobs finish for ``grace_s``, checkpoint and hand back the rest,
+        then hand the jobs still queued for this worker alone back to its pool."""
         self._stop_pulling()
         grace = self.settings.grace_s if grace_s is None else grace_s
         tasks = [r.task for r in self.running.values() if r.task]
         if tasks and grace > 0:
             await asyncio.wait(tasks, timeout=grace)
         await asyncio.gather(*(self._hand_back(r) for r in list(self.running.values())))
-        if self._loop:
-            await self._loop
+        # Each ends within one fetch timeout of _stopping; one that failed must not stop the hand-back below.
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.own.hand_back()  # after the in-flight hand-back: those acks need the own consumer
         await self._unsubscribe()
 
     async def abandon(self) -> None:
@@ -248,6 +237,7 @@ class Worker:
             if run.task:
                 run.task.cancel()
         await self._unsubscribe()
+        await self.own.unsubscribe()
 
     def _stop_pulling(self) -> None:
         self._stopping = True

@@ -32,6 +32,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_deliver: Annotated[int, Meta(ge=1)] = 5
     grace_s: Annotated[float, Meta(ge=0)] = 5.0
     """On SIGTERM, how long running jobs may finish before they are checkpointed and handed back."""
+    own_idle_s: Annotated[float, Meta(gt=0)] = 10.0
+    """This worker's own queue (prefix affinity) is deleted by the server after this long without a pull or a
+    running job from it; then the router's sweeper moves its queued jobs to the pool. A SIGKILLed worker's
+    own jobs are therefore served elsewhere within about ack_wait_s + own_idle_s."""
     spot: bool = False
     worker_id: str = msgspec.field(default_factory=process_id)
     otlp_endpoint: str | None = None

@@ -5,7 +5,9 @@ overwrites it. Tenants are kept least-recently-updated first, at most ``max_tena
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
+from dataclasses import replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,6 +48,32 @@ class OnlineRouter:
         head = self._heads.pop(tenant, self._zero)
         x = design_matrix(vector.reshape(1, -1), [prompt])[0]
         self._heads[tenant] = head.sgd_step(x, err, rate=self._rate, pull=self._pull)
+        while len(self._heads) > self._max_tenants:
+            self._heads.popitem(last=False)
+
+    @property
+    def base_id(self) -> str:
+        """Names the shipped router a correction was learned against (a correction means nothing for another)."""
+        digest = hashlib.blake2b(self.base.vector.weights.tobytes(), digest_size=8)
+        digest.update(self.base.text.weights.tobytes())
+        return digest.hexdigest()
+
+    def knows(self, tenant: str) -> bool:
+        """``tenant`` has a correction in this router's memory."""
+        return tenant in self._heads
+
+    def head(self, tenant: str) -> tuple[list[float], float] | None:
+        """``tenant``'s correction as plain numbers (weights, bias), or ``None`` while it has none."""
+        head = self._heads.get(tenant)
+        return None if head is None else (head.weights.tolist(), head.bias)
+
+    def adopt(self, tenant: str, weights: list[float], bias: float) -> None:
+        """Take ``tenant``'s correction as stored (by this or another router) unless it already learned one here."""
+        if tenant in self._heads:
+            return
+        if len(weights) != len(self._zero.weights):
+            raise ValueError(f"a correction of {len(weights)} weights for a head of {len(self._zero.weights)}")
+        self._heads[tenant] = replace(self._zero, weights=np.asarray(weights, dtype=np.float64), bias=bias)
         while len(self._heads) > self._max_tenants:
             self._heads.popitem(last=False)
 
