@@ -86,6 +86,14 @@ def test_batch_requests_wait_in_the_cheap_queue() -> None:
     assert _name(_pick(_req(priority="batch"), {"spot": full})) == "spot"
 
 
+def test_batch_requests_leave_the_cheap_queue_when_its_wait_would_miss_their_deadline() -> None:
+    # 64 tokens at 4/800 s per token ≈ 0.32 s per job; a backlog of 40 on 4 slots ≈ 3.5 s before it is done.
+    full = Load(present=True, backlog=40, in_flight=4)
+    roomy, tight = NOW_MS + 10_000, NOW_MS + 2_000
+    assert _name(_pick(_req(priority="batch", deadline_ms=roomy), {"spot": full})) == "spot"
+    assert _name(_pick(_req(priority="batch", deadline_ms=tight), {"spot": full})) == "on-demand"
+
+
 def test_prefix_affinity_beats_price_while_the_preferred_backend_has_room() -> None:
     assert _name(_pick(_req(), prefer="on-demand")) == "on-demand"
     full = Load(present=True, backlog=4, in_flight=4)
