@@ -113,6 +113,7 @@ class Cache:
             created_ms=req.created_ms,
             completed_ms=self._now_ms(),
             cache=hit,
+            api_key_id=req.api_key_id,
         )
         record_result(result, requested_model=req.model)
         # Same msg-id as the router's result would have: a request answered twice still has one result.
