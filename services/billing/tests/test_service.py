@@ -9,10 +9,12 @@ from pathlib import Path
 import msgspec
 import pytest
 import pytest_asyncio
+import sqlalchemy as sa
 from nats.js import JetStreamContext
 
 from costwise.billing import Billing, BillingSettings, Ledger, Line, build, ledger_report, open_ledger
 from costwise.billing._cli import main
+from costwise.billing._ledger import _normalised
 from costwise.billing._metrics import Rollup
 from costwise.billing._report import usd
 from costwise.billing._schema import LEDGER
@@ -260,6 +262,29 @@ async def test_nothing_is_acked_until_the_ledger_commits(
     finally:
         await service.stop()
         ledger.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "pg"])
+def test_a_ledger_from_before_api_keys_upgrades_in_place(
+    db: str, tmp_path: Path, postgres_url: str, traffic_lines: list[Line], unique: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    if db == "pg":
+        with sa.create_engine(_normalised(postgres_url), isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{unique}"'))
+        url = sa.make_url(_normalised(postgres_url)).set(database=unique).render_as_string(hide_password=False)
+    old = open_ledger(url, migrate=False)
+    try:
+        old.migrate("0001")  # a ledger written before lines carried API keys
+        row = {k: v for k, v in msgspec.structs.asdict(traffic_lines[0]).items() if k != "api_key_id"}
+        with old.engine.begin() as conn:
+            conn.execute(sa.table("ledger", *(sa.column(k) for k in row)).insert(), [row])
+        old.migrate()
+        assert old.lines() == [msgspec.structs.replace(traffic_lines[0], api_key_id=None)]  # kept, no key
+        old.append(traffic_lines)
+        assert len(old.lines()) == len(traffic_lines)
+    finally:
+        old.close()
 
 
 def test_migrations_build_exactly_the_schema_the_code_queries(ledger: Ledger) -> None:

@@ -126,13 +126,13 @@ class Ledger:
         self.engine = engine
         self._diffing = threading.Lock()
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest migration (idempotent; every start runs it)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to the newest migration (idempotent; every start runs it) or to ``revision``."""
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
         with self.engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
 
     def append(self, lines: Sequence[Line]) -> None:
         """Store ``lines`` in one transaction; a line whose key is already stored is skipped, not counted twice."""
