@@ -196,7 +196,11 @@ class Ledger:
             sa.cast(_of_result(c.ts_ms), sa.BigInteger).label("result_ms"),
         ).group_by(c.tenant, c.request_id)
         if requests is not None:
-            query = query.where(sa.tuple_(c.tenant, c.request_id).in_(requests))
+            # Per tenant, not a row-value IN: SQLite scans the whole index for that; this is index lookups.
+            ids: dict[str, list[str]] = {}
+            for tenant, request_id in requests:
+                ids.setdefault(tenant, []).append(request_id)
+            query = query.where(sa.or_(*(sa.and_(c.tenant == t, c.request_id.in_(r)) for t, r in ids.items())))
         with self.engine.connect() as conn:
             return [RequestTotals(**row) for row in conn.execute(scope.where(query)).mappings()]
 
