@@ -101,7 +101,8 @@ class Scope(msgspec.Struct, frozen=True, kw_only=True):
     since_ms: int = 0
 
     def where(self, query: sa.Select[Any]) -> sa.Select[Any]:
-        query = query.where(LEDGER.c.ts_ms >= self.since_ms)
+        if self.since_ms:  # only then: a vacuous ts_ms >= 0 makes SQLite pick the (tenant, ts_ms) index and scan
+            query = query.where(LEDGER.c.ts_ms >= self.since_ms)
         if self.tenant is not None:
             query = query.where(LEDGER.c.tenant == self.tenant)
         return query if self.api_key_id is None else query.where(LEDGER.c.api_key_id == self.api_key_id)
