@@ -124,10 +124,10 @@ async def test_identical_request_is_answered_from_the_cache(nc: Nats, cache: Cac
     first = _request(unique)
     await _miss_then_answer(nc, first)
     await _stored(nc, first)
-    again = msgspec.structs.replace(first, request_id=new_request_id())
+    again = msgspec.structs.replace(first, request_id=new_request_id(), api_key_id="k1")  # not part of the key
     await Client(nc).publish(again)
     result = await Client(nc).result(unique, again.request_id, timeout=10)
-    assert result.status == "ok" and result.source == "cache_exact"
+    assert result.status == "ok" and result.source == "cache_exact" and result.api_key_id == "k1"
     assert result.output == Output(text="Paris.", finish_reason="stop")
     assert result.cache is not None and result.cache.cached_request_id == first.request_id
     assert result.cache.saved == Usage(prompt_tokens=7, completion_tokens=2) and result.usage == Usage()
