@@ -108,6 +108,34 @@ class Scope(msgspec.Struct, frozen=True, kw_only=True):
         return query if self.api_key_id is None else query.where(LEDGER.c.api_key_id == self.api_key_id)
 
 
+def _totals_query(scope: Scope, requests: Sequence[tuple[str, str]] | None) -> sa.Select[Any]:
+    c = LEDGER.c
+    query = sa.select(
+        c.tenant,
+        c.request_id,
+        _sum(sa.literal(1), "attempt").label("attempts"),
+        *(_sum(c[f], "attempt").label(f) for f in _LEVEL_COLUMNS),
+        _sum(c.amount_nusd, "recompute").label("recompute_nusd"),
+        sa.cast(sa.func.max(c.ts_ms), sa.BigInteger).label("last_ms"),
+        _of_result(c.source).label("source"),
+        _of_result(c.status).label("status"),
+        _sum(c.amount_nusd, "result").label("result_amount_nusd"),
+        _sum(c.baseline_nusd, "result").label("result_baseline_nusd"),
+        sa.cast(_of_result(c.ts_ms), sa.BigInteger).label("result_ms"),
+    ).group_by(c.tenant, c.request_id)
+    if requests is not None:
+        # Per tenant, not a row-value IN: SQLite scans the whole index for that; this is index lookups.
+        ids: dict[str, list[str]] = {}
+        for tenant, request_id in requests:
+            ids.setdefault(tenant, []).append(request_id)
+        query = query.where(sa.or_(*(sa.and_(c.tenant == t, c.request_id.in_(r)) for t, r in ids.items())))
+    return scope.where(query)
+
+
+def _totals(conn: sa.Connection, query: sa.Select[Any]) -> list[RequestTotals]:
+    return [RequestTotals(**row) for row in conn.execute(query).mappings()]
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL: the report CLI reads while the service writes; NORMAL sync is durable at each commit in WAL mode.
     cursor = dbapi_connection.cursor()
@@ -137,22 +165,24 @@ class Ledger:
 
     def append(self, lines: Sequence[Line]) -> None:
         """Store ``lines`` in one transaction; a line whose key is already stored is skipped, not counted twice."""
-        if not lines:
-            return
-        rows = [msgspec.structs.asdict(line) for line in lines]
-        with self.engine.begin() as conn:
-            conn.execute(self._insert_ignoring_duplicates(), rows)
+        if lines:
+            with self.engine.begin() as conn:
+                self._insert(conn, lines)
+
+    def _insert(self, conn: sa.Connection, lines: Sequence[Line]) -> None:
+        conn.execute(self._insert_ignoring_duplicates(), [msgspec.structs.asdict(line) for line in lines])
 
     def append_and_diff(self, lines: Sequence[Line]) -> tuple[list[RequestTotals], list[RequestTotals]]:
         """``append``, and the totals of the requests ``lines`` touch before and after it (for running sums).
 
-        Serialised within the process, so two consumers' batches never interleave between before and after.
+        One transaction (if reading "after" fails, nothing was stored, and the redelivery diffs again), and
+        serialised within the process, so two consumers' batches never interleave between before and after.
         """
-        touched = sorted({(line.tenant, line.request_id) for line in lines})
-        with self._diffing:
-            before = self.request_totals(requests=touched)
-            self.append(lines)
-            return before, self.request_totals(requests=touched)
+        query = _totals_query(EVERYTHING, sorted({(line.tenant, line.request_id) for line in lines}))
+        with self._diffing, self.engine.begin() as conn:
+            before = _totals(conn, query)
+            self._insert(conn, lines)
+            return before, _totals(conn, query)
 
     def _insert_ignoring_duplicates(self) -> sa.Insert:
         dialect = self.engine.dialect.name
@@ -182,28 +212,8 @@ class Ledger:
     ) -> list[RequestTotals]:
         """Per request (lines in ``scope``; only ``requests``, (tenant, id) pairs, if given): attempt levels
         summed, result fields picked."""
-        c = LEDGER.c
-        query = sa.select(
-            c.tenant,
-            c.request_id,
-            _sum(sa.literal(1), "attempt").label("attempts"),
-            *(_sum(c[f], "attempt").label(f) for f in _LEVEL_COLUMNS),
-            _sum(c.amount_nusd, "recompute").label("recompute_nusd"),
-            sa.cast(sa.func.max(c.ts_ms), sa.BigInteger).label("last_ms"),
-            _of_result(c.source).label("source"),
-            _of_result(c.status).label("status"),
-            _sum(c.amount_nusd, "result").label("result_amount_nusd"),
-            _sum(c.baseline_nusd, "result").label("result_baseline_nusd"),
-            sa.cast(_of_result(c.ts_ms), sa.BigInteger).label("result_ms"),
-        ).group_by(c.tenant, c.request_id)
-        if requests is not None:
-            # Per tenant, not a row-value IN: SQLite scans the whole index for that; this is index lookups.
-            ids: dict[str, list[str]] = {}
-            for tenant, request_id in requests:
-                ids.setdefault(tenant, []).append(request_id)
-            query = query.where(sa.or_(*(sa.and_(c.tenant == t, c.request_id.in_(r)) for t, r in ids.items())))
         with self.engine.connect() as conn:
-            return [RequestTotals(**row) for row in conn.execute(scope.where(query)).mappings()]
+            return _totals(conn, _totals_query(scope, requests))
 
     def route_totals(self, scope: Scope = EVERYTHING) -> list[RouteTotals]:
         """Attempts per backend and stage: the routing mix."""
