@@ -242,3 +242,13 @@ async def test_a_tenant_over_its_budget_is_refused_before_any_spend(nc: Nats, st
     assert result.error.code == ErrorCode.BUDGET_EXCEEDED and not result.route
     state = await budgets.state(stack.tenant)
     assert state is not None and not state.reservations  # nothing held for a refused request
+
+
+async def test_a_key_over_its_budget_is_refused_while_another_key_of_the_tenant_runs(nc: Nats, stack: Stack) -> None:
+    budgets = await open_budgets(nc.jetstream())
+    await budgets.set_limit(stack.tenant, Decimal("0.0000001"), "month", api_key_id="spent")
+    refused = await _ask(nc, stack.tenant, model="small", api_key_id="spent")
+    assert refused.error is not None and refused.error.code == ErrorCode.BUDGET_EXCEEDED and not refused.route
+    assert "API key 'spent'" in refused.error.message and refused.api_key_id == "spent"
+    fine = await _ask(nc, stack.tenant, model="small", api_key_id="other", quality_floor=0.001)
+    assert fine.status == "ok" and fine.api_key_id == "other"  # the result carries the key on to billing

@@ -28,28 +28,72 @@ async def test_a_tenant_without_a_budget_is_admitted_unlimited(js: JetStreamCont
     assert isinstance(admission, Admission) and admission.remaining_usd is None
 
 
-async def test_fifty_concurrent_admissions_overshoot_by_at_most_one_request(nats_url: str, unique: str) -> None:
+async def _race(nats_url: str, tenant: str, api_key_id: str | None) -> None:
     """50 requests race for a budget that covers 10.5 of them, from 5 separate connections (5 "routers")."""
     estimate, actual = Decimal("0.010"), Decimal("0.0104")  # each request ends up costing a bit more
     connections = [await connect(nats_url, name=f"router{i}") for i in range(5)]
     try:
         routers = [await open_budgets(nc.jetstream()) for nc in connections]
-        await routers[0].set_limit(unique, estimate * Decimal("10.5"), "day")
-        outcomes = await asyncio.gather(*(routers[i % 5].admit(unique, f"r{i}", estimate) for i in range(50)))
+        await routers[0].set_limit(tenant, estimate * Decimal("10.5"), "day", api_key_id=api_key_id)
+        outcomes = await asyncio.gather(
+            *(routers[i % 5].admit(tenant, f"r{i}", estimate, api_key_id=api_key_id) for i in range(50))
+        )
         admitted = [o for o in outcomes if isinstance(o, Admission)]
         assert len(admitted) == 10 and all(isinstance(o, BudgetExceeded) for o in outcomes if o not in admitted)
-        state = await routers[0].state(unique)
+        state = await routers[0].state(tenant, api_key_id=api_key_id)
         assert state is not None and state.reserved_usd == 10 * estimate <= state.limit_usd
 
         async def ledger_total(_since_ms: int) -> Decimal:
             return actual * len(admitted)
 
-        settled = await routers[1].settle(unique, [a.request_id for a in admitted], spent_since=ledger_total)
+        done = [a.request_id for a in admitted]
+        settled = await routers[1].settle(tenant, done, spent_since=ledger_total, api_key_id=api_key_id)
         assert settled is not None and not settled.reservations
         assert settled.spent_usd - settled.limit_usd <= actual  # overshoot ≤ one request's cost
     finally:
         for nc in connections:
             await nc.close()
+
+
+async def test_fifty_concurrent_admissions_overshoot_by_at_most_one_request(nats_url: str, unique: str) -> None:
+    await _race(nats_url, unique, None)
+
+
+async def test_fifty_concurrent_admissions_at_a_keys_edge_overshoot_by_at_most_one_request(
+    nats_url: str, unique: str
+) -> None:
+    await _race(nats_url, unique, "k1")  # the tenant has no budget: only the key's holds them back
+
+
+async def test_a_key_at_its_limit_is_refused_while_another_key_of_the_tenant_passes(
+    js: JetStreamContext, unique: str
+) -> None:
+    budgets = await open_budgets(js)
+    await budgets.set_limit(unique, Decimal("10"), "month")
+    await budgets.set_limit(unique, Decimal("1"), "month", api_key_id="spender")
+    assert isinstance(await budgets.admit(unique, "r1", Decimal("0.9"), api_key_id="spender"), Admission)
+    refused = await budgets.admit(unique, "r2", Decimal("0.5"), api_key_id="spender")
+    assert isinstance(refused, BudgetExceeded) and refused.api_key_id == "spender"
+    assert "API key 'spender' of tenant" in refused.message
+    other = await budgets.admit(unique, "r3", Decimal("5"), api_key_id="other")  # no budget of its own
+    assert isinstance(other, Admission) and other.remaining_usd == Decimal("4.1")  # the tenant's: 10 - 0.9 - 5
+    keyless = await budgets.admit(unique, "r4", Decimal("4.05"))  # the tenant has $0.05 left
+    assert isinstance(keyless, Admission)
+    tenant_refuses = await budgets.admit(unique, "r5", Decimal("0.08"), api_key_id="spender")  # key: 0.1 left
+    assert isinstance(tenant_refuses, BudgetExceeded) and tenant_refuses.api_key_id is None  # the tenant's budget
+    key = await budgets.state(unique, api_key_id="spender")
+    assert key is not None and set(key.reservations) == {"r1"}  # the key's reservation was released again
+    tenant = await budgets.state(unique)
+    assert tenant is not None and tenant.api_key_id is None and set(tenant.reservations) == {"r1", "r3", "r4"}
+
+
+async def test_a_key_budget_never_collides_with_a_tenants(js: JetStreamContext, unique: str) -> None:
+    budgets = await open_budgets(js)
+    await budgets.set_limit(unique, Decimal("0"), "total", api_key_id="k")
+    assert await budgets.state(unique) is None  # the tenant itself still has none
+    assert await budgets.state(f"{unique}x", api_key_id="k") is None  # nor does another tenant's key "k"
+    with pytest.raises(ValueError, match="not an API key id"):
+        await budgets.admit(unique, "r", Decimal(1), api_key_id="a.b")
 
 
 async def test_settling_twice_changes_nothing_and_frees_the_budget(js: JetStreamContext, unique: str) -> None:

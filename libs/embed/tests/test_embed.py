@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -54,6 +55,24 @@ async def test_concurrent_calls_are_batched(embedders: dict[Backend, Embedder]) 
     embedder.close()
     assert sum(calls) == len(texts) and max(calls) <= 4 and len(calls) < len(texts)
     assert _cosines(np.stack(vectors), onnx.embed_many(texts)).min() >= 0.9999
+
+
+async def test_each_embedding_is_charged_its_share_of_its_batchs_cpu() -> None:
+    burnt: list[float] = []
+
+    def encode(texts: list[str]) -> Vector:
+        started = time.thread_time()
+        while time.thread_time() - started < 0.02:  # CPU-bound, like a model call
+            pass
+        burnt.append(time.thread_time() - started)
+        return np.ones((len(texts), DIMENSIONS), dtype=np.float32)
+
+    embedder = Embedder(encode, max_batch=4)
+    costed = await asyncio.gather(*(embedder.embed_costed(f"q{i}") for i in range(8)))
+    embedder.close()
+    shares = [cpu for _, cpu in costed]
+    assert len(burnt) == 2 and sum(shares) == pytest.approx(sum(burnt), rel=0.1)
+    assert max(shares) < min(burnt) / 2  # four shared each batch: nobody pays for all of it
 
 
 async def test_a_failing_batch_reaches_every_waiter_and_the_next_call_works() -> None:

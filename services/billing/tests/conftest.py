@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from costwise.billing import Ledger, Pricer, open_ledger
+from costwise.billing import Ledger, Line, Pricer, open_ledger
 from costwise.catalog import Catalog, load_catalog
 from costwise.contracts import CacheHit, Result, Usage, UsageEvent
 
@@ -83,6 +83,8 @@ def _usage(tenant: str, rid: str, pool: str, tokens: tuple[int, int], **job: obj
         ts_ms=_T0 + int(str(job.get("minute", 0))) * 60_000,
         stage=stage,  # type: ignore[arg-type]
         attempt=int(str(job.get("attempt", 1))),
+        api_key_id=str(job["key"]) if "key" in job else None,
+        recomputed_prompt_tokens=int(str(job.get("recomputed", 0))),
     )
 
 
@@ -98,29 +100,31 @@ def _result(tenant: str, rid: str, source: str, tokens: tuple[int, int], *, minu
         cache=CacheHit(kind=source[6:], cached_request_id=f"{rid}-orig", saved=usage) if hit else None,  # type: ignore[arg-type]
         pool=str(extra.get("pool")) if extra.get("pool") else None,
         completed_ms=_T0 + minute * 60_000 + 500,
+        api_key_id=str(extra["key"]) if "key" in extra else None,
     )
 
 
 def every_lever_traffic(tenant: str) -> Traffic:
-    """Ten requests that between them pull every lever (and one failure and one still in flight)."""
+    """Ten requests that between them pull every lever (and one failure and one still in flight); three came
+    in with API keys (k1 twice, k2 once), one was resumed after preemption (its re-prefill is billed)."""
     u, r = _usage, _result
     usage = [
-        u(tenant, "spot", "small-spot", (400, 120), minute=1),  # quantization + spot + routing
-        u(tenant, "ondemand", "small-on-demand", (300, 80), minute=2),  # quantization + routing
-        u(tenant, "groq", "groq-8b", (500, 200), minute=3),  # provider choice
+        u(tenant, "spot", "small-spot", (400, 120), minute=1, key="k1"),  # quantization + spot + routing
+        u(tenant, "ondemand", "small-on-demand", (300, 80), minute=2, key="k1"),  # quantization + routing
+        u(tenant, "groq", "groq-8b", (500, 200), minute=3, key="k2"),  # provider choice
         u(tenant, "large", "large-on-demand", (250, 90), minute=4),  # the baseline itself: no savings
         u(tenant, "openai", "openai-4o", (250, 90), minute=5),  # a pricier provider: negative savings
         u(tenant, "cascade", "small-spot", (600, 150), stage="cascade_small", minute=6),
         u(tenant, "cascade", "large-on-demand", (600, 140), stage="cascade_large", minute=6),
         u(tenant, "retry", "small-spot", (200, 30), minute=7),  # preempted attempt, then resumed
-        u(tenant, "retry", "small-spot", (230, 40), attempt=2, minute=7),
+        u(tenant, "retry", "small-spot", (230, 40), attempt=2, minute=7, recomputed=230 + 30),
         u(tenant, "failed", "small-spot", (100, 7), minute=8),
         u(tenant, "inflight", "small-on-demand", (90, 9), minute=9),
     ]
     results = [
-        r(tenant, "spot", "engine", (400, 120), minute=1, pool="small-spot"),
-        r(tenant, "ondemand", "engine", (300, 80), minute=2),
-        r(tenant, "groq", "provider", (500, 200), minute=3),
+        r(tenant, "spot", "engine", (400, 120), minute=1, pool="small-spot", key="k1"),
+        r(tenant, "ondemand", "engine", (300, 80), minute=2, key="k1"),
+        r(tenant, "groq", "provider", (500, 200), minute=3, key="k2"),
         r(tenant, "large", "engine", (250, 90), minute=4),
         r(tenant, "openai", "provider", (250, 90), minute=5),
         r(tenant, "cascade", "engine", (600, 140), minute=6),
@@ -140,3 +144,10 @@ def traffic(unique: str) -> Traffic:
 @pytest.fixture
 def pricer(catalog: Catalog) -> Pricer:
     return Pricer(catalog, exact_hit_usd=Decimal("0"), semantic_hit_usd=Decimal("0.000002"), tenants=frozenset())
+
+
+@pytest.fixture
+def traffic_lines(pricer: Pricer, traffic: Traffic) -> list[Line]:
+    """The ledger lines of ``traffic``: one per attempt, its re-prefill if it resumed, one per result."""
+    usage, results = traffic
+    return [line for e in usage for line in pricer.usage(e)] + [pricer.result(r, now_ms=0) for r in results]

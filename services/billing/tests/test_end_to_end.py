@@ -37,6 +37,7 @@ async def test_ledger_tokens_equal_the_engines_for_every_request(
                 tenant=unique,
                 messages=[ChatMessage(role="user", content="count to " + "ten " * (i + 1))],
                 sampling=SamplingParams(max_tokens=4 + 3 * i),
+                api_key_id=f"key{i % 2}",  # as the gateway sets it from the authenticated key
             )
             await publish(nc.jetstream(), subjects.route(unique), req, msg_id=subjects.dedup_id(unique, rid))
         results = {rid: await Client(nc).result(unique, rid, timeout=120) for rid in ids}
@@ -53,6 +54,7 @@ async def test_ledger_tokens_equal_the_engines_for_every_request(
         (attempt,) = [line for line in lines if line.request_id == rid and line.kind == "attempt"]
         assert (attempt.tokens_in, attempt.tokens_out) == (result.usage.prompt_tokens, result.usage.completion_tokens)
         assert attempt.backend == unique and attempt.amount_nusd > 0 and attempt.engine_us > 0
+        assert attempt.api_key_id == result.api_key_id == f"key{ids.index(rid) % 2}"  # the key travelled to the ledger
     report = ledger_report(sqlite_ledger, tenant=unique)
     assert report.requests == len(ids) and report.sources == {"engine": len(ids)}
     assert report.actual_nusd == report.baseline_nusd  # the only backend is the baseline: nothing to save

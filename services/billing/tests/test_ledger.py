@@ -5,23 +5,18 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from costwise.billing import LEVERS, Ledger, Line, Pricer, Unbillable, attribute, ledger_report, render_text
+from costwise.billing import LEVERS, Ledger, Line, Pricer, Scope, Unbillable, attribute, ledger_report, render_text
 from costwise.catalog import Catalog
 from costwise.contracts import ErrorCode, UsageEvent
 
 Traffic = tuple[list[UsageEvent], list]  # type: ignore[type-arg]
 
 
-def _lines(pricer: Pricer, traffic: Traffic) -> list[Line]:
-    usage, results = traffic
-    return [pricer.attempt(e) for e in usage] + [pricer.result(r, now_ms=0) for r in results]
-
-
 def test_attribution_parts_sum_exactly_to_baseline_minus_actual(
-    ledger: Ledger, pricer: Pricer, traffic: Traffic
+    ledger: Ledger, traffic_lines: list[Line], traffic: Traffic
 ) -> None:
-    ledger.append(_lines(pricer, traffic))
-    costs = [attribute(totals) for totals in ledger.request_totals(tenant=traffic[0][0].tenant)]
+    ledger.append(traffic_lines)
+    costs = [attribute(totals) for totals in ledger.request_totals(Scope(tenant=traffic[0][0].tenant))]
     for cost in costs:
         assert sum(cost.savings_nusd.values()) == cost.baseline_nusd - cost.actual_nusd, cost
     pulled = {lever for cost in costs for lever, amount in cost.savings_nusd.items() if amount}
@@ -58,9 +53,11 @@ def test_a_backend_outside_the_catalog_or_every_tier_is_unbillable(catalog: Cata
     assert caught.value.code == ErrorCode.UNPRICED and "no price basis" in caught.value.reason
 
 
-def test_appending_the_same_lines_twice_changes_nothing(ledger: Ledger, pricer: Pricer, traffic: Traffic) -> None:
+def test_appending_the_same_lines_twice_changes_nothing(
+    ledger: Ledger, traffic_lines: list[Line], traffic: Traffic
+) -> None:
     tenant = traffic[0][0].tenant
-    lines = _lines(pricer, traffic)
+    lines = traffic_lines
     ledger.append(lines)
     first = ledger.lines(tenant=tenant)
     ledger.append(lines)
@@ -70,12 +67,12 @@ def test_appending_the_same_lines_twice_changes_nothing(ledger: Ledger, pricer: 
 
 
 def test_postgresql_and_sqlite_give_identical_reports(
-    sqlite_ledger: Ledger, pg_ledger: Ledger, pricer: Pricer, traffic: Traffic
+    sqlite_ledger: Ledger, pg_ledger: Ledger, traffic_lines: list[Line], traffic: Traffic
 ) -> None:
     tenant = traffic[0][0].tenant
     reports = []
     for ledger in (sqlite_ledger, pg_ledger):
-        ledger.append(_lines(pricer, traffic))
+        ledger.append(traffic_lines)
         reports.append(ledger_report(ledger, tenant=tenant))
     assert msgspec.json.encode(reports[0]) == msgspec.json.encode(reports[1])
     report = reports[0]
@@ -108,3 +105,49 @@ def test_free_text_with_nul_or_over_long_is_stored_not_a_poison_batch(
     ledger.append([pricer.attempt(event), pricer.result(result, now_ms=0)])
     stored = ledger.lines(tenant=event.tenant)
     assert len(stored) == 2 and all(len(line.model) == 256 for line in stored)
+
+
+def test_a_cache_hit_is_billed_its_measured_cpu_time(catalog: Catalog, traffic: Traffic) -> None:
+    pricer = Pricer(
+        catalog,
+        exact_hit_usd=Decimal(0),
+        semantic_hit_usd=Decimal("0.000002"),
+        tenants=frozenset(),
+        cpu_usd_per_hour=Decimal("0.05"),
+    )
+    (unmeasured,) = [r for r in traffic[1] if r.source == "cache_semantic"]
+    assert unmeasured.cache is not None and unmeasured.cache.compute_s == 0
+    assert pricer.result(unmeasured, now_ms=0).amount_nusd == 2_000  # the configured fallback
+    measured = msgspec.structs.replace(unmeasured, cache=msgspec.structs.replace(unmeasured.cache, compute_s=0.0036))
+    line = pricer.result(measured, now_ms=0)
+    assert line.amount_nusd == 50  # 0.0036 s at $0.05/h = $5e-8
+    assert line.engine_us == 3600 and "0.003600 CPU-s at $0.05/h" in line.basis
+
+
+def test_a_resumed_attempts_re_prefill_is_a_cost_line_of_its_own(
+    ledger: Ledger, pricer: Pricer, catalog: Catalog, traffic: Traffic
+) -> None:
+    (resumed,) = [e for e in traffic[0] if e.recomputed_prompt_tokens]
+    attempt, refill = pricer.usage(resumed)
+    spot = catalog.backend("small-spot").price
+    assert refill.kind == "recompute" and refill.tokens_in == resumed.recomputed_prompt_tokens == 260
+    assert refill.amount_nusd == int((260 * spot.usd_per_m_input * 1000).to_integral_value())  # at the input price
+    assert attempt.amount_nusd == pricer.attempt(resumed).amount_nusd  # the attempt itself is priced as before
+    ledger.append([attempt, refill])
+    (cost,) = [attribute(t) for t in ledger.request_totals(Scope(tenant=resumed.tenant))]
+    assert cost.savings_nusd["resume_prefill"] == -refill.amount_nusd
+    assert cost.actual_nusd == attempt.amount_nusd + refill.amount_nusd
+    assert sum(cost.savings_nusd.values()) == cost.baseline_nusd - cost.actual_nusd
+
+
+def test_lines_carry_the_api_key_and_a_key_can_be_reported_alone(
+    ledger: Ledger, traffic_lines: list[Line], traffic: Traffic
+) -> None:
+    tenant = traffic[0][0].tenant
+    ledger.append(traffic_lines)
+    k1 = [line for line in traffic_lines if line.api_key_id == "k1"]
+    assert len(k1) == 4 and ledger.spent_nusd(tenant, 0, api_key_id="k1") == sum(x.amount_nusd for x in k1)
+    report = ledger_report(ledger, tenant=tenant, api_key_id="k1")
+    assert report.api_key_id == "k1" and report.requests == 2 and report.actual_nusd == sum(x.amount_nusd for x in k1)
+    assert {r.backend for r in report.routing} == {"small-spot", "small-on-demand"}
+    assert "API key k1" in render_text(report)

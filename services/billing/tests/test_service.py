@@ -9,10 +9,14 @@ from pathlib import Path
 import msgspec
 import pytest
 import pytest_asyncio
+import sqlalchemy as sa
 from nats.js import JetStreamContext
 
-from costwise.billing import Billing, BillingSettings, Ledger, build, open_ledger
+from costwise.billing import Billing, BillingSettings, Ledger, Line, build, ledger_report, open_ledger
 from costwise.billing._cli import main
+from costwise.billing._ledger import _normalised
+from costwise.billing._metrics import Rollup
+from costwise.billing._report import usd
 from costwise.billing._schema import LEDGER
 from costwise.budget import Admission, open_budgets
 from costwise.catalog import Catalog, WorkerPool
@@ -59,10 +63,10 @@ async def billing(nc, nats_url: str, ledger: Ledger, catalog: Catalog, unique: s
 
 
 async def test_replaying_every_event_leaves_the_ledger_unchanged(
-    js: JetStreamContext, billing: Billing, traffic: Traffic, unique: str
+    js: JetStreamContext, billing: Billing, traffic: Traffic, traffic_lines: list[Line], unique: str
 ) -> None:
     await _send(js, traffic)
-    expected = len(traffic[0]) + len(traffic[1])
+    expected = len(traffic_lines)
     await _eventually(lambda: asyncio.to_thread(lambda: len(billing.ledger.lines(tenant=unique)) == expected))
     await _eventually(lambda: _caught_up(js))
     before = billing.ledger.lines(tenant=unique)
@@ -124,32 +128,87 @@ async def test_billing_settles_reservations_to_the_ledger(
     await _eventually(settled)
     state = await budgets.state(unique)
     assert state is not None and state.spent_usd == Decimal(billing.ledger.spent_nusd(unique, 0)) / 10**9
+    await _eventually(lambda: _caught_up(js))
 
 
-async def test_metrics_show_spend_and_savings_per_lever(
+def _scrape(port: int | None) -> dict[str, float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {
+        name: float(value)
+        for name, value in (line.rsplit(" ", 1) for line in body.splitlines() if line and not line.startswith("#"))
+    }
+
+
+async def test_billing_settles_an_api_keys_budget_from_the_keys_own_lines(
     js: JetStreamContext, billing: Billing, traffic: Traffic, unique: str
 ) -> None:
-    await _send(js, traffic)
-    await _eventually(lambda: asyncio.to_thread(lambda: len(billing.ledger.lines(tenant=unique)) == 21))
-    url = f"http://127.0.0.1:{billing.metrics_port}/metrics"
-    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
-    assert f'costwise_billing_spend_usd{{tenant="{unique}"}}' in body
-    assert f'costwise_billing_savings_usd{{lever="spot",tenant="{unique}"}}' in body
-    assert f'costwise_billing_cost_per_query_usd{{tenant="{unique}"}}' in body
+    budgets = await open_budgets(js)
+    await budgets.set_limit(unique, Decimal("1"), "total", api_key_id="k1")
+    for rid in ("spot", "ondemand"):
+        assert isinstance(await budgets.admit(unique, rid, Decimal("0.1"), api_key_id="k1"), Admission)
+    await _send(js, (traffic[0][:3], traffic[1][:3]))  # spot + ondemand came in with k1, groq with k2
+
+    async def settled() -> bool:
+        state = await budgets.state(unique, api_key_id="k1")
+        return state is not None and not state.reservations and state.spent_usd > 0
+
+    await _eventually(settled)
+    key = await budgets.state(unique, api_key_id="k1")
+    key_spent = billing.ledger.spent_nusd(unique, 0, api_key_id="k1")
+    assert key is not None and key.spent_usd == Decimal(key_spent) / 10**9
+    assert key_spent < billing.ledger.spent_nusd(unique, 0)  # k2's request is not the key's
+    await _eventually(lambda: _caught_up(js))  # nothing left in flight for the next test's consumer
+
+
+async def test_metrics_follow_the_ledger_without_rereading_it(
+    js: JetStreamContext, billing: Billing, traffic: Traffic, traffic_lines: list[Line], unique: str
+) -> None:
+    """The metrics are running sums moved per commit: after new (and replayed) events they equal a fresh report."""
+    half = len(traffic[0]) // 2
+    for part in ((traffic[0][:half], traffic[1][:half]), (traffic[0][half:], traffic[1][half:])):
+        await _send(js, part)
+        await _eventually(lambda: _caught_up(js))
+    await _send(js, traffic, replay="again")  # redelivered events change neither the ledger nor the sums
+    await _eventually(lambda: _caught_up(js))
+    assert len(billing.ledger.lines(tenant=unique)) == len(traffic_lines)
+    metrics = await asyncio.to_thread(_scrape, billing.metrics_port)
+    report = ledger_report(billing.ledger, tenant=unique)
+    assert metrics[f'costwise_billing_spend_usd{{tenant="{unique}"}}'] == float(usd(report.actual_nusd))
+    per_query = metrics[f'costwise_billing_cost_per_query_usd{{tenant="{unique}"}}']
+    assert per_query == float(usd(report.cost_per_query_nusd)) > 0
+    for lever, amount in report.savings_nusd.items():
+        assert metrics[f'costwise_billing_savings_usd{{lever="{lever}",tenant="{unique}"}}'] == float(usd(amount))
+    assert report.savings_nusd["resume_prefill"] < 0  # the resumed request's re-prefill is a cost
+
+
+def test_the_metrics_sums_are_seeded_from_the_ledger_at_start(
+    sqlite_ledger: Ledger, traffic_lines: list[Line], traffic: Traffic
+) -> None:
+    tenant = traffic[0][0].tenant
+    sqlite_ledger.append(traffic_lines[:5])
+    rollup = Rollup()
+    rollup.add(sqlite_ledger.request_totals())
+    rollup.apply(*sqlite_ledger.append_and_diff(traffic_lines[3:]))  # overlapping: the repeats change nothing
+    sums, report = rollup.snapshot()[tenant], ledger_report(sqlite_ledger, tenant=tenant)
+    assert sums.actual_nusd == report.actual_nusd and sums.cost_per_query_nusd == report.cost_per_query_nusd
+    assert dict(sums.savings_nusd) == report.savings_nusd and sums.finished == report.requests
 
 
 def test_report_command_prints_text_and_writes_html(
     sqlite_ledger: Ledger,
-    pricer,
+    traffic_lines: list[Line],
     traffic: Traffic,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys,  # type: ignore[no-untyped-def]
 ) -> None:
     tenant = traffic[0][0].tenant
-    sqlite_ledger.append([pricer.attempt(e) for e in traffic[0]] + [pricer.result(r, now_ms=0) for r in traffic[1]])
+    sqlite_ledger.append(traffic_lines)
     monkeypatch.setenv("COSTWISE_BILLING_DATABASE_URL", str(sqlite_ledger.engine.url))
     out = tmp_path / "report.html"
+    assert main(["report", "--tenant", tenant, "--key", "k2", "--json"]) == 0
+    keyed = msgspec.json.decode(capsys.readouterr().out)
+    assert keyed["api_key_id"] == "k2" and keyed["requests"] == 1 and keyed["sources"] == {"provider": 1}
     assert main(["report", "--tenant", tenant, "--since", "2025-11-01", "--html", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"tenant {tenant}" in text and "savings waterfall" in text and "requests        10" in text
@@ -167,6 +226,13 @@ def test_budget_command_sets_and_shows_a_budget(
     shown = capsys.readouterr().out.strip().splitlines()[-1]
     assert '"limit_usd":"10"' in shown and '"period":"month"' in shown
     assert main(["budget", "show", "--tenant", f"{unique}none"]) == 1
+    assert main(["budget", "set", "--tenant", unique, "--key", "k1", "--usd", "2", "--period", "day"]) == 0
+    assert main(["budget", "show", "--tenant", unique, "--key", "k1"]) == 0
+    shown = capsys.readouterr().out.strip().splitlines()[-1]
+    assert '"limit_usd":"2"' in shown and '"api_key_id":"k1"' in shown
+    assert main(["budget", "show", "--tenant", unique, "--key", "k2"]) == 1
+    with pytest.raises(SystemExit):
+        main(["budget", "show", "--tenant", unique, "--key", "a.b"])
 
 
 async def test_nothing_is_acked_until_the_ledger_commits(
@@ -175,6 +241,7 @@ async def test_nothing_is_acked_until_the_ledger_commits(
     js: JetStreamContext,
     catalog: Catalog,
     traffic: Traffic,
+    traffic_lines: list[Line],
     unique: str,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -189,12 +256,35 @@ async def test_nothing_is_acked_until_the_ledger_commits(
         assert not await _caught_up(js)  # failed batches were nak'ed, not acked
         with ledger.engine.begin() as conn:
             LEDGER.create(conn)  # the database is back: redeliveries land, each once
-        expected = len(traffic[0]) + len(traffic[1])
+        expected = len(traffic_lines)
         await _eventually(lambda: asyncio.to_thread(lambda: len(ledger.lines(tenant=unique)) == expected))
         await _eventually(lambda: _caught_up(js))
     finally:
         await service.stop()
         ledger.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "pg"])
+def test_a_ledger_from_before_api_keys_upgrades_in_place(
+    db: str, tmp_path: Path, postgres_url: str, traffic_lines: list[Line], unique: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    if db == "pg":
+        with sa.create_engine(_normalised(postgres_url), isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{unique}"'))
+        url = sa.make_url(_normalised(postgres_url)).set(database=unique).render_as_string(hide_password=False)
+    old = open_ledger(url, migrate=False)
+    try:
+        old.migrate("0001")  # a ledger written before lines carried API keys
+        row = {k: v for k, v in msgspec.structs.asdict(traffic_lines[0]).items() if k != "api_key_id"}
+        with old.engine.begin() as conn:
+            conn.execute(sa.table("ledger", *(sa.column(k) for k in row)).insert(), [row])
+        old.migrate()
+        assert old.lines() == [msgspec.structs.replace(traffic_lines[0], api_key_id=None)]  # kept, no key
+        old.append(traffic_lines)
+        assert len(old.lines()) == len(traffic_lines)
+    finally:
+        old.close()
 
 
 def test_migrations_build_exactly_the_schema_the_code_queries(ledger: Ledger) -> None:
@@ -208,9 +298,9 @@ def test_migrations_build_exactly_the_schema_the_code_queries(ledger: Ledger) ->
 
 
 async def test_events_after_an_idle_spell_are_still_billed(
-    js: JetStreamContext, billing: Billing, traffic: Traffic, unique: str
+    js: JetStreamContext, billing: Billing, traffic: Traffic, traffic_lines: list[Line], unique: str
 ) -> None:
     await asyncio.sleep(2.5)  # several empty fetches: each ends in a timeout the consumer must shrug off
     await _send(js, traffic)
-    expected = len(traffic[0]) + len(traffic[1])
+    expected = len(traffic_lines)
     await _eventually(lambda: asyncio.to_thread(lambda: len(billing.ledger.lines(tenant=unique)) == expected))

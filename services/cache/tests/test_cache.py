@@ -124,13 +124,14 @@ async def test_identical_request_is_answered_from_the_cache(nc: Nats, cache: Cac
     first = _request(unique)
     await _miss_then_answer(nc, first)
     await _stored(nc, first)
-    again = msgspec.structs.replace(first, request_id=new_request_id())
+    again = msgspec.structs.replace(first, request_id=new_request_id(), api_key_id="k1")  # not part of the key
     await Client(nc).publish(again)
     result = await Client(nc).result(unique, again.request_id, timeout=10)
-    assert result.status == "ok" and result.source == "cache_exact"
+    assert result.status == "ok" and result.source == "cache_exact" and result.api_key_id == "k1"
     assert result.output == Output(text="Paris.", finish_reason="stop")
     assert result.cache is not None and result.cache.cached_request_id == first.request_id
     assert result.cache.saved == Usage(prompt_tokens=7, completion_tokens=2) and result.usage == Usage()
+    assert 0 < result.cache.compute_s < 1  # measured (a KV read), for billing to price
 
 
 @pytest.mark.parametrize(
@@ -275,6 +276,7 @@ async def test_a_reworded_question_gets_a_verified_semantic_hit(
     assert result.output == Output(text="Paris.", finish_reason="stop")
     assert result.cache is not None and result.cache.kind == "semantic"
     assert result.cache.cached_request_id == first.request_id and 0.8 < result.cache.similarity <= 1.0
+    assert 0 < result.cache.compute_s < 5  # embedding share + index query + verifier pass, measured
 
 
 @pytest.mark.parametrize(("cached", "asked"), NEAR_MISSES, ids=["order_id", "number", "negation"])

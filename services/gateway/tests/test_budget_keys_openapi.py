@@ -11,6 +11,7 @@ import pytest_asyncio
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 
+from costwise.contracts import encode
 from costwise.contracts.subjects import GATEWAY_KEYS
 from costwise.gateway import Admission, GatewayApp, GatewaySettings, build
 from costwise.gateway.openapi import COMMITTED, render
@@ -65,6 +66,8 @@ async def test_budget_refusals_are_402_and_429(
     assert fast.status_code == 429 and fast.headers["retry-after"] == "2"
     assert fast.json()["error"]["code"] == "rate_limited"
     assert fine.status_code == 200 and len(responder.seen) == 1  # refused requests were never queued
+    assert responder.seen[0].api_key_id == key.key_id  # the key's public id travels (budgets, ledger per key)
+    assert key.key_id in key.secret and key.secret not in encode(responder.seen[0]).decode()  # never the secret
     assert {tenant for tenant, _ in budget.asked} == {unique}
     # The estimate is a worst case: every allowed output token at the baseline price.
     assert all(estimate > 0 for _, estimate in budget.asked)

@@ -79,13 +79,14 @@ async def _completion(js: JetStreamContext, pool: str) -> Completion:
 async def test_answer_becomes_a_completion_and_a_usage_event(
     js: JetStreamContext, worker: ProviderWorker, fake: FakeOpenAI, unique: str
 ) -> None:
-    await _job(js, unique, "ok1")
+    await _job(js, unique, "ok1", api_key_id="k1")
     done = await _completion(js, unique)
     assert done.error is None and done.text == "Paris." and done.finish_reason == "stop"
     assert done.logprobs is not None and done.logprobs.count == 1 and done.usage.completion_tokens == 1
     assert fake.last_auth == "Bearer sk-test-secret"
     event = await first_stored(js, subjects.usage(unique), UsageEvent, lambda e: e.job_id == "ok1")
     assert event.pool == unique and event.usage == done.usage and not event.spot
+    assert event.api_key_id == "k1"  # billed to the request's API key
 
 
 async def test_server_errors_are_retried_then_reported_as_a_failed_attempt(

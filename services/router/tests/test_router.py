@@ -85,7 +85,9 @@ async def test_request_becomes_a_job_for_its_pool(nc, js: JetStreamContext, pool
 
 
 async def test_completion_becomes_one_result(nc, js: JetStreamContext, pool: str) -> None:  # type: ignore[no-untyped-def]
-    req = InferenceRequest(request_id="c1", tenant=pool, messages=[ChatMessage(role="user", content="q")])
+    req = InferenceRequest(
+        request_id="c1", tenant=pool, messages=[ChatMessage(role="user", content="q")], api_key_id="k1"
+    )
     done = Completion(
         job=Job(job_id="c1", request=req, pool=pool),
         worker_id="w",
@@ -100,6 +102,7 @@ async def test_completion_becomes_one_result(nc, js: JetStreamContext, pool: str
     result = await Client(nc).result(pool, "c1", timeout=10)
     assert result.status == "ok" and result.output is not None and result.output.text == "answer"
     assert result.usage.prompt_tokens == 3 and result.source == "engine"
+    assert result.api_key_id == "k1"  # billing closes the key budget's reservation with it
     info = await js.stream_info(subjects.RESULTS.name, subjects_filter=subjects.results(pool, "c1"))
     assert info.state.subjects == {subjects.results(pool, "c1"): 1}
 
@@ -114,12 +117,14 @@ async def test_unknown_model_gets_a_typed_error_and_a_dead_letter(nc, js: JetStr
 
 
 async def test_malformed_payload_is_dead_lettered_and_the_caller_told(nc, js: JetStreamContext, pool: str) -> None:  # type: ignore[no-untyped-def]
-    bad = b'{"type":"inference_request.v1","request_id":"bad1","tenant":"%s","messages":"not-a-list"}' % pool.encode()
+    bad = b'{"type":"inference_request.v1","request_id":"bad1","tenant":"%s","messages":"x","api_key_id":"k9"}' % (
+        pool.encode()
+    )
     await js.publish(subjects.route(pool), bad, headers={MSG_ID: f"{pool}-bad1"})
     await js.publish(subjects.route(pool), b"\xff\xfe not json", headers={MSG_ID: f"{pool}-bad2"})
     result = await Client(nc).result(pool, "bad1", timeout=10)
     assert result.error is not None and result.error.code == ErrorCode.MALFORMED_MESSAGE
-    assert "messages" in result.error.message
+    assert "messages" in result.error.message and result.api_key_id == "k9"  # peeked, as the request id is
     letter = await _dead_letter_for(js, "bad1")
     assert letter.payload == bad
     # The service keeps serving after poison messages.

@@ -19,6 +19,7 @@ from costwise.contracts import (
     InferenceRequest,
     Job,
     SamplingParams,
+    UsageEvent,
     encode,
     subjects,
 )
@@ -89,11 +90,14 @@ async def test_resumed_checkpoint_gives_the_same_text_as_an_uninterrupted_run(
     await engine.generate(prompt_ids, SamplingParams(max_tokens=15, temperature=0.0), progress)
     head = progress.token_ids
     assert len(head) == 15
-    ckpt = progress.checkpoint(engine.decode(head), worker_id="gone")
+    # As if this job had been resumed once already, by a worker whose prefill of 7 tokens was not billed yet.
+    ckpt = msgspec.structs.replace(progress.checkpoint(engine.decode(head), worker_id="gone"), recomputed_tokens=7)
     await publish(js, subjects.jobs(unique), _job(unique, "resumed", max_tokens=40, checkpoint=ckpt), msg_id="resumed")
     resumed = await _completion(js, unique, "resumed")
     assert resumed.resumed_tokens == len(head) and len(prompt_ids) == resumed.usage.prompt_tokens
     assert resumed.text == full.text
+    usage = await first_stored(js, subjects.usage(unique), UsageEvent, lambda u: u.job_id == "resumed", timeout=10)
+    assert usage.recomputed_prompt_tokens == 7 + len(prompt_ids) + len(head)
 
 
 async def test_sigterm_drain_hands_back_a_checkpoint_that_another_worker_resumes(
@@ -127,6 +131,10 @@ async def test_sigterm_drain_hands_back_a_checkpoint_that_another_worker_resumes
     assert done.usage.completion_tokens == len(done.job.checkpoint.token_ids) + (
         done.usage.completion_tokens - done.resumed_tokens
     )
+    # The resuming worker prefilled prompt + checkpoint again: its usage event says so, for billing.
+    usage = await first_stored(js, subjects.usage(unique), UsageEvent, lambda u: u.job_id == "long", timeout=10)
+    assert usage.usage == done.usage
+    assert usage.recomputed_prompt_tokens == done.usage.prompt_tokens + done.resumed_tokens
 
 
 async def test_over_long_prompt_gets_a_typed_error_and_a_dead_letter(

@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
         table=True,
     )
+    billing = sub.add_parser("billing", help="usage events/s into the ledger (SQLite vs PostgreSQL), report latency")
+    billing.add_argument("--events", type=int, default=5000, help="usage events per round")
+    billing.add_argument("--repeats", type=int, default=3, help="rounds per configuration; medians are reported")
+    billing.add_argument("--json", action="store_true", help="print only the JSON object (the default output)")
+    billing.set_defaults(module="billing", call=lambda run, a: run(a.events, a.repeats))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     # Imported on demand: each benchmark pulls in different heavy parts (vLLM, torch, the embedding model).

@@ -106,6 +106,9 @@ class InferenceRequest(_Wire, frozen=True, kw_only=True, tag="inference_request.
     cost_ceiling_usd: Annotated[float, Meta(ge=0.0)] | None = None
     created_ms: EpochMs = 0
     metadata: Annotated[dict[str, Annotated[str, Meta(max_length=256)]], Meta(max_length=16)] = {}
+    api_key_id: Token | None = None
+    """Public id of the API key the request came in with (never the secret): the gateway sets it from the
+    authenticated key; a publisher on the queue may set its own. Budgets and the ledger are kept per key."""
 
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,6 +121,8 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     logprob_count: NonNegInt = 0
     worker_id: str = ""
     first_token_ms: EpochMs | None = None
+    recomputed_tokens: NonNegInt = 0
+    """Prompt tokens earlier resumes of this job prefilled again (a job preempted more than once)."""
 
 
 class Job(_Wire, frozen=True, kw_only=True, tag="job.v1"):
@@ -209,6 +214,9 @@ class CacheHit(msgspec.Struct, frozen=True, kw_only=True):
     similarity: Annotated[float, Meta(ge=-1.0, le=1.0)] = 1.0
     saved: Usage = Usage()
     """Tokens the cached answer cost when it was generated: what this hit did not spend again."""
+    compute_s: Annotated[float, Meta(ge=0.0)] = 0.0
+    """What serving the hit took on the cache: lookups (wall), embedding (its share of the batch's CPU) and
+    verification (CPU), in seconds; billing prices it. ``0`` when not measured."""
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -239,6 +247,8 @@ class Result(_Wire, frozen=True, kw_only=True, tag="result.v1"):
     """Set when the cache answered (``source`` is ``cache_exact`` or ``cache_semantic``)."""
     route: Annotated[list[Attempt], Meta(max_length=16)] = []
     """Every backend attempt, in order; the last one produced ``output`` (or the error)."""
+    api_key_id: Token | None = None
+    """The request's :attr:`InferenceRequest.api_key_id`."""
 
 
 class UsageEvent(_Wire, frozen=True, kw_only=True, tag="usage_event.v1"):
@@ -258,6 +268,11 @@ class UsageEvent(_Wire, frozen=True, kw_only=True, tag="usage_event.v1"):
     """The job's stage (from :attr:`Job.stage`): billing attributes cascade escalations to the routing lever."""
     attempt: Annotated[int, Meta(ge=1)] = 1
     """The job's attempt (from :attr:`Job.attempt`); part of billing's idempotency key."""
+    api_key_id: Token | None = None
+    """The request's :attr:`InferenceRequest.api_key_id`."""
+    recomputed_prompt_tokens: NonNegInt = 0
+    """Tokens this job prefilled again because it resumed from a checkpoint (prompt + checkpointed output, per
+    resume): engine work on top of ``usage``, billed at the input price."""
 
 
 class DeadLetter(_Wire, frozen=True, kw_only=True, tag="dead_letter.v1"):

@@ -25,7 +25,8 @@ class Reservation(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BudgetState(msgspec.Struct, frozen=True, kw_only=True, tag="budget_state.v1", tag_field="type"):
-    """One tenant's budget: the limit per period, what the ledger says was spent, and open reservations.
+    """One tenant's (or one of its API keys') budget: the limit per period, what the ledger says was spent,
+    and open reservations.
 
     ``spent_usd`` is written only by billing, from the ledger (never incremented), so settling twice is harmless.
     """
@@ -36,6 +37,8 @@ class BudgetState(msgspec.Struct, frozen=True, kw_only=True, tag="budget_state.v
     period_start_ms: int
     spent_usd: Money = Decimal(0)
     reservations: dict[str, Reservation] = {}
+    api_key_id: str | None = None
+    """Set on an API key's budget (which applies on top of its tenant's)."""
 
     @property
     def reserved_usd(self) -> Decimal:
@@ -75,13 +78,18 @@ class BudgetExceeded(msgspec.Struct, frozen=True, kw_only=True):
     spent_usd: Decimal
     reserved_usd: Decimal
     period: Period
+    api_key_id: str | None = None
+    """Set when the refusing budget is an API key's rather than the tenant's."""
     code: ErrorCode = ErrorCode.BUDGET_EXCEEDED
 
     @property
     def message(self) -> str:
         left = self.limit_usd - self.spent_usd - self.reserved_usd
+        whose = f"tenant {self.tenant!r}"
+        if self.api_key_id is not None:
+            whose = f"API key {self.api_key_id!r} of {whose}"
         return (
-            f"budget of ${self.limit_usd} per {self.period} for tenant {self.tenant!r} cannot cover an estimated "
+            f"budget of ${self.limit_usd} per {self.period} for {whose} cannot cover an estimated "
             f"${self.estimate_usd:.6f} (spent ${self.spent_usd:.6f}, reserved ${self.reserved_usd:.6f}, "
             f"left ${left:.6f})"
         )

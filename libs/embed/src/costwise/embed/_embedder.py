@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +28,7 @@ class Embedder:
         self._encode = encode
         self._max_batch = max_batch
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
-        self._queue: list[tuple[str, asyncio.Future[Vector]]] = []
+        self._queue: list[tuple[str, asyncio.Future[tuple[Vector, float]]]] = []
         self._draining: asyncio.Task[None] | None = None
 
     @classmethod
@@ -52,7 +53,12 @@ class Embedder:
 
     async def embed(self, text: str) -> Vector:
         """The unit-length embedding of ``text`` (so a dot product is the cosine similarity)."""
-        future: asyncio.Future[Vector] = asyncio.get_running_loop().create_future()
+        return (await self.embed_costed(text))[0]
+
+    async def embed_costed(self, text: str) -> tuple[Vector, float]:
+        """:meth:`embed`, and its share of the CPU seconds its batch took to encode (the batch's / its size):
+        what this one embedding cost, however many others it was batched with."""
+        future: asyncio.Future[tuple[Vector, float]] = asyncio.get_running_loop().create_future()
         self._queue.append((text, future))
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
@@ -67,7 +73,7 @@ class Embedder:
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
-                vectors = await loop.run_in_executor(self._thread, self._encode, [text for text, _ in batch])
+                vectors, cpu_s = await loop.run_in_executor(self._thread, self._timed, [text for text, _ in batch])
             except Exception as exc:  # every waiter hears of it; the next call starts afresh
                 for _, future in batch:
                     if not future.done():
@@ -75,7 +81,13 @@ class Embedder:
                 continue
             for (_, future), vector in zip(batch, vectors, strict=True):
                 if not future.done():  # the caller may have been cancelled meanwhile
-                    future.set_result(vector)
+                    future.set_result((vector, cpu_s / len(batch)))
+
+    def _timed(self, texts: list[str]) -> tuple[Vector, float]:
+        # The encoder runs on this (its only) thread with one intra-op thread: this thread's CPU time is its cost.
+        started = time.thread_time()
+        vectors = self._encode(texts)
+        return vectors, time.thread_time() - started
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from nats.aio.msg import Msg
@@ -19,29 +19,32 @@ __all__ = ["file_dead_letter", "give_up", "send_error_result"]
 
 log = logging.getLogger("costwise.messaging")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # contracts.Token
 
 
-def _peek(data: bytes) -> tuple[str | None, str | None, str | None]:
-    """Best-effort (request_id, tenant, callback_url) from a payload that failed to decode."""
+class _Peeked(NamedTuple):
+    request_id: str | None = None
+    tenant: str | None = None
+    callback_url: str | None = None
+    api_key_id: str | None = None
+
+
+def _peek(data: bytes) -> _Peeked:
+    """Best-effort request id, tenant, callback URL and API key id from a payload that failed to decode."""
     try:
         # Invalid UTF-8 somewhere in a prompt must not hide the request id from the caller's error result.
         doc: Any = msgspec.json.decode(data.decode("utf-8", errors="replace"))
     except msgspec.DecodeError:
-        return None, None, None
+        return _Peeked()
     # Requests carry the fields at the top, jobs under "request", completions under "job"."request".
     for path in ((), ("request",), ("job", "request")):
         node = doc
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get("request_id"), str):
-            cb = node.get("callback_url")
-            tenant = node.get("tenant")
-            return (
-                node["request_id"],
-                tenant if isinstance(tenant, str) else None,
-                cb if isinstance(cb, str) else None,
-            )
-    return None, None, None
+            text = {k: v if isinstance(v := node.get(k), str) else None for k in _Peeked._fields}
+            return _Peeked(**text)
+    return _Peeked()
 
 
 def _valid(token: str | None) -> str | None:
@@ -56,6 +59,7 @@ async def send_error_result(
     code: ErrorCode,
     message: str,
     callback_url: str | None = None,
+    api_key_id: str | None = None,
 ) -> None:
     """Answer a request with a typed error, through the same subject a success would take."""
     result = Result(
@@ -65,6 +69,7 @@ async def send_error_result(
         error=ErrorInfo(code=code, message=message),
         callback_url=callback_url,
         completed_ms=int(time.time() * 1000),
+        api_key_id=api_key_id,
     )
     await publish(js, subjects.results(tenant, request_id), result, msg_id=subjects.dedup_id(tenant, request_id))
 
@@ -117,8 +122,8 @@ async def file_dead_letter(
     ``reply=False`` files the letter only: for events that are not requests (billing's usage events and
     results), where an error result would overwrite the caller's real answer.
     """
-    request_id, tenant, callback = _peek(data)
-    request_id, tenant = _valid(request_id), _valid(tenant) or _valid(tenant_hint)
+    peeked = _peek(data)
+    request_id, tenant = _valid(peeked.request_id), _valid(peeked.tenant) or _valid(tenant_hint)
     letter = DeadLetter(
         service=service,
         subject=subject,
@@ -135,7 +140,14 @@ async def file_dead_letter(
     await publish(js, subjects.dead_letters(service), letter, msg_id=f"{service}-{subject}-{seq}")
     if reply and request_id and tenant:
         await send_error_result(
-            js, request_id=request_id, tenant=tenant, code=code, message=reason, callback_url=callback
+            js,
+            request_id=request_id,
+            tenant=tenant,
+            code=code,
+            message=reason,
+            callback_url=peeked.callback_url,
+            # Carried on so billing closes the key budget's reservation too.
+            api_key_id=peeked.api_key_id if peeked.api_key_id and _KEY_ID.match(peeked.api_key_id) else None,
         )
     log.warning("dead-lettered %s from %s: %s (%s)", request_id or "?", subject, code.value, reason)
 

@@ -1,7 +1,7 @@
 """Billing: the exact ledger, per-lever savings attribution, budgets settlement, and the cost report."""
 
 from ._attribution import LEVERS, RequestCost, attribute
-from ._ledger import Ledger, Line, open_ledger
+from ._ledger import Ledger, Line, Scope, open_ledger
 from ._pricing import Pricer, Unbillable, nusd
 from ._report import Report, build_report, ledger_report, render_text
 from .app import Billing, build
@@ -16,6 +16,7 @@ __all__ = [
     "Pricer",
     "Report",
     "RequestCost",
+    "Scope",
     "Unbillable",
     "attribute",
     "build",

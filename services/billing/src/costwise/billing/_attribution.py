@@ -1,7 +1,8 @@
 """Savings attribution: from the no-lever baseline to what a request actually cost, one lever at a time.
 
 The chain for a request answered by a model is
-``baseline → (routing) → tier reference → (provider) → unquantized → (quantization) → on demand → (spot) → actual``,
+``baseline → (routing) → tier reference → (provider) → unquantized → (quantization) → on demand → (spot) → tokens
+at the actual price → (+ re-prefill after resumes) → actual``,
 each level a sum of integer nano-dollars stored on the ledger lines, so the parts add up to
 ``baseline - actual`` exactly (a telescoping sum). A cache hit replaces the whole chain with one lever.
 """
@@ -14,7 +15,9 @@ from ._ledger import RequestTotals
 
 __all__ = ["LEVERS", "RequestCost", "attribute"]
 
-LEVERS = ("cache_exact", "cache_semantic", "routing", "provider", "quantization", "spot")
+LEVERS = ("cache_exact", "cache_semantic", "routing", "provider", "quantization", "spot", "resume_prefill")
+"""The parts of ``baseline - actual``. ``resume_prefill`` is no lever: it is the re-prefill a resumed job cost
+(always ≤ 0), kept apart so that no lever's saving hides it."""
 _CACHE = ("cache_exact", "cache_semantic")
 
 
@@ -35,7 +38,7 @@ class RequestCost(msgspec.Struct, frozen=True, kw_only=True):
 
 def attribute(t: RequestTotals) -> RequestCost:
     """The attribution of one request from its summed lines (attempts and, once it arrived, its result)."""
-    actual = t.amount_nusd + t.result_amount_nusd
+    actual = t.amount_nusd + t.recompute_nusd + t.result_amount_nusd
     savings = dict.fromkeys(LEVERS, 0)
     if t.source in _CACHE:
         baseline = t.result_baseline_nusd
@@ -46,7 +49,8 @@ def attribute(t: RequestTotals) -> RequestCost:
         savings["routing"] = baseline - t.tier_nusd
         savings["provider"] = t.tier_nusd - t.unquantized_nusd
         savings["quantization"] = t.unquantized_nusd - t.on_demand_nusd
-        savings["spot"] = t.on_demand_nusd - actual
+        savings["spot"] = t.on_demand_nusd - t.amount_nusd
+        savings["resume_prefill"] = -t.recompute_nusd
     return RequestCost(
         tenant=t.tenant,
         request_id=t.request_id,

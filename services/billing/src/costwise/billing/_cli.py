@@ -27,6 +27,7 @@ __all__ = ["main"]
 
 _RELATIVE = re.compile(r"^(\d+)([hdw])$")
 _UNIT_S = {"h": 3600, "d": 86400, "w": 7 * 86400}
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def since_ms(text: str | None, now: float) -> int:
@@ -53,23 +54,33 @@ def _usd(text: str) -> Decimal:
     return value
 
 
+def _token(text: str) -> str:
+    if not _TOKEN.match(text):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r}: letters, digits, _ and -, at most 64")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m costwise.billing", description="costwise billing")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the billing service until SIGTERM/SIGINT (the default)")
     report = sub.add_parser("report", help="cost per query, totals, hit rates, routing mix, savings waterfall")
     report.add_argument("--tenant")
+    report.add_argument("--key", help="only the requests that came in with this API key id")
     report.add_argument("--since", help="ISO date/time or 24h / 7d / 2w")
     report.add_argument("--html", type=Path, help="also write an HTML report with plots to this file")
     report.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
-    budget = sub.add_parser("budget", help="set or show a tenant's budget")
+    budget = sub.add_parser("budget", help="set or show a tenant's (or one of its API keys') budget")
     budget_sub = budget.add_subparsers(dest="action", required=True)
     put = budget_sub.add_parser("set")
-    put.add_argument("--tenant", required=True)
     put.add_argument("--usd", type=_usd, required=True)
     put.add_argument("--period", choices=["day", "month", "total"], default="month")
     show = budget_sub.add_parser("show")
-    show.add_argument("--tenant", required=True)
+    for action in (put, show):
+        action.add_argument("--tenant", type=_token, required=True)
+        action.add_argument(
+            "--key", type=_token, help="the API key id (cw-<key id>-…): its budget, on top of the tenant's"
+        )
     return parser
 
 
@@ -77,7 +88,7 @@ def _report(settings: BillingSettings, args: argparse.Namespace) -> int:
     ledger = open_ledger(settings.database_url)
     try:
         start = since_ms(args.since, time.time())
-        report = ledger_report(ledger, tenant=args.tenant, since_ms=start)
+        report = ledger_report(ledger, tenant=args.tenant, since_ms=start, api_key_id=args.key)
     finally:
         ledger.close()
     sys.stdout.write(msgspec.json.encode(report).decode() + "\n" if args.json else render_text(report))
@@ -93,11 +104,12 @@ async def _budget(settings: BillingSettings, args: argparse.Namespace) -> int:
     try:
         budgets = await open_budgets(nc.jetstream())
         if args.action == "set":
-            state = await budgets.set_limit(args.tenant, args.usd, args.period)
+            state = await budgets.set_limit(args.tenant, args.usd, args.period, api_key_id=args.key)
         else:
-            found = await budgets.state(args.tenant)
+            found = await budgets.state(args.tenant, api_key_id=args.key)
             if found is None:
-                sys.stderr.write(f"tenant {args.tenant!r} has no budget (unlimited)\n")
+                whose = f"tenant {args.tenant!r}" + (f", API key {args.key!r}," if args.key else "")
+                sys.stderr.write(f"{whose} has no budget (unlimited)\n")
                 return 1
             state = found
     finally:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
 
+import msgspec
+
 from costwise.catalog import Backend, Catalog, Price, WorkerPool
-from costwise.contracts import ErrorCode, Result, Usage, UsageEvent
+from costwise.contracts import CacheHit, ErrorCode, Result, Usage, UsageEvent
 
 from ._ledger import Line
 
 __all__ = ["NANO", "Pricer", "Unbillable", "nusd"]
 
 NANO = Decimal(1_000_000_000)
+_SECONDS_PER_HOUR = Decimal(3600)
 _CACHE_SOURCES = ("cache_exact", "cache_semantic")
 _NAME_CHARS, _MODEL_CHARS = 64, 256  # the ledger's column sizes (PostgreSQL enforces them)
 
@@ -47,14 +50,22 @@ def _basis(backend: Backend, price: Price) -> str:
 
 
 class Pricer:
-    """Prices events from the catalog (the only price source) plus the configured cost of a cache hit."""
+    """Prices events from the catalog (the only price source); a cache hit at the CPU time it measured (or,
+    when it carries no measurement, at the configured cost of a hit)."""
 
     def __init__(
-        self, catalog: Catalog, *, exact_hit_usd: Decimal, semantic_hit_usd: Decimal, tenants: frozenset[str]
+        self,
+        catalog: Catalog,
+        *,
+        exact_hit_usd: Decimal,
+        semantic_hit_usd: Decimal,
+        tenants: frozenset[str],
+        cpu_usd_per_hour: Decimal = Decimal("0.05"),
     ) -> None:
         self.catalog = catalog
         self.hit_usd = {"cache_exact": exact_hit_usd, "cache_semantic": semantic_hit_usd}
         self.tenants = tenants
+        self.cpu_usd_per_hour = cpu_usd_per_hour
 
     def _check_tenant(self, tenant: str) -> None:
         if self.tenants and tenant not in self.tenants:
@@ -77,6 +88,31 @@ class Pricer:
             raise Unbillable(ErrorCode.UNPRICED, f"backend {backend.name!r} is in no tier: no price basis") from None
         members = [self.catalog.backend(name) for name in tier.backends]
         return next((b for b in members if isinstance(b, WorkerPool)), members[0])
+
+    def usage(self, event: UsageEvent) -> list[Line]:
+        """The ledger lines of one usage event: its attempt, and what re-prefilling after a resume cost."""
+        line = self.attempt(event)
+        if not event.recomputed_prompt_tokens:
+            return [line]
+        backend = self.catalog.backend(event.pool)  # attempt() checked it
+        refill = Usage(prompt_tokens=event.recomputed_prompt_tokens)
+        amount = nusd(backend.price.cost(refill))
+        recompute = msgspec.structs.replace(
+            line,
+            key="|".join(("p", *line.key.split("|")[1:])),
+            kind="recompute",
+            tokens_in=refill.prompt_tokens,
+            tokens_out=0,
+            tokens_cached=0,
+            engine_us=0,
+            basis=f"re-prefill after resume: {line.basis}",
+            amount_nusd=amount,
+            on_demand_nusd=amount,
+            unquantized_nusd=amount,
+            tier_nusd=amount,
+            baseline_nusd=0,  # the baseline never resumes
+        )
+        return [line, recompute]
 
     def attempt(self, event: UsageEvent) -> Line:
         """The ledger line of one job attempt."""
@@ -113,6 +149,7 @@ class Pricer:
             tier_nusd=tier,
             baseline_nusd=self._baseline(usage),
             ts_ms=event.ts_ms,
+            api_key_id=event.api_key_id,
         )
 
     def _baseline(self, usage: Usage) -> int:
@@ -121,15 +158,15 @@ class Pricer:
     def result(self, result: Result, *, now_ms: int) -> Line:
         """The ledger line of a request's final result: its tokens' baseline, and a cache hit's own cost."""
         self._check_tenant(result.tenant)
-        cached = result.source in _CACHE_SOURCES
-        tokens = result.cache.saved if cached and result.cache is not None else result.usage
-        amount = nusd(self.hit_usd[result.source]) if cached else 0
+        hit = result.cache if result.source in _CACHE_SOURCES else None
+        tokens = result.usage if hit is None else hit.saved
+        amount, basis = (0, "") if hit is None else self._hit(result.source, hit)
         return Line(
             key="|".join(("r", result.tenant, result.request_id)),
             kind="result",
             tenant=result.tenant,
             request_id=result.request_id,
-            job_id=result.cache.cached_request_id if cached and result.cache is not None else "",
+            job_id="" if hit is None else hit.cached_request_id,
             backend=_text(result.pool, _NAME_CHARS),
             model=_text(result.model, _MODEL_CHARS),
             source=result.source,
@@ -137,11 +174,21 @@ class Pricer:
             tokens_in=tokens.prompt_tokens,
             tokens_out=tokens.completion_tokens,
             tokens_cached=tokens.cached_prompt_tokens,
-            basis=f"baseline {self.catalog.baseline}" + (f" + {result.source} hit" if cached else ""),
+            engine_us=0 if hit is None else round(hit.compute_s * 1e6),
+            basis=f"baseline {self.catalog.baseline}{basis}",
             amount_nusd=amount,
             on_demand_nusd=amount,
             unquantized_nusd=amount,
             tier_nusd=amount,
             baseline_nusd=self._baseline(tokens),
             ts_ms=result.completed_ms or now_ms,
+            api_key_id=result.api_key_id,
         )
+
+    def _hit(self, source: str, hit: CacheHit) -> tuple[int, str]:
+        """A cache hit's cost: its measured seconds at the CPU's $/h; the configured cost if it measured none."""
+        if hit.compute_s <= 0:
+            return nusd(self.hit_usd[source]), f" + {source} hit (configured cost)"
+        seconds = Decimal(repr(hit.compute_s))
+        amount = nusd(seconds * self.cpu_usd_per_hour / _SECONDS_PER_HOUR)
+        return amount, f" + {source} hit: {seconds:.6f} CPU-s at ${self.cpu_usd_per_hour}/h"

@@ -10,10 +10,10 @@ from decimal import Decimal
 import msgspec
 
 from ._attribution import LEVERS, RequestCost, attribute
-from ._ledger import Ledger, RequestTotals, RouteTotals
+from ._ledger import Ledger, RequestTotals, RouteTotals, Scope
 from ._pricing import NANO
 
-__all__ = ["Report", "TimeBucket", "build_report", "ledger_report", "render_text", "usd"]
+__all__ = ["Report", "TimeBucket", "build_report", "ledger_report", "per_query", "render_text", "usd"]
 
 LEVER_NAMES = {
     "cache_exact": "exact cache",
@@ -22,6 +22,7 @@ LEVER_NAMES = {
     "provider": "provider / backend choice",
     "quantization": "quantization",
     "spot": "spot vs on demand",
+    "resume_prefill": "re-prefill after preemption",
 }
 _HOUR_MS, _DAY_MS = 3_600_000, 86_400_000
 
@@ -38,6 +39,8 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
 
     tenant: str | None
     since_ms: int
+    api_key_id: str | None = None
+    """Set when the report covers one API key's requests only."""
     requests: int
     answered: int
     errors: int
@@ -60,15 +63,15 @@ def usd(nano: int | Decimal) -> Decimal:
     return Decimal(nano) / NANO
 
 
-def ledger_report(ledger: Ledger, *, tenant: str | None = None, since_ms: int = 0) -> Report:
-    """The report of ``tenant`` (or everyone) from ``since_ms`` on; the database does the summing."""
-    totals = ledger.request_totals(tenant=tenant, since_ms=since_ms)
-    return build_report(totals, ledger.route_totals(tenant=tenant, since_ms=since_ms), tenant=tenant, since_ms=since_ms)
-
-
-def build_report(
-    totals: Sequence[RequestTotals], routing: Sequence[RouteTotals], *, tenant: str | None, since_ms: int
+def ledger_report(
+    ledger: Ledger, *, tenant: str | None = None, since_ms: int = 0, api_key_id: str | None = None
 ) -> Report:
+    """The report of ``tenant`` (or everyone; or one API key) from ``since_ms`` on; the database does the summing."""
+    scope = Scope(tenant=tenant, api_key_id=api_key_id, since_ms=since_ms)
+    return build_report(ledger.request_totals(scope), ledger.route_totals(scope), scope)
+
+
+def build_report(totals: Sequence[RequestTotals], routing: Sequence[RouteTotals], scope: Scope) -> Report:
     """The report from per-request totals and the routing mix."""
     costs = [attribute(t) for t in totals]
     finished = [c for c in costs if c.status != "open"]
@@ -77,8 +80,9 @@ def build_report(
     for cost in costs:
         spend[cost.tenant] += cost.actual_nusd
     return Report(
-        tenant=tenant,
-        since_ms=since_ms,
+        tenant=scope.tenant,
+        since_ms=scope.since_ms,
+        api_key_id=scope.api_key_id,
         requests=len(finished),
         answered=sum(c.status == "ok" for c in finished),
         errors=sum(c.status == "error" for c in finished),
@@ -91,14 +95,14 @@ def build_report(
         spend_by_tenant=dict(sorted(spend.items())),
         over_time=_over_time(finished, bucket),
         bucket_ms=bucket,
-        cost_per_query_nusd=_per_query(c.actual_nusd for c in finished),
-        baseline_per_query_nusd=_per_query(c.baseline_nusd for c in finished),
+        cost_per_query_nusd=per_query(sum(c.actual_nusd for c in finished), len(finished)),
+        baseline_per_query_nusd=per_query(sum(c.baseline_nusd for c in finished), len(finished)),
     )
 
 
-def _per_query(amounts: Iterable[int]) -> int:
-    values = list(amounts)
-    return round(Decimal(sum(values)) / len(values)) if values else 0
+def per_query(total_nusd: int, queries: int) -> int:
+    """Cost per query, rounded to a nano-dollar (the report's and the metrics' one rule)."""
+    return round(Decimal(total_nusd) / queries) if queries else 0
 
 
 def _span_ms(costs: Sequence[RequestCost]) -> int:
@@ -131,7 +135,8 @@ def _pct(part: int | Decimal, whole: int | Decimal) -> str:
 
 def render_text(report: Report) -> str:
     """The report as the terminal shows it."""
-    out = [f"costwise report — tenant {report.tenant or 'all'}, since {_when(report.since_ms)}", ""]
+    key = f", API key {report.api_key_id}" if report.api_key_id else ""
+    out = [f"costwise report — tenant {report.tenant or 'all'}{key}, since {_when(report.since_ms)}", ""]
     out.append(
         f"requests        {report.requests:,} (answered {report.answered:,}, errors {report.errors:,}, "
         f"in flight {report.in_flight:,})"

@@ -17,7 +17,8 @@ LEDGER = sa.Table(
     METADATA,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("key", sa.String(400), nullable=False, unique=True),  # idempotency key: a redelivery is a no-op
-    sa.Column("kind", sa.String(16), nullable=False),  # "attempt" (a usage event) or "result"
+    # "attempt" (a usage event), "recompute" (its re-prefill after a resume) or "result"
+    sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("tenant", sa.String(64), nullable=False),
     sa.Column("request_id", sa.String(128), nullable=False),
     sa.Column("job_id", sa.String(128), nullable=False),
@@ -39,6 +40,8 @@ LEDGER = sa.Table(
     sa.Column("tier_nusd", sa.BigInteger, nullable=False),  # the tier's reference backend, no levers
     sa.Column("baseline_nusd", sa.BigInteger, nullable=False),  # the baseline backend, no levers, no cache
     sa.Column("ts_ms", sa.BigInteger, nullable=False),
+    sa.Column("api_key_id", sa.String(64), nullable=True),  # the request's API key (public id); NULL = none
     sa.Index("ix_ledger_tenant_ts", "tenant", "ts_ms"),
+    sa.Index("ix_ledger_tenant_key_ts", "tenant", "api_key_id", "ts_ms"),
     sa.Index("ix_ledger_tenant_request", "tenant", "request_id"),
 )

@@ -22,7 +22,7 @@ from costwise.contracts.subjects import BILLING_RESULTS, BILLING_USAGE, Consumer
 from costwise.messaging import connect, file_dead_letter, provision
 
 from ._ledger import Ledger, Line, open_ledger
-from ._metrics import registry_for
+from ._metrics import Rollup, registry_for
 from ._pricing import NANO, Pricer, Unbillable
 from .settings import BillingSettings
 
@@ -44,6 +44,7 @@ class Billing:
         pricer: Pricer,
         budgets: Budgets,
         clock: Callable[[], float],
+        rollup: Rollup | None = None,
     ) -> None:
         self.settings = settings
         self.nc = nc
@@ -52,25 +53,27 @@ class Billing:
         self.pricer = pricer
         self.budgets = budgets
         self.clock = clock
+        self.rollup = rollup
+        """Running sums for the metrics (only with ``metrics_port``): moved by every commit."""
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_server: Any = None
         self.metrics_port: int | None = None
         self.owned: list[Callable[[], Awaitable[None]]] = []
         """What ``build`` opened itself (and ``stop`` closes); injected parts belong to the caller."""
 
-    def _usage_line(self, data: bytes) -> Line:
-        return self.pricer.attempt(_decode(data, UsageEvent))
+    def _usage_lines(self, data: bytes) -> list[Line]:
+        return self.pricer.usage(_decode(data, UsageEvent))
 
-    def _result_line(self, data: bytes) -> Line:
-        return self.pricer.result(_decode(data, Result), now_ms=int(self.clock() * 1000))
+    def _result_lines(self, data: bytes) -> list[Line]:
+        return [self.pricer.result(_decode(data, Result), now_ms=int(self.clock() * 1000))]
 
     async def start(self) -> None:
-        for spec, to_line in ((BILLING_USAGE, self._usage_line), (BILLING_RESULTS, self._result_line)):
+        for spec, to_lines in ((BILLING_USAGE, self._usage_lines), (BILLING_RESULTS, self._result_lines)):
             psub = await self.js.pull_subscribe_bind(spec.durable, spec.stream)
-            self._tasks.append(asyncio.create_task(self._consume(spec, psub, to_line), name=spec.durable))
-        if self.settings.metrics_port is not None:
+            self._tasks.append(asyncio.create_task(self._consume(spec, psub, to_lines), name=spec.durable))
+        if self.settings.metrics_port is not None and self.rollup is not None:
             server, _ = start_http_server(
-                self.settings.metrics_port, self.settings.metrics_host, registry_for(self.ledger)
+                self.settings.metrics_port, self.settings.metrics_host, registry_for(self.rollup)
             )
             self._metrics_server, self.metrics_port = server, server.server_port
 
@@ -85,7 +88,7 @@ class Billing:
         for close in self.owned:
             await close()
 
-    async def _consume(self, spec: ConsumerSpec, psub: Any, to_line: Callable[[bytes], Line]) -> None:
+    async def _consume(self, spec: ConsumerSpec, psub: Any, to_lines: Callable[[bytes], list[Line]]) -> None:
         try:
             while True:
                 try:
@@ -97,7 +100,7 @@ class Billing:
                     await asyncio.sleep(1.0)
                     continue
                 try:
-                    await self.handle(msgs, to_line)
+                    await self.handle(msgs, to_lines)
                 except Exception:  # e.g. NATS unreachable mid-batch: what was not acked comes back after ack_wait
                     log.exception(
                         "batch of %d from %s failed; unacked events will be redelivered", len(msgs), spec.durable
@@ -106,13 +109,13 @@ class Billing:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
-    async def handle(self, msgs: Sequence[Msg], to_line: Callable[[bytes], Line]) -> None:
+    async def handle(self, msgs: Sequence[Msg], to_lines: Callable[[bytes], list[Line]]) -> None:
         """One pulled batch: price each event, commit the good ones together, then ack; dead-letter the bad."""
         lines: list[Line] = []
         good: list[Msg] = []
         for msg in msgs:
             try:
-                lines.append(to_line(msg.data))
+                lines.extend(to_lines(msg.data))
                 good.append(msg)
             except Unbillable as exc:
                 await self._dead_letter(msg, exc)
@@ -120,7 +123,7 @@ class Billing:
                 log.exception("pricing failed on %s", msg.subject)
                 await self._dead_letter(msg, Unbillable(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
         try:
-            await asyncio.to_thread(self.ledger.append, lines)
+            await self._commit(lines)
             await self._settle(lines)
         except Exception:
             log.exception("could not commit %d ledger lines; they will be redelivered", len(lines))
@@ -129,6 +132,12 @@ class Billing:
             return
         for msg in good:
             await msg.ack()
+
+    async def _commit(self, lines: list[Line]) -> None:
+        if self.rollup is None:
+            await asyncio.to_thread(self.ledger.append, lines)
+        elif lines:
+            self.rollup.apply(*await asyncio.to_thread(self.ledger.append_and_diff, lines))
 
     async def _dead_letter(self, msg: Msg, exc: Unbillable) -> None:
         meta = msg.metadata
@@ -146,18 +155,21 @@ class Billing:
         await msg.term()
 
     async def _settle(self, lines: Sequence[Line]) -> None:
-        """Bring the budgets of the batch's tenants up to the ledger; close finished requests' reservations."""
-        finished: dict[str, list[str]] = {}
+        """Bring the budgets of the batch's tenants and API keys up to the ledger; close finished requests'
+        reservations (a key's budget is settled from the key's own lines)."""
+        finished: dict[tuple[str, str | None], list[str]] = {}
         for line in lines:
-            finished.setdefault(line.tenant, [])
-            if line.kind == "result":
-                finished[line.tenant].append(line.request_id)
-        for tenant, request_ids in finished.items():
-            await self.budgets.settle(tenant, request_ids, spent_since=self._spent_since(tenant))
+            for owner in {(line.tenant, None), (line.tenant, line.api_key_id)}:
+                finished.setdefault(owner, [])
+                if line.kind == "result":
+                    finished[owner].append(line.request_id)
+        for (tenant, key), request_ids in finished.items():
+            await self.budgets.settle(tenant, request_ids, spent_since=self._spent_since(tenant, key), api_key_id=key)
 
-    def _spent_since(self, tenant: str) -> Callable[[int], Any]:
+    def _spent_since(self, tenant: str, api_key_id: str | None) -> Callable[[int], Any]:
         async def spent(since_ms: int) -> Decimal:
-            return Decimal(await asyncio.to_thread(self.ledger.spent_nusd, tenant, since_ms)) / NANO
+            spent = await asyncio.to_thread(self.ledger.spent_nusd, tenant, since_ms, api_key_id=api_key_id)
+            return Decimal(spent) / NANO
 
         return spent
 
@@ -175,6 +187,7 @@ def pricer_for(settings: BillingSettings, catalog: Catalog) -> Pricer:
         exact_hit_usd=Decimal(settings.exact_hit_usd),
         semantic_hit_usd=Decimal(settings.semantic_hit_usd),
         tenants=frozenset(settings.tenants),
+        cpu_usd_per_hour=Decimal(settings.cpu_usd_per_hour),
     )
 
 
@@ -197,6 +210,10 @@ async def build(
         nc = await connect(settings.nats_url, name=SERVICE)
         owned.insert(0, nc.drain)
     budgets = await open_budgets(nc.jetstream(), clock=clock)
-    billing = Billing(settings, nc, ledger, pricer_for(settings, catalog), budgets, clock)
+    rollup = None
+    if settings.metrics_port is not None:  # the one full pass: later commits move the sums
+        rollup = Rollup()
+        rollup.add(await asyncio.to_thread(ledger.request_totals))
+    billing = Billing(settings, nc, ledger, pricer_for(settings, catalog), budgets, clock, rollup)
     billing.owned = owned
     return billing

@@ -20,10 +20,13 @@ class BillingSettings(msgspec.Struct, frozen=True, kw_only=True):
     """The catalog TOML every price comes from (``deploy/catalog.example.toml``); the embedded default if unset."""
     tenants: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=10_000)] = []
     """Tenants whose events are accepted; empty accepts any. Others are dead-lettered (``unknown_tenant``)."""
+    cpu_usd_per_hour: UsdString = "0.05"
+    """What one CPU core of the cache costs per hour: a cache hit is billed its measured seconds at this price.
+    The default is about an on-demand cloud vCPU (e.g. AWS c7i, ~$0.045/vCPU-h in us-east-1, late 2025)."""
     exact_hit_usd: UsdString = "0"
-    """What serving one exact-cache hit costs (a KV read: effectively nothing)."""
+    """What an exact-cache hit costs when it carries no measurement (a cache older than the measurement)."""
     semantic_hit_usd: UsdString = "0"
-    """What serving one semantic-cache hit costs (one embedding, one index query, one verifier pass)."""
+    """What a semantic-cache hit costs when it carries no measurement."""
     batch: Annotated[int, Meta(ge=1, le=1024)] = 256
     """Events pulled and committed in one ledger transaction."""
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,12 +37,16 @@ class Probe:
     question: str
     scope: str
     vector: Vector
+    embed_s: float = 0.0
+    """CPU seconds the embedding took (this question's share of its batch)."""
 
 
 @dataclass(frozen=True)
 class SemanticHit:
     answer: CachedAnswer
     similarity: float
+    compute_s: float
+    """What finding it took: the embedding's CPU share, the index query (wall) and the verifier pass (CPU)."""
 
 
 class SemanticCache:
@@ -56,14 +61,17 @@ class SemanticCache:
         question = question_of(req)
         if question is None:
             return None
-        return Probe(question=question, scope=semantic_scope(req), vector=await self.embedder.embed(question))
+        vector, embed_s = await self.embedder.embed_costed(question)
+        return Probe(question=question, scope=semantic_scope(req), vector=vector, embed_s=embed_s)
 
     async def lookup(self, req: InferenceRequest, probe: Probe, *, now_ms: int) -> SemanticHit | None:
+        started = time.perf_counter()
         found = await self.index.nearest(req.tenant, probe.scope, probe.vector, now_ms=now_ms)
         if found is None or found.similarity < self.verifier.min_similarity:
             return None
+        query_s = time.perf_counter() - started
         cached_question = str(found.payload["question"])
-        decision = await asyncio.get_running_loop().run_in_executor(
+        decision, verify_s = await asyncio.get_running_loop().run_in_executor(
             self._thread, self._decide, probe.question, cached_question, found.similarity, req.cache.target_precision
         )
         if decision is None or not decision.accepted:
@@ -71,13 +79,17 @@ class SemanticCache:
             log.debug("semantic candidate refused (%s, similarity %.3f)", why, found.similarity)
             return None
         answer = msgspec.json.decode(found.payload["answer"], type=CachedAnswer)
-        return SemanticHit(answer=answer, similarity=min(1.0, found.similarity))
+        compute_s = probe.embed_s + query_s + verify_s
+        return SemanticHit(answer=answer, similarity=min(1.0, found.similarity), compute_s=compute_s)
 
-    def _decide(self, query: str, cached: str, similarity: float, target: float | None) -> Any:
+    def _decide(self, query: str, cached: str, similarity: float, target: float | None) -> tuple[Any, float]:
+        """The verifier's decision and the CPU seconds it took (it runs alone on this thread)."""
+        started = time.thread_time()
         try:
-            return self.verifier.decide(query, cached, similarity, target_precision=target)
+            decision = self.verifier.decide(query, cached, similarity, target_precision=target)
         except ValueError:  # a precision the calibration cannot promise: no semantic hit, never an error
-            return None
+            decision = None
+        return decision, time.thread_time() - started
 
     async def store(self, tenant: str, key: str, probe: Probe, answer: CachedAnswer, *, expires_ms: int) -> None:
         payload = {

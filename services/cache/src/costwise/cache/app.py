@@ -71,12 +71,15 @@ class Cache:
     async def on_request(self, req: InferenceRequest) -> None:
         key = exact_key(req)
         probe = None
+        started = time.perf_counter()
         hit = await self._exact(req, key)
+        exact_s = time.perf_counter() - started  # a KV read: its wall time is what it took
         if hit is None:
             probe = await self.semantic.probe(req) if self.semantic and _semantic_allowed(req) else None
             hit = await self._similar(req, probe) if probe is not None else None
         if hit is not None:
-            await self._answer(req, *hit)
+            answer, found = hit
+            await self._answer(req, answer, msgspec.structs.replace(found, compute_s=exact_s + found.compute_s))
         else:
             await self._forward(req, key, probe)
         await ack_current()
@@ -96,7 +99,11 @@ class Cache:
             return None
         answer = found.answer
         hit = CacheHit(
-            kind="semantic", cached_request_id=answer.request_id, similarity=found.similarity, saved=answer.usage
+            kind="semantic",
+            cached_request_id=answer.request_id,
+            similarity=found.similarity,
+            saved=answer.usage,
+            compute_s=found.compute_s,
         )
         return answer, hit
 
@@ -113,6 +120,7 @@ class Cache:
             created_ms=req.created_ms,
             completed_ms=self._now_ms(),
             cache=hit,
+            api_key_id=req.api_key_id,
         )
         record_result(result, requested_model=req.model)
         # Same msg-id as the router's result would have: a request answered twice still has one result.

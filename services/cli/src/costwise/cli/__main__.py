@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         "report", help="cost per query, savings per lever (python -m costwise.billing report --help)", add_help=False
     )
     sub.add_parser(
-        "budget", help="set or show a tenant's budget (python -m costwise.billing budget --help)", add_help=False
+        "budget",
+        help="set or show a tenant's or an API key's budget (python -m costwise.billing budget --help)",
+        add_help=False,
     )
     up = sub.add_parser("up", help="run the embedded stack (nats-server + every service) until Ctrl-C")
     up.add_argument("--data-dir", default=os.environ.get("COSTWISE_DATA_DIR", "var"))

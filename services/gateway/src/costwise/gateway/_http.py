@@ -19,6 +19,7 @@ from ._limits import BodyLimit
 from ._service import Gateway
 from ._tracing import TraceRequests
 from .errors import ApiError
+from .keys import Caller
 from .schema import (
     AcceptedRequest,
     AsyncCompletionRequest,
@@ -60,13 +61,13 @@ def _gateway(request: Request) -> Gateway:
 Service = Annotated[Gateway, Depends(_gateway)]
 
 
-async def _tenant(
+async def _caller(
     gateway: Service, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> str:
+) -> Caller:
     return await gateway.authenticate(credentials.credentials if credentials else None)
 
 
-Tenant = Annotated[str, Depends(_tenant)]
+Authenticated = Annotated[Caller, Depends(_caller)]
 
 
 def create_app(
@@ -87,24 +88,26 @@ def create_app(
     async def chat_completions(
         body: ChatCompletionRequest,
         gateway: Service,
-        tenant: Tenant,
+        caller: Authenticated,
         idempotency_key: IdempotencyKey = None,
         timeout: ClientTimeout = None,
     ) -> ChatCompletion:
         """OpenAI-compatible chat completion: queued, answered when the pipeline's result arrives."""
-        return await gateway.complete(tenant, body, idempotency_key=idempotency_key, timeout_s=timeout)
+        return await gateway.complete(caller, body, idempotency_key=idempotency_key, timeout_s=timeout)
 
     @app.post("/v1/requests", status_code=202, responses=_ERRORS)
     async def submit(
-        body: AsyncCompletionRequest, gateway: Service, tenant: Tenant, idempotency_key: IdempotencyKey = None
+        body: AsyncCompletionRequest, gateway: Service, caller: Authenticated, idempotency_key: IdempotencyKey = None
     ) -> AcceptedRequest:
         """Queue a chat completion and return at once; poll ``GET /v1/requests/{id}`` or await the callback."""
-        return AcceptedRequest(id=await gateway.submit(tenant, body, idempotency_key=idempotency_key))
+        return AcceptedRequest(id=await gateway.submit(caller, body, idempotency_key=idempotency_key))
 
     @app.get("/v1/requests/{request_id}", responses=_ERRORS)
-    async def status(request_id: Annotated[RequestIdText, Path()], gateway: Service, tenant: Tenant) -> RequestStatus:
+    async def status(
+        request_id: Annotated[RequestIdText, Path()], gateway: Service, caller: Authenticated
+    ) -> RequestStatus:
         """A request's status and, once there, its result (only the tenant's own requests)."""
-        return await gateway.status(tenant, request_id)
+        return await gateway.status(caller.tenant, request_id)
 
     app.openapi_schema = _tidy(app.openapi())
     return app

@@ -11,6 +11,7 @@ from costwise.contracts import (
 )
 
 from .errors import ApiError, from_error_info
+from .keys import Caller
 from .schema import (
     AssistantMessage,
     ChatCompletion,
@@ -51,7 +52,7 @@ def _sampling(body: ChatCompletionRequest) -> SamplingParams:
 def to_request(
     body: ChatCompletionRequest,
     *,
-    tenant: str,
+    caller: Caller,
     request_id: str,
     now_ms: int,
     deadline_ms: int | None,
@@ -68,7 +69,8 @@ def to_request(
         metadata["user"] = body.user
     return InferenceRequest(
         request_id=request_id,
-        tenant=tenant,
+        tenant=caller.tenant,
+        api_key_id=caller.key_id,  # the key's public id: budgets and the ledger are kept per key
         messages=[_message(m) for m in body.messages],
         model=body.model,
         sampling=_sampling(body),

@@ -21,7 +21,7 @@ from costwise.telemetry import record_result
 from ._mapping import result_error, to_completion, to_request
 from .budget import BudgetHook, estimate_usd, rejection
 from .errors import ApiError
-from .keys import KeyStore
+from .keys import Caller, KeyStore
 from .schema import AsyncCompletionRequest, ChatCompletion, ChatCompletionRequest, ErrorBody, RequestStatus
 from .settings import GatewaySettings
 
@@ -58,31 +58,31 @@ class Gateway:
         self._price = price
         self._clock = clock
 
-    async def authenticate(self, key: str | None) -> str:
-        """The tenant of API key ``key`` (sent as ``Authorization: Bearer <key>``); 401 otherwise."""
-        tenant = await self.keys.tenant_of(key) if key else None
-        if tenant is None:
+    async def authenticate(self, key: str | None) -> Caller:
+        """Whose API key ``key`` is (sent as ``Authorization: Bearer <key>``); 401 otherwise."""
+        caller = await self.keys.resolve(key) if key else None
+        if caller is None:
             raise ApiError(401, "invalid_api_key", "missing or invalid API key (send Authorization: Bearer <key>)")
-        return tenant
+        return caller
 
     async def complete(
-        self, tenant: str, body: ChatCompletionRequest, *, idempotency_key: str | None, timeout_s: float | None
+        self, caller: Caller, body: ChatCompletionRequest, *, idempotency_key: str | None, timeout_s: float | None
     ) -> ChatCompletion:
         """Queue ``body`` and wait for its result, up to the client's timeout (less a margin)."""
         request_id = self._request_id(idempotency_key)
         wait_s = self._wait_s(timeout_s)
         now = self._clock()
-        request = to_request(body, tenant=tenant, request_id=request_id, now_ms=_ms(now), deadline_ms=_ms(now + wait_s))
+        request = to_request(body, caller=caller, request_id=request_id, now_ms=_ms(now), deadline_ms=_ms(now + wait_s))
         done = await self._start(request, replayable=idempotency_key is not None) or await self._wait(request, wait_s)
         record_result(done, requested_model=body.model)
         return to_completion(done, requested_model=body.model)
 
-    async def submit(self, tenant: str, body: AsyncCompletionRequest, *, idempotency_key: str | None) -> str:
+    async def submit(self, caller: Caller, body: AsyncCompletionRequest, *, idempotency_key: str | None) -> str:
         """Queue ``body`` without waiting; its result is polled or delivered to ``callback_url``."""
         request_id = self._request_id(idempotency_key)
         request = to_request(
             body,
-            tenant=tenant,
+            caller=caller,
             request_id=request_id,
             now_ms=_ms(self._clock()),
             deadline_ms=None,

@@ -19,7 +19,7 @@ from nats.js.kv import KeyValue
 
 from costwise.contracts.messages import Token
 
-__all__ = ["ApiKey", "KeyRecord", "KeyStore"]
+__all__ = ["ApiKey", "Caller", "KeyRecord", "KeyStore"]
 
 PREFIX = "cw"
 MAX_KEY_CHARS = 128
@@ -39,6 +39,13 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
     tenant: str
     secret: str
     """The full key, to hand to the tenant; it is not stored anywhere."""
+
+
+class Caller(msgspec.Struct, frozen=True, kw_only=True):
+    """Who an authenticated request comes from: the key's tenant and the key's public id (never its secret)."""
+
+    tenant: str
+    key_id: str
 
 
 def _digest(key: str) -> str:
@@ -75,13 +82,18 @@ class KeyStore:
         await self._kv.purge(key_id)
         return True
 
-    async def tenant_of(self, presented: str) -> str | None:
-        """The tenant ``presented`` belongs to, or None for a malformed, unknown or revoked key."""
+    async def resolve(self, presented: str) -> Caller | None:
+        """Whose key ``presented`` is, or None for a malformed, unknown or revoked key."""
         key_id = _key_id(presented)
         record = None if key_id is None else await self._record(key_id)
-        if record is None or not hmac.compare_digest(record.sha256, _digest(presented)):
+        if key_id is None or record is None or not hmac.compare_digest(record.sha256, _digest(presented)):
             return None
-        return record.tenant
+        return Caller(tenant=record.tenant, key_id=key_id)
+
+    async def tenant_of(self, presented: str) -> str | None:
+        """The tenant ``presented`` belongs to, or None for a malformed, unknown or revoked key."""
+        caller = await self.resolve(presented)
+        return None if caller is None else caller.tenant
 
     async def _record(self, key_id: str) -> KeyRecord | None:
         try:

@@ -143,6 +143,7 @@ class ProviderWorker:
                 ts_ms=now_ms,
                 stage=job.stage,
                 attempt=job.attempt,
+                api_key_id=job.request.api_key_id,
             )
             usage_id = subjects.dedup_id(tenant, job.job_id, "usage")
             publishes.append(publish(self.js, subjects.usage(tenant), event, msg_id=usage_id))

@@ -50,6 +50,7 @@ def ok_result(catalog: Catalog, done: Completion, route: list[Attempt], now_ms: 
         created_ms=req.created_ms,
         completed_ms=now_ms,
         route=route,
+        api_key_id=req.api_key_id,
     )
 
 
@@ -65,4 +66,5 @@ def error_result(job: Job, route: list[Attempt], code: ErrorCode, message: str, 
         created_ms=req.created_ms,
         completed_ms=now_ms,
         route=route,
+        api_key_id=req.api_key_id,
     )

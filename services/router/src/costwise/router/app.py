@@ -163,12 +163,11 @@ class Router:
         return subjects.jobs(job.pool)
 
     async def _admit(self, req: InferenceRequest, estimate_usd: Decimal) -> Refusal | None:
-        """Reserve the attempt's worst-case cost against the tenant's budget before anything is spent.
-
-        Each attempt's admission replaces the request's reservation; billing settles it from the ledger.
-        """
+        """Reserve the attempt's worst-case cost against the tenant's budget (and its API key's, if it has one)
+        before anything is spent. Each attempt's admission replaces the request's reservation; billing settles
+        it from the ledger."""
         assert self.budgets is not None, "start() binds the budgets"
-        verdict = await self.budgets.admit(req.tenant, req.request_id, estimate_usd)
+        verdict = await self.budgets.admit(req.tenant, req.request_id, estimate_usd, api_key_id=req.api_key_id)
         return Refusal(verdict.code, verdict.message) if isinstance(verdict, BudgetExceeded) else None
 
     async def on_completion(self, done: Completion) -> None:

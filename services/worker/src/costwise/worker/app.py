@@ -192,6 +192,8 @@ class Worker:
             ts_ms=now_ms,
             stage=job.stage,
             attempt=job.attempt,
+            api_key_id=job.request.api_key_id,
+            recomputed_prompt_tokens=progress.recomputed,
         )
         # Ack only after both are stored: a crash before the ack redelivers the job, and the job-id msg-ids
         # make the repeats no-ops. The two PubAcks are awaited together (one round trip, not two).

@@ -25,6 +25,9 @@ class Progress:
     logprob_count: int = 0
     resumed: int = 0
     first_token_s: float | None = None
+    recomputed: int = 0
+    """Prompt tokens prefilled again for this job because it resumed: earlier resumes' (from the checkpoint)
+    plus this run's prompt + checkpointed tokens once its prefill is done. Billed on top of the usage."""
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint | None) -> Progress:
@@ -36,6 +39,7 @@ class Progress:
             logprob_min=ckpt.logprob_min,
             logprob_count=ckpt.logprob_count,
             resumed=len(ckpt.token_ids),
+            recomputed=ckpt.recomputed_tokens,
         )
 
     def add(self, token_ids: list[int], logprobs: list[dict[int, Any]] | None) -> None:
@@ -54,6 +58,7 @@ class Progress:
             logprob_min=self.logprob_min,
             logprob_count=self.logprob_count,
             worker_id=worker_id,
+            recomputed_tokens=self.recomputed,
         )
 
     def summary(self) -> LogprobSummary | None:
@@ -150,9 +155,12 @@ class Engine:
         )
         # Resume = the original prompt plus the checkpointed tokens; greedy decoding continues identically.
         prompt = TokensPrompt(prompt_token_ids=prompt_ids + progress.token_ids)
+        refilled = len(prompt_ids) + len(progress.token_ids) if progress.token_ids else 0  # else it is usage
         finish, cached = "abort", 0
         async for out in self.llm.generate(prompt, vparams, request_id=uuid.uuid4().hex):
             step = out.outputs[0]
+            if step.token_ids and refilled:  # the first new token: the prefill is done, count it once
+                progress.recomputed, refilled = progress.recomputed + refilled, 0
             if step.token_ids and progress.first_token_s is None:
                 progress.first_token_s = time.perf_counter() - started
             progress.add(list(step.token_ids), step.logprobs)
