@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from nats.js import JetStreamContext
 from opentelemetry.sdk.trace import TracerProvider
@@ -10,7 +11,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from costwise.contracts import ChatMessage, DeadLetter, ErrorCode, InferenceRequest, Result, subjects
 from costwise.contracts.subjects import ConsumerSpec
-from costwise.messaging import Consumer, ack_current, current_subject, ensure_consumer, ensure_streams, publish
+from costwise.messaging import (
+    Consumer,
+    NatsServer,
+    ack_current,
+    connect,
+    current_subject,
+    ensure_consumer,
+    ensure_streams,
+    publish,
+)
 from costwise.testing import first_stored
 
 
@@ -140,3 +150,36 @@ async def test_the_handler_runs_in_a_span_continuing_the_publishers_trace(
     (span,) = [s for s in span_exporter.get_finished_spans() if s.name == f"{subjects.route(unique)} process"]
     assert span.context.trace_id == client.get_span_context().trace_id
     assert span.parent is not None and span.parent.span_id == client.get_span_context().span_id
+
+
+async def test_pulling_goes_on_after_the_server_restarts(tmp_path: Path, unique: str) -> None:
+    server = NatsServer(tmp_path).start()
+    nc = await connect(server.url, name="test")
+    js = nc.jetstream()
+    spec = await _spec(js, unique)
+    handled: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_request(req: InferenceRequest) -> None:
+        await ack_current()
+        handled.put_nowait(req.request_id)
+
+    consumer = Consumer(spec, on_request, service="test")
+    await consumer.start(js)
+    try:
+        await publish(js, subjects.route(unique), _req(unique, "before"), msg_id=f"{unique}-before")
+        assert await asyncio.wait_for(handled.get(), 10) == "before"
+        await asyncio.to_thread(server.stop, kill=True)
+        await asyncio.sleep(1.5)  # a few fetches fail while it is down
+        await asyncio.to_thread(NatsServer(tmp_path, port=server.port).start)
+        async with asyncio.timeout(20):
+            while True:  # publishing may fail until the client has reconnected
+                try:
+                    await publish(js, subjects.route(unique), _req(unique, "after"), msg_id=f"{unique}-after")
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+        assert await asyncio.wait_for(handled.get(), 20) == "after"
+    finally:
+        await consumer.stop()
+        await nc.close()
+        server.stop()
