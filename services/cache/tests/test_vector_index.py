@@ -13,9 +13,10 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as Nats
 
-from costwise.cache import Cache, CacheSettings, EdgeIndex, QdrantIndex, SemanticCache, VectorIndex, build
+from costwise.cache import Cache, CachedAnswer, CacheSettings, EdgeIndex, QdrantIndex, SemanticCache, VectorIndex, build
 from costwise.client import Client, new_request_id
 from costwise.contracts import ChatMessage, InferenceRequest, Output, Result, Usage, subjects
+from costwise.embed import Embedder
 from costwise.messaging import publish
 from costwise.testing import first_stored
 
@@ -174,3 +175,27 @@ async def test_a_shard_from_before_the_tenant_layout_opens_and_is_upgraded(tmp_p
     reopened = EdgeIndex.open(tmp_path / "edge")  # the entries and the index survive a restart
     assert await reopened.indexed() == (7_000, 7_000)
     await reopened.close()
+
+
+async def test_entries_embedded_in_another_vector_space_are_never_compared(
+    semantic_models: Any, tmp_path: Path
+) -> None:
+    embedder, verifier = semantic_models
+    index = EdgeIndex.open(tmp_path / "edge")
+    req = InferenceRequest(
+        request_id="r1", tenant="t", messages=[ChatMessage(role="user", content="How do I reset my password?")]
+    )
+    answer = CachedAnswer(
+        request_id="r1", output=Output(text="Settings.", finish_reason="stop"), model=None, usage=Usage(), stored_ms=0
+    )
+    first = SemanticCache(embedder, index, verifier)
+    probe = await first.probe(req)
+    assert probe is not None
+    await first.store("t", "k", probe, answer, expires_ms=2**52)
+    assert await first.lookup(req, probe, now_ms=0) is not None  # the same question in the same space: a hit
+    # The same vectors under another space's name (as after a change of embedding backend): never a candidate.
+    renamed = Embedder(embedder.embed_many, space=f"{embedder.space}-int8")
+    again = await SemanticCache(renamed, index, verifier).probe(req)
+    assert again is not None and await first.lookup(req, again, now_ms=0) is None
+    renamed.close()
+    await index.close()

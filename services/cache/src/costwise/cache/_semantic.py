@@ -56,7 +56,10 @@ class SemanticCache:
         question = question_of(req)
         if question is None:
             return None
-        return Probe(question=question, scope=semantic_scope(req), vector=await self.embedder.embed(question))
+        # The vector space is part of the scope: entries embedded by another model variant (an index kept across
+        # a change of COSTWISE_CACHE_EMBED_BACKEND, a pending answer from an older process) are never compared.
+        scope = f"{self.embedder.space}:{semantic_scope(req)}"
+        return Probe(question=question, scope=scope, vector=await self.embedder.embed(question))
 
     async def lookup(self, req: InferenceRequest, probe: Probe, *, now_ms: int) -> SemanticHit | None:
         found = await self.index.nearest(req.tenant, probe.scope, probe.vector, now_ms=now_ms)
