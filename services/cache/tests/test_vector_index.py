@@ -13,10 +13,20 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as Nats
 
-from costwise.cache import Cache, CachedAnswer, CacheSettings, EdgeIndex, QdrantIndex, SemanticCache, VectorIndex, build
+from costwise.cache import (
+    Cache,
+    CachedAnswer,
+    CacheSettings,
+    EdgeIndex,
+    QdrantIndex,
+    SemanticCache,
+    VectorIndex,
+    build,
+    load_semantic,
+)
 from costwise.client import Client, new_request_id
 from costwise.contracts import ChatMessage, InferenceRequest, Output, Result, Usage, subjects
-from costwise.embed import Embedder
+from costwise.embed import Backend, Embedder, space_of
 from costwise.messaging import publish
 from costwise.testing import first_stored
 
@@ -199,3 +209,11 @@ async def test_entries_embedded_in_another_vector_space_are_never_compared(
     assert again is not None and await first.lookup(req, again, now_ms=0) is None
     renamed.close()
     await index.close()
+
+
+@pytest.mark.parametrize("backend", ["onnx-int8", "onnx"])
+async def test_the_verifier_judges_cosines_of_the_embedders_own_space(backend: Backend, tmp_path: Path) -> None:
+    semantic = load_semantic(EdgeIndex.open(tmp_path / "edge"), backend, 1)
+    assert semantic.embedder.space == semantic.verifier.space == space_of(backend)  # type: ignore[attr-defined]
+    semantic.embedder.close()
+    await semantic.close()

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     lookup.add_argument("--entries", default="10000,100000")
     lookup.add_argument("--queries", type=int, default=2000)
     lookup.add_argument("--concurrency", type=int, default=16)
-    lookup.add_argument("--embed-backends", default="onnx", help="comma list of torch, onnx, onnx-int8")
+    lookup.add_argument("--embed-backends", default="onnx-int8", help="comma list of torch, onnx, onnx-int8")
     lookup.add_argument("--embed-workers", default="2", help="comma list of embedding workers (model calls at once)")
     lookup.set_defaults(
         module="cache_lookup",

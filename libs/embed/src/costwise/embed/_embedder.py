@@ -74,10 +74,10 @@ class Embedder:
         """The unit-length embedding of ``text`` (so a dot product is the cosine similarity)."""
         future: asyncio.Future[Vector] = asyncio.get_running_loop().create_future()
         self._queue.append((text, future))
+        # A finished drainer may not have run its done-callbacks yet: count the live ones, never a stale set.
+        self._drainers = {d for d in self._drainers if not d.done()}
         if len(self._drainers) < self._workers:
-            drainer = asyncio.create_task(self._drain())
-            self._drainers.add(drainer)
-            drainer.add_done_callback(self._drainers.discard)
+            self._drainers.add(asyncio.create_task(self._drain()))
         return await future
 
     def embed_many(self, texts: list[str]) -> Vector:

@@ -242,7 +242,7 @@ async def build(
     return Cache(settings, broker, clock, semantic)
 
 
-def load_semantic(index: VectorIndex, embed_backend: Backend = "onnx", embed_workers: int = 2) -> SemanticCache:
+def load_semantic(index: VectorIndex, embed_backend: Backend = "onnx-int8", embed_workers: int = 2) -> SemanticCache:
     """Embedder + verifier over ``index``: the semantic cache's parts, each model loaded once per process."""
     from .verify import Verifier
 

@@ -170,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.argv[1:] if argv is None else argv
         )
     else:
+        if space_of(args.embed_backend) != BASE_SPACE:  # the top-level calibration is fp32's by definition
+            raise SystemExit(f"train on fp32 vectors; add {args.embed_backend}'s calibration with --calibrate-only")
         train = load_pairs(args.pairs, "train")
         if args.limit:
             train = random.Random(args.seed).sample(train, min(args.limit, len(train)))
