@@ -1,8 +1,10 @@
-"""The ONNX backends give torch's vectors; concurrent calls still share model calls."""
+"""The ONNX backend gives torch's vectors, the int8 one nearly them in a space of its own; concurrent calls
+share model calls and spread over the workers."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -24,7 +26,7 @@ SENTENCES = [
 @pytest.fixture(scope="session")
 def embedders() -> dict[Backend, Embedder]:
     """One embedder per backend for the session; the ONNX file is exported once into the model cache."""
-    return {b: Embedder.load(threads=1, backend=b) for b in ("torch", "onnx")}
+    return {b: Embedder.load(threads=1, backend=b) for b in ("torch", "onnx", "onnx-int8")}
 
 
 def _cosines(a: Vector, b: Vector) -> Vector:
@@ -39,6 +41,31 @@ def test_onnx_vectors_match_torch(embedders: dict[Backend, Embedder]) -> None:
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
     assert _cosines(reference, batched).min() >= 0.999
     assert _cosines(batched, one_by_one).min() >= 0.9999  # the padding in a batch changes nothing
+
+
+def test_int8_vectors_are_close_but_live_in_a_space_of_their_own(embedders: dict[Backend, Embedder]) -> None:
+    reference = embedders["onnx"].embed_many(SENTENCES)
+    int8 = embedders["onnx-int8"].embed_many(SENTENCES)
+    np.testing.assert_allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-5)
+    assert 0.97 <= _cosines(reference, int8).min() < 0.9999  # near, yet not the same vectors
+    assert embedders["torch"].space == embedders["onnx"].space != embedders["onnx-int8"].space
+
+
+async def test_waiting_calls_are_split_between_the_workers(embedders: dict[Backend, Embedder]) -> None:
+    onnx = embedders["onnx"]
+    calls: list[tuple[str, int]] = []
+
+    def encode(texts: list[str]) -> Vector:
+        calls.append((threading.current_thread().name, len(texts)))
+        time.sleep(0.05)  # both batches in flight at once
+        return onnx.embed_many(texts)
+
+    embedder = Embedder(encode, workers=2)
+    texts = [f"question number {i}" for i in range(16)]
+    vectors = await asyncio.gather(*(embedder.embed(t) for t in texts))
+    embedder.close()
+    assert sorted(n for _, n in calls) == [8, 8] and len({thread for thread, _ in calls}) == 2
+    assert _cosines(np.stack(vectors), onnx.embed_many(texts)).min() >= 0.9999  # each caller got its own vector
 
 
 async def test_concurrent_calls_are_batched(embedders: dict[Backend, Embedder]) -> None:

@@ -13,9 +13,20 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as Nats
 
-from costwise.cache import Cache, CacheSettings, EdgeIndex, QdrantIndex, SemanticCache, VectorIndex, build
+from costwise.cache import (
+    Cache,
+    CachedAnswer,
+    CacheSettings,
+    EdgeIndex,
+    QdrantIndex,
+    SemanticCache,
+    VectorIndex,
+    build,
+    load_semantic,
+)
 from costwise.client import Client, new_request_id
 from costwise.contracts import ChatMessage, InferenceRequest, Output, Result, Usage, subjects
+from costwise.embed import Backend, Embedder, space_of
 from costwise.messaging import publish
 from costwise.testing import first_stored
 
@@ -118,3 +129,91 @@ async def test_the_cache_serves_verified_semantic_hits_through_qdrant_client(
         assert result.cache.cached_request_id == first.request_id
         return
     raise AssertionError("no semantic hit through the qdrant-client index")
+
+
+def _unit_vectors(n: int, seed: int) -> Any:
+    v = np.random.default_rng(seed).standard_normal((n, 384)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+async def _fill(index: EdgeIndex, vectors: Any, tenants: int) -> None:
+    entries = [
+        (f"k{i}", v, {"tenant": f"t{i % tenants}", "scope": "s", "request_id": f"r{i}", "expires_ms": 9e12})
+        for i, v in enumerate(vectors)
+    ]
+    for start in range(0, len(entries), 1000):
+        await index.upsert_many(entries[start : start + 1000])
+
+
+async def test_the_sweep_indexes_new_entries_and_lookups_stay_exact(tmp_path: Path) -> None:
+    # Past Edge's indexing threshold (~6.5k vectors), so the sweep builds a quantized, tenant-grouped segment.
+    index = EdgeIndex.open(tmp_path / "edge")
+    stored = _unit_vectors(8_000, seed=1)
+    await _fill(index, stored, tenants=2)
+    assert await index.indexed() == (8_000, 0)
+    assert await index.sweep(0, max_entries=100_000) == 8_000
+    assert await index.indexed() == (8_000, 8_000)
+    queries = _unit_vectors(50, seed=2)
+    for i, q in enumerate(queries):
+        tenant = i % 2  # the exact nearest among this tenant's entries, and its exact cosine (rescored, not int8)
+        mine = stored[tenant::2]
+        best = int(np.argmax(mine @ q))
+        found = await index.nearest(f"t{tenant}", "s", q, now_ms=0)
+        assert found is not None and found.payload["request_id"] == f"r{best * 2 + tenant}"
+        assert found.similarity == pytest.approx(float(mine[best] @ q), abs=1e-5)
+    await index.close()
+
+
+async def test_a_shard_from_before_the_tenant_layout_opens_and_is_upgraded(tmp_path: Path) -> None:
+    from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams, PayloadSchemaType, UpdateOperation
+
+    old = EdgeShard.create(
+        str(tmp_path / "edge"), EdgeConfig(vectors=EdgeVectorParams(size=384, distance=Distance.Cosine))
+    )
+    for field in ("tenant", "request_id", "scope"):
+        old.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
+    old.update(UpdateOperation.create_field_index("expires_ms", PayloadSchemaType.Float))
+    old.close()
+    index = EdgeIndex.open(tmp_path / "edge")
+    stored = _unit_vectors(7_000, seed=3)
+    await _fill(index, stored, tenants=1)
+    await index.sweep(0, max_entries=100_000)
+    assert await index.indexed() == (7_000, 7_000)
+    found = await index.nearest("t0", "s", stored[42], now_ms=0)
+    assert found is not None and found.payload["request_id"] == "r42" and found.similarity == pytest.approx(1.0)
+    await index.close()
+    reopened = EdgeIndex.open(tmp_path / "edge")  # the entries and the index survive a restart
+    assert await reopened.indexed() == (7_000, 7_000)
+    await reopened.close()
+
+
+async def test_entries_embedded_in_another_vector_space_are_never_compared(
+    semantic_models: Any, tmp_path: Path
+) -> None:
+    embedder, verifier = semantic_models
+    index = EdgeIndex.open(tmp_path / "edge")
+    req = InferenceRequest(
+        request_id="r1", tenant="t", messages=[ChatMessage(role="user", content="How do I reset my password?")]
+    )
+    answer = CachedAnswer(
+        request_id="r1", output=Output(text="Settings.", finish_reason="stop"), model=None, usage=Usage(), stored_ms=0
+    )
+    first = SemanticCache(embedder, index, verifier)
+    probe = await first.probe(req)
+    assert probe is not None
+    await first.store("t", "k", probe, answer, expires_ms=2**52)
+    assert await first.lookup(req, probe, now_ms=0) is not None  # the same question in the same space: a hit
+    # The same vectors under another space's name (as after a change of embedding backend): never a candidate.
+    renamed = Embedder(embedder.embed_many, space=f"{embedder.space}-int8")
+    again = await SemanticCache(renamed, index, verifier).probe(req)
+    assert again is not None and await first.lookup(req, again, now_ms=0) is None
+    renamed.close()
+    await index.close()
+
+
+@pytest.mark.parametrize("backend", ["onnx-int8", "onnx"])
+async def test_the_verifier_judges_cosines_of_the_embedders_own_space(backend: Backend, tmp_path: Path) -> None:
+    semantic = load_semantic(EdgeIndex.open(tmp_path / "edge"), backend, 1)
+    assert semantic.embedder.space == semantic.verifier.space == space_of(backend)  # type: ignore[attr-defined]
+    semantic.embedder.close()
+    await semantic.close()

@@ -7,6 +7,7 @@ import pytest
 from costwise.cache.verify import Verifier, veto
 from costwise.cache.verify.lexical import codes_differ, entities_differ, negation_differs, numbers, numbers_differ
 from costwise.cache.verify.similarity import cosine_similarities
+from costwise.embed import Backend, space_of
 
 PARAPHRASE = ("How can I lose weight quickly?", "What is the fastest way to lose weight?")
 NEGATION = ("Can I use my credit card abroad?", "Why can't I use my credit card abroad?")
@@ -16,15 +17,26 @@ UNRELATED = ("What is the capital of France?", "How do I learn Python programmin
 CASES = [PARAPHRASE, NEGATION, OTHER_NUMBER, OTHER_ORDER_ID, UNRELATED]
 
 
-@pytest.fixture(scope="module")
-def verifier() -> Verifier:
-    return Verifier.load(threads=1)
+@pytest.fixture(scope="module", params=["torch", "onnx-int8"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """fp32 vectors and int8 ones: each has its own pre-threshold and calibration in the artifact."""
+    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
-def similarity() -> dict[tuple[str, str], float]:
+def verifier(backend: Backend) -> Verifier:
+    return Verifier.load(threads=1, space=space_of(backend))
+
+
+@pytest.fixture(scope="module")
+def similarity(backend: Backend) -> dict[tuple[str, str], float]:
     """Each case's cosine under the cache's own embedder, as the Qdrant search would report it."""
-    return dict(zip(CASES, cosine_similarities(CASES), strict=True))
+    return dict(zip(CASES, cosine_similarities(CASES, backend=backend), strict=True))
+
+
+def test_vectors_of_a_space_it_was_never_calibrated_for_are_refused() -> None:
+    with pytest.raises(ValueError, match="not calibrated for minilm-l6-fp16 embeddings"):
+        Verifier.load(threads=1, space="minilm-l6-fp16")
 
 
 def test_a_paraphrase_is_accepted(verifier: Verifier, similarity: dict[tuple[str, str], float]) -> None:

@@ -58,17 +58,26 @@ def main(argv: list[str] | None = None) -> int:
         help="held_out (default): only pairs the shipped verifier never trained on (see verify.SPLIT_RULE)",
     )
     pairs.add_argument("--target-precision", type=float, default=None)
+    pairs.add_argument("--embed-backend", default=None, help="torch, onnx or onnx-int8 (default: the service's)")
     pairs.add_argument("--json", action="store_true", help="print only the JSON object (the default output)")
-    pairs.set_defaults(module="cache_pairs", call=lambda run, a: run(a.pairs, a.limit, a.split, a.target_precision))
+    pairs.set_defaults(
+        module="cache_pairs",
+        call=lambda run, a: run(a.pairs, a.limit, a.split, a.target_precision, a.embed_backend),
+    )
     lookup = sub.add_parser("cache-lookup", help="semantic lookups/s and latency at 10k and 100k entries")
     lookup.add_argument("--entries", default="10000,100000")
     lookup.add_argument("--queries", type=int, default=2000)
     lookup.add_argument("--concurrency", type=int, default=16)
-    lookup.add_argument("--embed-backends", default="torch", help="comma list of torch, onnx")
+    lookup.add_argument("--embed-backends", default="onnx-int8", help="comma list of torch, onnx, onnx-int8")
+    lookup.add_argument("--embed-workers", default="2", help="comma list of embedding workers (model calls at once)")
     lookup.set_defaults(
         module="cache_lookup",
         call=lambda run, a: run(
-            [int(x) for x in a.entries.split(",")], a.queries, a.concurrency, a.embed_backends.split(",")
+            [int(x) for x in a.entries.split(",")],
+            a.queries,
+            a.concurrency,
+            a.embed_backends.split(","),
+            [int(x) for x in a.embed_workers.split(",")],
         ),
     )
     replay = sub.add_parser("cache-replay", help="hit rate and wrong hits replaying an FAQ query log (Zipf skew)")

@@ -25,18 +25,24 @@ from ._harness import percentile
 _TENANTS = 20  # entries spread over tenants, as in a shared deployment; queries hit one tenant each
 
 
-async def run(sizes: list[int], queries: int, concurrency: int, backends: list[Backend]) -> dict[str, Any]:
-    """Every embedding backend against the same filled index, so their rows compare side by side."""
-    embedders = {b: await asyncio.to_thread(Embedder.load, threads=1, backend=b) for b in backends}
+async def run(
+    sizes: list[int], queries: int, concurrency: int, backends: list[Backend], workers: list[int]
+) -> dict[str, Any]:
+    """Every embedding backend and worker count against the same filled index, so their rows compare side by side."""
+    embedders = {
+        (b, w): await asyncio.to_thread(Embedder.load, threads=1, backend=b, workers=w)
+        for b in backends
+        for w in workers
+    }
     texts = [f"How do I change the delivery address of order {i}?" for i in range(queries)]
     rows = []
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix="costwise-lookup-") as tmp:
             index = await asyncio.to_thread(EdgeIndex.open, Path(tmp))
             await _fill(index, size)
-            for backend, embedder in embedders.items():
+            for (backend, n), embedder in embedders.items():
                 measured = await _measure(index, embedder, texts, concurrency)
-                rows.append({"entries": size, "embed_backend": backend, **measured})
+                rows.append({"entries": size, "embed_backend": backend, "embed_workers": n, **measured})
             await index.close()
     return {"benchmark": "cache-lookup", "queries": queries, "concurrency": concurrency, "rows": rows}
 

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from costwise.cache import CachedAnswer, EdgeIndex, Probe, SemanticCache, load_semantic
+from costwise.cache import CachedAnswer, CacheSettings, EdgeIndex, Probe, SemanticCache, load_semantic
 from costwise.cache.verify import load_pairs
 from costwise.contracts import CachePolicy, ChatMessage, InferenceRequest, Output, Usage
+from costwise.embed import Backend
 
 from ._harness import percentile
 
@@ -26,11 +27,14 @@ _FAR_FUTURE_MS = 2**52  # entries that never expire during the run
 _SCOPE = "bench"
 
 
-async def run(pairs_file: Path, limit: int | None, split: str, target_precision: float | None) -> dict[str, Any]:
+async def run(
+    pairs_file: Path, limit: int | None, split: str, target_precision: float | None, embed_backend: Backend | None
+) -> dict[str, Any]:
     pairs = load_pairs(pairs_file, None if split == "all" else "held_out")  # type: ignore[arg-type]
     pairs = pairs[:limit] if limit else pairs
+    backend = embed_backend or CacheSettings().embed_backend
     with tempfile.TemporaryDirectory(prefix="costwise-cache-pairs-") as tmp:
-        semantic = await asyncio.to_thread(load_semantic, EdgeIndex.open(Path(tmp) / "index"))
+        semantic = await asyncio.to_thread(load_semantic, EdgeIndex.open(Path(tmp) / "index"), backend)
         try:
             await _store_all(semantic, [p.text_a for p in pairs])
             verdicts, latencies = await _look_up_all(semantic, [p.text_b for p in pairs], target_precision)
@@ -44,6 +48,7 @@ async def run(pairs_file: Path, limit: int | None, split: str, target_precision:
         "pairs_file": str(pairs_file),
         "split": split,
         "settings": {
+            "embed_backend": backend,
             "min_similarity": semantic.verifier.min_similarity,
             "target_precision": target_precision or getattr(semantic.verifier, "default_target_precision", None),
         },

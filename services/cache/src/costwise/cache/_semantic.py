@@ -61,8 +61,11 @@ class SemanticCache:
         question = question_of(req)
         if question is None:
             return None
+        # The vector space is part of the scope: entries embedded by another model variant (an index kept across
+        # a change of COSTWISE_CACHE_EMBED_BACKEND, a pending answer from an older process) are never compared.
+        scope = f"{self.embedder.space}:{semantic_scope(req)}"
         vector, embed_s = await self.embedder.embed_costed(question)
-        return Probe(question=question, scope=semantic_scope(req), vector=vector, embed_s=embed_s)
+        return Probe(question=question, scope=scope, vector=vector, embed_s=embed_s)
 
     async def lookup(self, req: InferenceRequest, probe: Probe, *, now_ms: int) -> SemanticHit | None:
         started = time.perf_counter()

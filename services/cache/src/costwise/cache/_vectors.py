@@ -58,22 +58,16 @@ class EdgeIndex:
 
     @classmethod
     def open(cls, path: Path) -> EdgeIndex:
-        from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams, PayloadSchemaType, UpdateOperation
+        """Open the shard at ``path``, creating it if missing; an older shard takes this layout as it is optimised."""
+        from qdrant_edge import EdgeShard, UpdateOperation
 
         if (path / "edge_config.json").exists():
-            return cls(EdgeShard.load(str(path)))
-        path.mkdir(parents=True, exist_ok=True)
-        shard = EdgeShard.create(
-            str(path), EdgeConfig(vectors=EdgeVectorParams(size=DIMENSIONS, distance=Distance.Cosine))
-        )
-        # Indexed filter fields: every query filters on all three, at 100k entries a scan would not do.
-        for field, kind in (
-            ("tenant", PayloadSchemaType.Keyword),
-            ("request_id", PayloadSchemaType.Keyword),
-            ("scope", PayloadSchemaType.Keyword),
-            ("expires_ms", PayloadSchemaType.Float),
-        ):
-            shard.update(UpdateOperation.create_field_index(field, kind))
+            shard = EdgeShard.load(str(path), _config())
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            shard = EdgeShard.create(str(path), _config())
+        for field, schema in _field_indexes().items():  # idempotent; gives an older shard the tenant index
+            shard.update(UpdateOperation.create_field_index(field, schema))
         return cls(shard)
 
     async def nearest(self, tenant: str, scope: str, vector: NDArray[np.float32], *, now_ms: int) -> Candidate | None:
@@ -86,7 +80,9 @@ class EdgeIndex:
                 FieldCondition(key="expires_ms", range=RangeFloat(gt=float(now_ms))),
             ]
         )
-        request = QueryRequest(limit=1, query=Query.Nearest(vector.tolist()), filter=only_here, with_payload=True)
+        request = QueryRequest(
+            limit=1, query=Query.Nearest(vector.tolist()), filter=only_here, with_payload=True, params=_search_params()
+        )
         points = await self._run(self._shard.query, request)
         if not points:
             return None
@@ -111,7 +107,8 @@ class EdgeIndex:
         await self._run(self._shard.update, UpdateOperation.delete_points_by_filter(Filter(must=must)))
 
     async def sweep(self, now_ms: int, max_entries: int) -> int:
-        """Drop expired entries, then the soonest-to-expire ones beyond ``max_entries``; returns how many remain."""
+        """Drop expired entries, then the soonest-to-expire ones beyond ``max_entries``, then index what was
+        added since the last sweep (see :meth:`optimize`); returns how many entries remain."""
         from qdrant_edge import (
             CountRequest,
             Direction,
@@ -126,18 +123,29 @@ class EdgeIndex:
         expired = Filter(must=[FieldCondition(key="expires_ms", range=RangeFloat(lte=float(now_ms)))])
         await self._run(self._shard.update, UpdateOperation.delete_points_by_filter(expired))
         count = int(await self._run(self._shard.count, CountRequest(exact=True)))
-        if count <= max_entries:
-            return count
-        oldest = ScrollRequest(
-            limit=count - max_entries, order_by=OrderBy("expires_ms", Direction.Asc), with_payload=False
-        )
-        points, _ = await self._run(self._shard.scroll, oldest)
-        await self._run(self._shard.update, UpdateOperation.delete_points([p.id for p in points]))
-        return count - len(points)
+        if count > max_entries:
+            oldest = ScrollRequest(
+                limit=count - max_entries, order_by=OrderBy("expires_ms", Direction.Asc), with_payload=False
+            )
+            points, _ = await self._run(self._shard.scroll, oldest)
+            await self._run(self._shard.update, UpdateOperation.delete_points([p.id for p in points]))
+            count -= len(points)
+        await self.optimize()
+        return count
 
     async def optimize(self) -> None:
-        """Build the HNSW index now (after a bulk load) instead of on the first queries."""
+        """Turn the points added since the last call into an indexed segment (quantized, grouped by tenant).
+
+        Qdrant Edge has no background optimizer: without this every point stays in the appendable segment
+        and each lookup scans its tenant's points at full precision (3.5 ms at 100k entries vs 0.4 ms).
+        It holds the GIL while it runs (~0.2 s per new segment here), so it runs with the sweep, not per write.
+        """
         await self._run(self._shard.optimize)
+
+    async def indexed(self) -> tuple[int, int]:
+        """(entries, entries in an indexed segment): the difference is what the next sweep will index."""
+        info = await self._run(self._shard.info)
+        return int(info.points_count), int(info.indexed_vectors_count)
 
     async def close(self) -> None:
         await self._run(self._shard.flush)
@@ -146,3 +154,49 @@ class EdgeIndex:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+
+# Multitenant layout, as Qdrant recommends it: no global HNSW graph (every query filters by tenant, so it
+# would never be used, and building it took 5 min at 100k entries on 2 cores), a graph per tenant once a
+# tenant outgrows a plain scan (payload_m), the tenant's points stored together (is_tenant), int8 copies
+# of the vectors in RAM scanned first and the best candidates rescored at full precision.
+_OVERSAMPLING = 4.0  # best 4 by int8 score rescored: top-1 recall 1.0 vs exact on 600 queries at 100k
+_SEGMENT_KB = 32_000  # an optimize indexes new points into segments of at most ~20k vectors, never re-indexing all
+
+
+def _config() -> Any:
+    from qdrant_edge import (
+        Distance,
+        EdgeConfig,
+        EdgeOptimizersConfig,
+        EdgeVectorParams,
+        HnswIndexConfig,
+        ScalarQuantizationConfig,
+        ScalarType,
+    )
+
+    return EdgeConfig(
+        vectors=EdgeVectorParams(size=DIMENSIONS, distance=Distance.Cosine),
+        hnsw_config=HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000, payload_m=16),
+        quantization_config=ScalarQuantizationConfig(type=ScalarType.Int8, always_ram=True),
+        optimizers=EdgeOptimizersConfig(max_segment_size=_SEGMENT_KB),
+    )
+
+
+def _field_indexes() -> dict[str, Any]:
+    """Every filter field indexed: each query filters on tenant, scope and expiry, deletes on request_id."""
+    from qdrant_edge import FloatIndexParams, KeywordIndexParams
+
+    return {
+        "tenant": KeywordIndexParams(is_tenant=True),
+        "scope": KeywordIndexParams(),
+        "request_id": KeywordIndexParams(enable_hnsw=False),  # one point per value: no graph to build
+        "expires_ms": FloatIndexParams(enable_hnsw=False),
+    }
+
+
+def _search_params() -> Any:
+    from qdrant_edge import QuantizationSearchParams, SearchParams
+
+    # Rescored, so the similarity the verifier sees is the exact cosine, not the int8 estimate.
+    return SearchParams(quantization=QuantizationSearchParams(rescore=True, oversampling=_OVERSAMPLING))

@@ -248,12 +248,14 @@ async def build(
             index: VectorIndex = await QdrantIndex.connect(settings.qdrant_url)
         else:
             index = await asyncio.to_thread(EdgeIndex.open, Path(settings.data_dir) / "semantic")
-        semantic = await asyncio.to_thread(load_semantic, index, settings.embed_backend)
+        semantic = await asyncio.to_thread(load_semantic, index, settings.embed_backend, settings.embed_workers)
     return Cache(settings, broker, clock, semantic)
 
 
-def load_semantic(index: VectorIndex, embed_backend: Backend = "onnx") -> SemanticCache:
+def load_semantic(index: VectorIndex, embed_backend: Backend = "onnx-int8", embed_workers: int = 2) -> SemanticCache:
     """Embedder + verifier over ``index``: the semantic cache's parts, each model loaded once per process."""
     from .verify import Verifier
 
-    return SemanticCache(Embedder.load(threads=1, backend=embed_backend), index, Verifier.load(threads=1))
+    embedder = Embedder.load(threads=1, backend=embed_backend, workers=embed_workers)
+    # The verifier's pre-threshold and calibration are per vector space: it must judge the cosines this embedder gives.
+    return SemanticCache(embedder, index, Verifier.load(threads=1, space=embedder.space))

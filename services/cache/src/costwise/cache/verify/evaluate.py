@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from costwise.embed import Backend, space_of
+
 from .data import Split, load_pairs
 from .lexical import CHECKS
 from .metrics import operating_point
 from .similarity import cosine_similarities
-from .verifier import ARTIFACT_DIR, META_FILE, Verifier
+from .verifier import ARTIFACT_DIR, BASE_SPACE, META_FILE, Verifier
 
 __all__ = ["evaluate", "latency", "main"]
 
@@ -33,12 +35,15 @@ def _row(setting: str, labels: np.ndarray, accepted: np.ndarray, **params: Any) 
     return {"setting": setting, **params, **operating_point(labels.tolist(), accepted.tolist())}
 
 
-def evaluate(verifier: Verifier, pairs_path: Path, split: Split = "held_out") -> dict[str, Any]:
-    """Every setting's hits, recall and wrong-hit share on ``split`` (see the module docstring)."""
+def evaluate(
+    verifier: Verifier, pairs_path: Path, split: Split = "held_out", *, embed_backend: Backend = "torch"
+) -> dict[str, Any]:
+    """Every setting's hits, recall and wrong-hit share on ``split`` (see the module docstring), with the
+    pairs' cosines from ``embed_backend``'s vectors."""
     pairs = load_pairs(pairs_path, split)
     texts = [(p.text_a, p.text_b) for p in pairs]
     y = np.array([p.label for p in pairs], dtype=bool)
-    cos = np.array(cosine_similarities(texts))
+    cos = np.array(cosine_similarities(texts, backend=embed_backend))
     logits = verifier.logits(texts)
     prob = np.array(verifier.combine(logits, cos.tolist()))
     vetoed = {name: np.array([check(a, b) for a, b in texts]) for name, check in CHECKS.items()}
@@ -75,6 +80,9 @@ def evaluate(verifier: Verifier, pairs_path: Path, split: Split = "held_out") ->
     ]
     return {
         "split": split,
+        "embed_backend": embed_backend,
+        "calibration_space": verifier.space,
+        "min_similarity": verifier.min_similarity,
         "pairs": len(pairs),
         "positives": int(y.sum()),
         "vetoes": list(verifier.checks),
@@ -146,12 +154,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--artifact", type=Path, default=ARTIFACT_DIR)
     p.add_argument("--split", choices=["held_out", "calibration", "train"], default="held_out")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--embed-backend", choices=["torch", "onnx", "onnx-int8"], default="torch", help="whose cosines")
+    p.add_argument(
+        "--calibration-space", default=None, help="use this space's calibration (default: the backend's own)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.add_argument("--latency", type=int, default=0, metavar="N", help="also time N single-pair decisions")
     p.add_argument("--record", action="store_true", help="write held-out metrics into the artifact's metadata")
     args = p.parse_args(argv)
-    verifier = Verifier.load(args.artifact, threads=args.threads)
-    report = evaluate(verifier, args.pairs, args.split)
+    space = args.calibration_space or space_of(args.embed_backend)
+    verifier = Verifier.load(args.artifact, threads=args.threads, space=space)
+    report = evaluate(verifier, args.pairs, args.split, embed_backend=args.embed_backend)
     if args.latency:
         sample = [(p.text_a, p.text_b) for p in load_pairs(args.pairs, args.split)[: args.latency]]
         report["latency"] = {"threads": args.threads, **latency(verifier, sample)}
@@ -168,8 +181,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.record and args.split == "held_out":
         meta_path = args.artifact / META_FILE
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        meta["held_out_metrics"] = {
-            k: report[k] for k in ("split", "pairs", "positives", "default", "latency") if k in report
+        entry = meta if space == meta.get("space", BASE_SPACE) else meta["spaces"][space]
+        entry["held_out_metrics"] = {
+            k: report[k] for k in ("split", "embed_backend", "pairs", "positives", "default", "latency") if k in report
         }
         meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 

@@ -6,19 +6,27 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .model import base_model_path
+from costwise.embed import Backend, Embedder
 
 __all__ = ["cosine_similarities"]
 
 
-def cosine_similarities(pairs: Sequence[tuple[str, str]], *, batch_size: int = 128) -> list[float]:
-    """Cosine of each pair's normalised sentence embeddings, as the cache's Qdrant search would see it."""
-    from sentence_transformers import SentenceTransformer  # heavy import, only offline tools need it
+def cosine_similarities(
+    pairs: Sequence[tuple[str, str]], *, backend: Backend = "torch", batch_size: int = 128
+) -> list[float]:
+    """Cosine of each pair's normalised sentence embeddings, as the cache's Qdrant search would see it.
 
-    model = SentenceTransformer(str(base_model_path()), device="cpu")
+    ``backend``: the embedding backend whose vectors the cache stores (int8 vectors give other cosines).
+    """
+    embedder = Embedder.load(threads=1, backend=backend)
     texts = sorted({t for pair in pairs for t in pair})  # embed each distinct question once
-    vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+    try:
+        vectors = np.concatenate(
+            [embedder.embed_many(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+        )
+    finally:
+        embedder.close()
     row = {t: i for i, t in enumerate(texts)}
-    a = np.asarray(vectors)[[row[x] for x, _ in pairs]]
-    b = np.asarray(vectors)[[row[y] for _, y in pairs]]
+    a = vectors[[row[x] for x, _ in pairs]]
+    b = vectors[[row[y] for _, y in pairs]]
     return [float(c) for c in (a * b).sum(axis=1)]

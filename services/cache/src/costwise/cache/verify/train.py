@@ -20,16 +20,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from tqdm import tqdm
+
+from costwise.embed import space_of
 
 from .data import SPLIT_RULE, Pair, load_pairs
 from .lexical import DEFAULT_CHECKS, veto
 from .metrics import calibration_table, cross_validated, fit_logistic
 from .model import PairClassifier, encode, load_tokenizer
 from .similarity import cosine_similarities
-from .verifier import META_FILE, WEIGHTS_FILE, Verifier
+from .verifier import BASE_SPACE, META_FILE, WEIGHTS_FILE, Verifier
 
 __all__ = ["main"]
+
+_BASE_PRE_THRESHOLD = 0.80
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -43,7 +48,20 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=64, help="tokens per pair (p97 of Quora pairs)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=7e-5)
-    p.add_argument("--min-similarity", type=float, default=0.80, help="cosine pre-threshold before verifying")
+    p.add_argument(
+        "--min-similarity",
+        type=float,
+        default=None,
+        help=f"cosine pre-threshold before verifying (default {_BASE_PRE_THRESHOLD} for fp32 vectors; for another "
+        f"--embed-backend the cosine that lets as many calibration pairs through as {_BASE_PRE_THRESHOLD} does for fp32)",
+    )
+    p.add_argument(
+        "--embed-backend",
+        choices=["torch", "onnx", "onnx-int8"],
+        default="torch",
+        help="calibrate for this backend's cosines (the cache's COSTWISE_CACHE_EMBED_BACKEND); with --calibrate-only, "
+        "a backend with a vector space of its own gets a calibration of its own next to the artifact's",
+    )
     p.add_argument("--vetoes", default=",".join(DEFAULT_CHECKS), help="comma-separated lexical checks")
     p.add_argument(
         "--default-target-precision",
@@ -105,13 +123,13 @@ def fit(model: PairClassifier, pairs: Sequence[Pair], args: argparse.Namespace) 
     model.eval()
 
 
-def calibrate(verifier: Verifier, pairs: Sequence[Pair]) -> dict[str, Any]:
+def calibrate(verifier: Verifier, pairs: Sequence[Pair], cosine: NDArray[np.float64]) -> dict[str, Any]:
     """Fit the logit+cosine combiner and the threshold table on held-aside pairs, through the full accept path.
 
     Thresholds come from out-of-fold combiner scores, so they are not tuned on the pairs that fitted it.
+    ``cosine``: the pairs' embedding cosines in the space the verifier will be used with.
     """
     texts = [(p.text_a, p.text_b) for p in pairs]
-    cosine = np.asarray(cosine_similarities(texts))
     features = np.c_[np.asarray(verifier.logits(texts)), cosine]
     labels = np.asarray([p.label for p in pairs], dtype=np.float64)
     weights = fit_logistic(features, labels)
@@ -139,11 +157,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         meta = json.loads((args.out / META_FILE).read_text(encoding="utf-8"))
         model = PairClassifier.from_base(trainable_layers=int(meta["trainable_layers"]))
         model.load_trained(args.out / WEIGHTS_FILE)
-        meta.update(min_similarity=args.min_similarity, vetoes=[v for v in args.vetoes.split(",") if v])
+        meta.update(vetoes=[v for v in args.vetoes.split(",") if v])
+        if space_of(args.embed_backend) != meta.get("space", BASE_SPACE):
+            _calibrate_space(model, meta, args, argv)
+            (args.out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            print(
+                f"calibrated {args.out} for {args.embed_backend} in {time.monotonic() - started:.0f} s", file=sys.stderr
+            )
+            return
+        meta["min_similarity"] = _BASE_PRE_THRESHOLD if args.min_similarity is None else args.min_similarity
         meta["calibration_command"] = "python -m costwise.cache.verify.train " + shlex.join(
             sys.argv[1:] if argv is None else argv
         )
     else:
+        if space_of(args.embed_backend) != BASE_SPACE:  # the top-level calibration is fp32's by definition
+            raise SystemExit(f"train on fp32 vectors; add {args.embed_backend}'s calibration with --calibrate-only")
         train = load_pairs(args.pairs, "train")
         if args.limit:
             train = random.Random(args.seed).sample(train, min(args.limit, len(train)))
@@ -153,14 +181,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         model.save_trained(args.out / WEIGHTS_FILE)
         model.load_trained(args.out / WEIGHTS_FILE)  # calibrate exactly what ships: the int8 weights
         meta = _metadata(args, argv, len(train))
-    meta["calibration"] = calibrate(
-        Verifier(model.eval(), load_tokenizer(), meta), load_pairs(args.pairs, "calibration")
-    )
+    pairs = load_pairs(args.pairs, "calibration")
+    cosine = np.asarray(cosine_similarities([(p.text_a, p.text_b) for p in pairs], backend=args.embed_backend))
+    meta["calibration"] = calibrate(Verifier(model.eval(), load_tokenizer(), meta), pairs, cosine)
     meta["default_target_precision"] = _default_target(meta["calibration"]["table"], args)
     if not args.calibrate_only:
         meta["training_wall_seconds"] = round(time.monotonic() - started, 1)
     (args.out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+
+def _calibrate_space(model: PairClassifier, meta: dict[str, Any], args: argparse.Namespace, argv: Any) -> None:
+    """A pre-threshold, combiner and table for another backend's cosines, under ``meta["spaces"][space]``.
+
+    The cross-encoder is unchanged; what moves with the vectors is the cosine it is combined with and cut by.
+    """
+    pairs = load_pairs(args.pairs, "calibration")
+    texts = [(p.text_a, p.text_b) for p in pairs]
+    cosine = np.asarray(cosine_similarities(texts, backend=args.embed_backend))
+    if args.min_similarity is None:  # as many calibration pairs reach the verifier as with fp32 vectors
+        base = np.asarray(cosine_similarities(texts, backend="onnx"))
+        share = float((base >= _BASE_PRE_THRESHOLD).mean())
+        min_similarity = round(float(np.quantile(cosine, 1.0 - share)), 4)
+    else:
+        min_similarity = args.min_similarity
+    entry: dict[str, Any] = {"embed_backend": args.embed_backend, "min_similarity": min_similarity}
+    entry["calibration_command"] = "python -m costwise.cache.verify.train " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
+    entry["calibration"] = calibrate(Verifier(model.eval(), load_tokenizer(), {**meta, **entry}), pairs, cosine)
+    entry["default_target_precision"] = _default_target(entry["calibration"]["table"], args)
+    meta.setdefault("spaces", {})[space_of(args.embed_backend)] = entry
 
 
 def _default_target(table: Sequence[dict[str, float]], args: argparse.Namespace) -> float:
@@ -180,7 +231,7 @@ def _metadata(args: argparse.Namespace, argv: Sequence[str] | None, training_pai
         "probability = sigmoid(w1 * logit + w2 * cosine + b)",
         "trainable_layers": args.trainable_layers,
         "max_length": args.max_length,
-        "min_similarity": args.min_similarity,
+        "min_similarity": _BASE_PRE_THRESHOLD if args.min_similarity is None else args.min_similarity,
         "vetoes": [v for v in args.vetoes.split(",") if v],
         "default_target_precision": 0.0,  # placeholder: chosen from the calibration table below
         "split_rule": SPLIT_RULE,

@@ -15,13 +15,15 @@ from .lexical import veto
 from .metrics import threshold_for
 from .model import PairClassifier, encode, load_tokenizer
 
-__all__ = ["ARTIFACT_DIR", "Decision", "Verifier"]
+__all__ = ["ARTIFACT_DIR", "BASE_SPACE", "Decision", "Verifier"]
 
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifact"
 """The artifact shipped in the wheel: ``weights.safetensors`` (fine-tuned layers) and ``verifier.json``."""
 
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "verifier.json"
+BASE_SPACE = "minilm-l6"
+"""The embedding space the artifact's top-level calibration was fitted in (fp32 MiniLM: torch or ONNX)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ class Verifier:
         self._model = model.eval()
         self._tokenizer = tokenizer
         self.meta = meta
+        self.space = str(meta.get("space", BASE_SPACE))
         self.max_length = int(meta["max_length"])
         self.min_similarity = float(meta["min_similarity"])
         self.default_target_precision = float(meta["default_target_precision"])
@@ -57,14 +60,16 @@ class Verifier:
             self.threshold()  # an artifact whose default target was never calibrated must not load
 
     @classmethod
-    def load(cls, path: Path | None = None, *, threads: int = 1) -> Verifier:
+    def load(cls, path: Path | None = None, *, threads: int = 1, space: str = BASE_SPACE) -> Verifier:
         """Load an artifact directory (default: the one shipped in this package) onto the base MiniLM weights.
 
-        ``threads`` is applied with :func:`torch.set_num_threads`, which is process-wide.
+        ``threads`` is applied with :func:`torch.set_num_threads`, which is process-wide. ``space``: the
+        embedding space of the cosines it will be given (``Embedder.space``); the pre-threshold and the
+        calibration are fitted per space, and a space the artifact was never calibrated for is refused.
         """
         path = Path(path) if path is not None else ARTIFACT_DIR
         torch.set_num_threads(threads)
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        meta = for_space(json.loads((path / META_FILE).read_text(encoding="utf-8")), space, path)
         model = PairClassifier.from_base(trainable_layers=int(meta["trainable_layers"]))
         model.load_trained(path / WEIGHTS_FILE)
         return cls(model, load_tokenizer(), meta)
@@ -126,3 +131,15 @@ class Verifier:
     def accept(self, query: str, cached: str, similarity: float, *, target_precision: float | None = None) -> bool:
         """Whether ``cached``'s answer may be served for ``query`` (``similarity``: their embedding cosine)."""
         return self.decide(query, cached, similarity, target_precision=target_precision).accepted
+
+
+def for_space(meta: dict[str, Any], space: str, path: Path) -> dict[str, Any]:
+    """The artifact's metadata with the pre-threshold and calibration fitted for ``space``'s cosines."""
+    if space == meta.get("space", BASE_SPACE):
+        return meta
+    if space not in meta.get("spaces", {}):
+        raise ValueError(
+            f"the hit verifier in {path} is not calibrated for {space} embeddings; calibrate it with "
+            f"`python -m costwise.cache.verify.train --pairs PAIRS --out {path} --calibrate-only --embed-backend …`"
+        )
+    return {**meta, **meta["spaces"][space], "space": space}
