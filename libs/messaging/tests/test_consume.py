@@ -170,7 +170,7 @@ async def test_pulling_goes_on_after_the_server_restarts(tmp_path: Path, unique:
         assert await asyncio.wait_for(handled.get(), 10) == "before"
         await asyncio.to_thread(server.stop, kill=True)
         await asyncio.sleep(1.5)  # a few fetches fail while it is down
-        await asyncio.to_thread(NatsServer(tmp_path, port=server.port).start)
+        server = await asyncio.to_thread(NatsServer(tmp_path, port=server.port).start)  # the one to stop below
         async with asyncio.timeout(20):
             while True:  # publishing may fail until the client has reconnected
                 try:
