@@ -76,13 +76,14 @@ def _guard(
         ) -> Any:
             raw = msg.raw_message
             handling(raw)  # the handler's ack_current() & co. act on this message
-            js = get_broker().connection.jetstream()
             try:
                 return await call_next(msg)
             except _DECODE_ERRORS:
-                await poison(js, raw, service, ErrorCode.MALFORMED_MESSAGE, decode_failure(raw.subject, raw.data))
+                why = decode_failure(raw.subject, raw.data)
+                await poison(get_broker().connection.jetstream(), raw, service, ErrorCode.MALFORMED_MESSAGE, why)
             except Exception as exc:
-                await retry_or_give_up(js, raw, service, consumers.get(raw.metadata.consumer), exc)
+                spec = consumers.get(raw.metadata.consumer)
+                await retry_or_give_up(get_broker().connection.jetstream(), raw, service, spec, exc)
             return None
 
     return Guard
