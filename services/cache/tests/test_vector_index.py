@@ -182,7 +182,8 @@ async def test_a_shard_from_before_the_tenant_layout_opens_and_is_upgraded(tmp_p
     found = await index.nearest("t0", "s", stored[42], now_ms=0)
     assert found is not None and found.payload["request_id"] == "r42" and found.similarity == pytest.approx(1.0)
     await index.close()
-    reopened = EdgeIndex.open(tmp_path / "edge")  # the entries and the index survive a restart
+    # The entries and the index survive a restart, also one with another search pool size.
+    reopened = EdgeIndex.open(tmp_path / "edge", search_threads=2)
     assert await reopened.indexed() == (7_000, 7_000)
     await reopened.close()
 

@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     lookup.add_argument("--concurrency", type=int, default=16)
     lookup.add_argument("--embed-backends", default="onnx-int8", help="comma list of torch, onnx, onnx-int8")
     lookup.add_argument("--embed-workers", default="2", help="comma list of embedding workers (model calls at once)")
+    lookup.add_argument("--search-threads", default="1", help="comma list of Qdrant Edge search pool sizes")
+    lookup.add_argument("--repeats", type=int, default=1, help="alternate every setting this many times (medians)")
     lookup.set_defaults(
         module="cache_lookup",
         call=lambda run, a: run(
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             a.concurrency,
             a.embed_backends.split(","),
             [int(x) for x in a.embed_workers.split(",")],
+            [int(x) for x in a.search_threads.split(",")],
+            a.repeats,
         ),
     )
     replay = sub.add_parser("cache-replay", help="hit rate and wrong hits replaying an FAQ query log (Zipf skew)")

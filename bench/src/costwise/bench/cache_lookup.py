@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +28,16 @@ _TENANTS = 20  # entries spread over tenants, as in a shared deployment; queries
 
 
 async def run(
-    sizes: list[int], queries: int, concurrency: int, backends: list[Backend], workers: list[int]
+    sizes: list[int],
+    queries: int,
+    concurrency: int,
+    backends: list[Backend],
+    workers: list[int],
+    search_threads: list[int],
+    repeats: int = 1,
 ) -> dict[str, Any]:
-    """Every embedding backend and worker count against the same filled index, so their rows compare side by side."""
+    """Every embedding backend, worker count and search pool size against the same filled index, alternated
+    ``repeats`` times, so their rows compare side by side; ``medians`` sums the repeats up."""
     embedders = {
         (b, w): await asyncio.to_thread(Embedder.load, threads=1, backend=b, workers=w)
         for b in backends
@@ -40,11 +49,34 @@ async def run(
         with tempfile.TemporaryDirectory(prefix="costwise-lookup-") as tmp:
             index = await asyncio.to_thread(EdgeIndex.open, Path(tmp))
             await _fill(index, size)
-            for (backend, n), embedder in embedders.items():
-                measured = await _measure(index, embedder, texts, concurrency)
-                rows.append({"entries": size, "embed_backend": backend, "embed_workers": n, **measured})
             await index.close()
-    return {"benchmark": "cache-lookup", "queries": queries, "concurrency": concurrency, "rows": rows}
+            for repeat, threads in itertools.product(range(repeats), search_threads):
+                # Reopened per setting: the search pool size is fixed when a shard is opened.
+                index = await asyncio.to_thread(EdgeIndex.open, Path(tmp), search_threads=threads)
+                for (backend, n), embedder in embedders.items():
+                    measured = await _measure(index, embedder, texts, concurrency)
+                    setting = {"entries": size, "embed_backend": backend, "embed_workers": n, "search_threads": threads}
+                    rows.append({**setting, "repeat": repeat, **measured})
+                await index.close()
+    return {
+        "benchmark": "cache-lookup",
+        "queries": queries,
+        "concurrency": concurrency,
+        "rows": rows,
+        "medians": _medians(rows),
+    }
+
+
+def _medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    settings = ("entries", "embed_backend", "embed_workers", "search_threads")
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in settings), []).append(row)
+    measures = [k for k in rows[0] if k not in settings and k != "repeat"] if rows else []
+    return [
+        {**dict(zip(settings, key, strict=True)), **{m: statistics.median(r[m] for r in group) for m in measures}}
+        for key, group in groups.items()
+    ]
 
 
 async def _fill(index: EdgeIndex, size: int, batch: int = 1000) -> None:

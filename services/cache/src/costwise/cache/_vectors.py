@@ -57,15 +57,21 @@ class EdgeIndex:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
 
     @classmethod
-    def open(cls, path: Path) -> EdgeIndex:
-        """Open the shard at ``path``, creating it if missing; an older shard takes this layout as it is optimised."""
+    def open(cls, path: Path, *, search_threads: int = 1) -> EdgeIndex:
+        """Open the shard at ``path``, creating it if missing; an older shard takes this layout as it is optimised.
+
+        ``search_threads``: Qdrant Edge's pool that searches a query's segments in parallel. One leaves the other
+        core to the embedding workers: on 2 cores the CPU-derived default (2) made the whole lookup path
+        slower (100k entries: ~620 vs ~820 lookups/s, docs/benchmarks.md).
+        """
         from qdrant_edge import EdgeShard, UpdateOperation
 
+        config = _config(search_threads)
         if (path / "edge_config.json").exists():
-            shard = EdgeShard.load(str(path), _config())
+            shard = EdgeShard.load(str(path), config)
         else:
             path.mkdir(parents=True, exist_ok=True)
-            shard = EdgeShard.create(str(path), _config())
+            shard = EdgeShard.create(str(path), config)
         for field, schema in _field_indexes().items():  # idempotent; gives an older shard the tenant index
             shard.update(UpdateOperation.create_field_index(field, schema))
         return cls(shard)
@@ -164,7 +170,7 @@ _OVERSAMPLING = 4.0  # best 4 by int8 score rescored: top-1 recall 1.0 vs exact 
 _SEGMENT_KB = 32_000  # an optimize indexes new points into segments of at most ~20k vectors, never re-indexing all
 
 
-def _config() -> Any:
+def _config(search_threads: int) -> Any:
     from qdrant_edge import (
         Distance,
         EdgeConfig,
@@ -180,6 +186,7 @@ def _config() -> Any:
         hnsw_config=HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000, payload_m=16),
         quantization_config=ScalarQuantizationConfig(type=ScalarType.Int8, always_ram=True),
         optimizers=EdgeOptimizersConfig(max_segment_size=_SEGMENT_KB),
+        max_search_threads=search_threads,
     )
 
 

@@ -247,7 +247,9 @@ async def build(
         if settings.qdrant_url:
             index: VectorIndex = await QdrantIndex.connect(settings.qdrant_url)
         else:
-            index = await asyncio.to_thread(EdgeIndex.open, Path(settings.data_dir) / "semantic")
+            index = await asyncio.to_thread(
+                EdgeIndex.open, Path(settings.data_dir) / "semantic", search_threads=settings.search_threads
+            )
         semantic = await asyncio.to_thread(load_semantic, index, settings.embed_backend, settings.embed_workers)
     return Cache(settings, broker, clock, semantic)
 

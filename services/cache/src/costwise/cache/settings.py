@@ -26,6 +26,8 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
     Entries stored under a backend of another space are not found after a change (they age out)."""
     embed_workers: Annotated[int, Meta(ge=1, le=8)] = 2
     """Embedding calls run at once, one thread each (2: both cores when lookups queue up)."""
+    search_threads: Annotated[int, Meta(ge=1, le=64)] = 1
+    """Threads Qdrant Edge searches one query's segments with (1: the embedding workers keep the other core)."""
     data_dir: str = "var/cache"
     """Where the embedded vector index (Qdrant Edge) keeps its files."""
     qdrant_url: str | None = None
