@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from costwise.contracts import ChatMessage, InferenceRequest, subjects
-from costwise.messaging import connect, ensure_streams, publish
+from costwise.contracts.subjects import ConsumerSpec
+from costwise.messaging import Consumer, ack_current, connect, ensure_consumer, ensure_streams, publish
 from costwise.testing import NatsCluster
 
 
@@ -35,5 +36,47 @@ async def test_r3_streams_survive_the_loss_of_the_stream_leader(nats_cluster: Na
         state = await js.stream_info(subjects.REQUESTS.name, subjects_filter=subject)
         assert state.state.subjects == {subject: 2}
     finally:
+        await nc.close()
+        leader.start()
+
+
+async def test_a_pull_consumer_keeps_pulling_when_its_consumer_leader_dies(
+    nats_cluster: NatsCluster, unique: str
+) -> None:
+    nc = await connect(",".join(nats_cluster.urls), name="cluster-consumer-test")
+    js = nc.jetstream()
+    await ensure_streams(js, replicas=3)
+    spec = ConsumerSpec(
+        durable=f"test-{unique}", stream=subjects.ROUTE.name, filter_subject=subjects.route(unique), ack_wait_s=5
+    )
+    await ensure_consumer(js, spec)
+    handled: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_request(req: InferenceRequest) -> None:
+        await ack_current()
+        handled.put_nowait(req.request_id)
+
+    def req(rid: str) -> InferenceRequest:
+        return InferenceRequest(request_id=rid, tenant=unique, messages=[ChatMessage(role="user", content="q")])
+
+    consumer = Consumer(spec, on_request, service="test")
+    await consumer.start(js)
+    info = await js.consumer_info(spec.stream, spec.durable)
+    assert info.cluster is not None and info.cluster.leader
+    leader = next(s for s in nats_cluster.servers if s.name == info.cluster.leader)
+    try:
+        await publish(js, subjects.route(unique), req("before"), msg_id=f"{unique}-before")
+        assert await asyncio.wait_for(handled.get(), 10) == "before"
+        leader.stop(kill=True)
+        async with asyncio.timeout(30):
+            while True:  # publishing fails while the stream elects a leader, if it led the stream too
+                try:
+                    await publish(js, subjects.route(unique), req("after"), msg_id=f"{unique}-after", timeout=1)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.5)
+        assert await asyncio.wait_for(handled.get(), 30) == "after"
+    finally:
+        await consumer.stop()
         await nc.close()
         leader.start()

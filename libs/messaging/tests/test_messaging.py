@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -14,6 +16,7 @@ from costwise.messaging import (
     ensure_key_value,
     ensure_streams,
     publish,
+    pull_into_slots,
     requeue,
 )
 
@@ -96,3 +99,26 @@ async def test_a_capped_bucket_evicts_its_oldest_entries(js: JetStreamContext, u
     for key in ("a", "b", "c"):
         await kv.put(key, b"1")
     assert sorted(await kv.keys()) == ["b", "c"]
+
+
+async def test_a_pull_loop_whose_consumer_is_deleted_raises_not_found(js: JetStreamContext, unique: str) -> None:
+    # JetStream answers a pull for a deleted consumer like an unavailable one (503): the loop must tell the
+    # two apart, or a worker whose own queue expired would wait on it forever.
+    spec = subjects.worker_jobs(unique, ack_wait_s=30)
+    await ensure_streams(js)
+    await ensure_consumer(js, spec)
+    psub = await js.pull_subscribe_bind(spec.durable, spec.stream)
+
+    async def admit(msg: Msg) -> None:
+        raise AssertionError("nothing was published")
+
+    loop = asyncio.create_task(
+        pull_into_slots(psub, free=lambda: 1, freed=asyncio.Event(), stopping=lambda: False, admit=admit)
+    )
+    await asyncio.sleep(0.2)
+    await js.delete_consumer(spec.stream, spec.durable)
+    try:
+        with pytest.raises(NotFoundError):
+            await asyncio.wait_for(loop, 10)
+    finally:
+        await psub.unsubscribe()

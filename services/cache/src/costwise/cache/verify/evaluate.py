@@ -76,7 +76,7 @@ def evaluate(
         }
         for name, s in scorers.items()
         for v in (False, True)
-        for r in (0.2, 0.3, 0.4, 0.5)
+        for r in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
     ]
     return {
         "split": split,
