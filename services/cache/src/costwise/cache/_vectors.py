@@ -62,7 +62,8 @@ class EdgeIndex:
 
         ``search_threads``: Qdrant Edge's pool that searches a query's segments in parallel. One leaves the other
         core to the embedding workers: on 2 cores the CPU-derived default (2) made the whole lookup path
-        slower (100k entries: ~620 vs ~820 lookups/s, docs/benchmarks.md).
+        slower (medians of 5, 10k / 100k entries: 857 / 629 lookups/s on one thread, 713 / 556 on two;
+        docs/benchmarks.md).
         """
         from qdrant_edge import EdgeShard, UpdateOperation
 
