@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -9,7 +8,6 @@ from types import TracebackType
 
 from nats.aio.client import Client as Nats
 from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
 
 from costwise.contracts import (
     CacheInvalidation,
@@ -22,7 +20,6 @@ from costwise.contracts import (
     encode,
     subjects,
 )
-from costwise.contracts.subjects import RESULTS
 from costwise.messaging import connect, publish
 
 __all__ = ["Client", "new_request_id"]
@@ -110,23 +107,14 @@ class Client:
         await publish(self._js, subjects.cache_control(tenant), data, msg_id=new_request_id())
 
     async def result(self, tenant: str, request_id: str, *, timeout: float = 60.0) -> Result:
-        """Wait for the result of one request (also returns one that arrived before the call).
-
-        A plain subscription to the request's own subject, then one look at what the stream stored: no
-        JetStream consumer is made per wait (a gateway waits once per synchronous request). The subscription
-        is registered before the look, so a result stored in between is seen by one or the other.
-        """
-        subject = subjects.results(tenant, request_id)
-        sub = await self._nc.subscribe(subject)
+        """Wait for the result of one request (also returns one that arrived before the call)."""
+        sub = await self._js.subscribe(
+            subjects.results(tenant, request_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
         try:
-            with contextlib.suppress(NotFoundError):
-                stored = await self._js.get_last_msg(RESULTS.name, subject)
-                if stored.data is not None:
-                    return decode(stored.data, Result)
-            try:
-                msg = await sub.next_msg(timeout=timeout)
-            except TimeoutError:
-                raise TimeoutError(f"no result for {request_id} within {timeout}s") from None
+            msg = await sub.next_msg(timeout=timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no result for {request_id} within {timeout}s") from None
         finally:
             await sub.unsubscribe()
         return decode(msg.data, Result)
