@@ -47,7 +47,10 @@ def test_int8_vectors_are_close_but_live_in_a_space_of_their_own(embedders: dict
     reference = embedders["onnx"].embed_many(SENTENCES)
     int8 = embedders["onnx-int8"].embed_many(SENTENCES)
     np.testing.assert_allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-5)
-    assert 0.97 <= _cosines(reference, int8).min() < 0.9999  # near, yet not the same vectors
+    # Near, yet not the same vectors. The lowest is "ok" (two tokens: nothing to average the rounding out), and
+    # it depends on the CPU's int8 kernels: 0.973 on the machine this was written on, 0.9697 on an AVX-512 VNNI
+    # EPYC. Per-tensor weights, the broken variant, gave 0.915.
+    assert 0.96 <= _cosines(reference, int8).min() < 0.9999
     assert embedders["torch"].space == embedders["onnx"].space != embedders["onnx-int8"].space
 
 

@@ -122,6 +122,17 @@ def main(argv: list[str] | None = None) -> int:
         ),
         table=True,
     )
+    affinity = sub.add_parser("affinity", help="prefix-cache reuse with worker-level affinity on vs off, 2 workers")
+    affinity.add_argument("--model", default="builtin:tiny-llama", help="what both worker processes serve")
+    affinity.add_argument("--prefixes", type=int, default=16, help="distinct long system prompts")
+    affinity.add_argument("--per-prefix", type=int, default=4, help="questions asked under each")
+    affinity.add_argument("--prefix-words", type=int, default=600, help="words per system prompt")
+    affinity.add_argument("--concurrency", type=int, default=4)
+    affinity.add_argument("--repeats", type=int, default=2, help="on/off alternations; medians are reported")
+    affinity.set_defaults(
+        module="affinity",
+        call=lambda run, a: run(a.model, a.prefixes, a.per_prefix, a.prefix_words, a.concurrency, a.repeats),
+    )
     billing = sub.add_parser("billing", help="usage events/s into the ledger (SQLite vs PostgreSQL), report latency")
     billing.add_argument("--events", type=int, default=5000, help="usage events per round")
     billing.add_argument("--repeats", type=int, default=3, help="rounds per configuration; medians are reported")
