@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     affinity.add_argument("--model", default="builtin:tiny-llama", help="what both worker processes serve")
     affinity.add_argument("--prefixes", type=int, default=16, help="distinct long system prompts")
     affinity.add_argument("--per-prefix", type=int, default=4, help="questions asked under each")
-    affinity.add_argument("--prefix-words", type=int, default=600, help="words per system prompt")
+    affinity.add_argument("--prefix-words", type=int, default=300, help="words per system prompt (~1,450 tokens)")
     affinity.add_argument("--concurrency", type=int, default=4)
     affinity.add_argument("--repeats", type=int, default=2, help="on/off alternations; medians are reported")
     affinity.set_defaults(
