@@ -133,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         module="affinity",
         call=lambda run, a: run(a.model, a.prefixes, a.per_prefix, a.prefix_words, a.concurrency, a.repeats),
     )
+    wait = sub.add_parser("result-wait", help="one result's wait: an ordered consumer per wait vs the shared waiter")
+    wait.add_argument("--waits", type=int, default=100, help="waits per way per round")
+    wait.add_argument("--repeats", type=int, default=6, help="rounds, the two ways alternated")
+    wait.set_defaults(module="result_wait", call=lambda run, a: run(a.waits, a.repeats))
     billing = sub.add_parser("billing", help="usage events/s into the ledger (SQLite vs PostgreSQL), report latency")
     billing.add_argument("--events", type=int, default=5000, help="usage events per round")
     billing.add_argument("--repeats", type=int, default=3, help="rounds per configuration; medians are reported")

@@ -6,5 +6,6 @@
 """
 
 from ._client import Client, new_request_id
+from ._waiter import ResultWaiter
 
-__all__ = ["Client", "new_request_id"]
+__all__ = ["Client", "ResultWaiter", "new_request_id"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from costwise.catalog import Price
-from costwise.client import Client, new_request_id
+from costwise.client import Client, ResultWaiter, new_request_id
 from costwise.contracts import ErrorCode, InferenceRequest, Result, decode, subjects
 from costwise.contracts.messages import RequestId
 from costwise.contracts.subjects import RESULTS
@@ -42,6 +43,7 @@ class Gateway:
         settings: GatewaySettings,
         *,
         client: Client,
+        waiter: ResultWaiter,
         js: JetStreamContext,
         keys: KeyStore,
         accepted: KeyValue,
@@ -52,11 +54,15 @@ class Gateway:
         self.settings = settings
         self.keys = keys
         self._client = client
+        self._waiter = waiter
         self._js = js
         self._accepted = accepted
         self._budget = budget
         self._price = price
         self._clock = clock
+
+    async def close(self) -> None:
+        await self._waiter.stop()
 
     async def authenticate(self, key: str | None) -> Caller:
         """Whose API key ``key`` is (sent as ``Authorization: Bearer <key>``); 401 otherwise."""
@@ -73,7 +79,11 @@ class Gateway:
         wait_s = self._wait_s(timeout_s)
         now = self._clock()
         request = to_request(body, caller=caller, request_id=request_id, now_ms=_ms(now), deadline_ms=_ms(now + wait_s))
-        done = await self._start(request, replayable=idempotency_key is not None) or await self._wait(request, wait_s)
+        # Expected before it is queued (or looked up): the waiter then cannot miss the result, however soon it comes.
+        async with self._waiter.expect(request.tenant, request.request_id) as arriving:
+            done = await self._start(request, replayable=idempotency_key is not None) or await self._wait(
+                request, arriving, wait_s
+            )
         record_result(done, requested_model=body.model)
         return to_completion(done, requested_model=body.model)
 
@@ -129,9 +139,9 @@ class Gateway:
         except ValueError as exc:  # the contract's checks, made by the client before publishing
             raise ApiError(400, str(ErrorCode.INVALID_REQUEST), str(exc)) from None
 
-    async def _wait(self, request: InferenceRequest, wait_s: float) -> Result:
+    async def _wait(self, request: InferenceRequest, arriving: asyncio.Future[Result], wait_s: float) -> Result:
         try:
-            return await self._client.result(request.tenant, request.request_id, timeout=wait_s)
+            return await asyncio.wait_for(arriving, wait_s)
         except TimeoutError:
             await self._remember(request)  # so the caller can poll for the answer that is still coming
             raise ApiError(

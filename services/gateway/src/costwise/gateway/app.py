@@ -13,7 +13,7 @@ from nats.aio.client import Client as Nats
 from opentelemetry.trace import TracerProvider
 
 from costwise.catalog import load_catalog
-from costwise.client import Client
+from costwise.client import Client, ResultWaiter
 from costwise.contracts.subjects import GATEWAY_KEYS, GATEWAY_REQUESTS
 from costwise.messaging import connect, ensure_streams, run_until_signalled
 
@@ -101,6 +101,7 @@ class GatewayApp:
         await run_until_signalled(start, stop)
 
     async def close(self) -> None:
+        await self.gateway.close()
         if self._owns:
             await self._nc.drain()
 
@@ -122,6 +123,7 @@ async def build(
     gateway = Gateway(
         settings,
         client=Client(nc),
+        waiter=await ResultWaiter(js).start(),
         js=js,
         keys=KeyStore(await js.key_value(GATEWAY_KEYS.bucket), clock=clock),
         accepted=await js.key_value(GATEWAY_REQUESTS.bucket),
