@@ -75,7 +75,10 @@ async def test_a_pull_consumer_keeps_pulling_when_its_consumer_leader_dies(
                     break
                 except Exception:
                     await asyncio.sleep(0.5)
-        assert await asyncio.wait_for(handled.get(), 30) == "after"
+        async with asyncio.timeout(30):
+            # At least once: an ack the dead leader had not replicated yet brings "before" back first.
+            while await handled.get() != "after":
+                pass
     finally:
         await consumer.stop()
         await nc.close()
