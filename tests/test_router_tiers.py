@@ -95,12 +95,12 @@ async def stack(
         name: await build_worker(WorkerSettings(pool=name, spot=name == spot, max_model_len=2048), nc=nc, engine=engine)
         for name in (spot, on_demand, big)
     }
-    provider = await build_provider(ProviderSettings(nats_url=nats_url, backend=api), nc=nc, catalog=catalog)
+    provider = await build_provider(ProviderSettings(nats_url=nats_url, backend=api, grace_s=0), nc=nc, catalog=catalog)
     for service in (*workers.values(), provider, router):
         await service.start()
     yield Stack(unique, spot, on_demand, big, api, router, workers, fake)
     await router.stop()
-    await provider.stop(grace_s=0)
+    await provider.stop()
     for worker in workers.values():
         await worker.drain(0)
     await fake.stop()

@@ -129,11 +129,26 @@ def test_a_workers_own_queue_names_one_worker_and_reads_back() -> None:
     assert subjects.worker_own("p", "w").filter_subject != subjects.worker_jobs("p").filter_subject
 
 
-def test_tenant_of_reads_request_subjects_only() -> None:
-    assert subjects.tenant_of(subjects.requests("acme")) == "acme"
-    assert subjects.tenant_of(subjects.route("acme")) == "acme"
-    assert subjects.tenant_of(subjects.results("acme", "r1")) is None
-    assert subjects.tenant_of(subjects.requests("")) is None
+def test_tenant_of_reads_every_tenant_scoped_subject() -> None:
+    for subject in (
+        subjects.requests("acme"),
+        subjects.route("acme"),
+        subjects.results("acme", "r1"),
+        subjects.usage("acme"),
+        subjects.cache_control("acme"),
+        subjects.webhooks("acme"),
+    ):
+        assert subjects.tenant_of(subject) == "acme", subject
+    for subject in (
+        subjects.requests(""),
+        subjects.results("", "r1"),
+        subjects.results("acme", ""),
+        subjects.jobs("pool"),
+        subjects.completions("pool"),
+        subjects.dead_letters("cache"),
+        subjects.requests("acme") + ".more",
+    ):
+        assert subjects.tenant_of(subject) is None, subject
 
 
 def test_stream_names_are_unique() -> None:

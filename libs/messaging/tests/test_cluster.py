@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from nats.js import JetStreamContext
+
 from costwise.contracts import ChatMessage, InferenceRequest, subjects
 from costwise.contracts.subjects import ConsumerSpec
 from costwise.messaging import Consumer, ack_current, connect, ensure_consumer, ensure_streams, publish
@@ -65,16 +67,12 @@ async def test_a_pull_consumer_keeps_pulling_when_its_consumer_leader_dies(
     assert info.cluster is not None and info.cluster.leader
     leader = next(s for s in nats_cluster.servers if s.name == info.cluster.leader)
     try:
-        await publish(js, subjects.route(unique), req("before"), msg_id=f"{unique}-before")
+        # The node the previous test restarted may still be catching up: publish once the stream answers.
+        await _publish_until_stored(js, subjects.route(unique), req("before"), msg_id=f"{unique}-before")
         assert await asyncio.wait_for(handled.get(), 10) == "before"
         leader.stop(kill=True)
-        async with asyncio.timeout(30):
-            while True:  # publishing fails while the stream elects a leader, if it led the stream too
-                try:
-                    await publish(js, subjects.route(unique), req("after"), msg_id=f"{unique}-after", timeout=1)
-                    break
-                except Exception:
-                    await asyncio.sleep(0.5)
+        # publishing fails while the stream elects a leader, if it led the stream too
+        await _publish_until_stored(js, subjects.route(unique), req("after"), msg_id=f"{unique}-after")
         async with asyncio.timeout(30):
             # At least once: an ack the dead leader had not replicated yet brings "before" back first.
             while await handled.get() != "after":
@@ -83,3 +81,13 @@ async def test_a_pull_consumer_keeps_pulling_when_its_consumer_leader_dies(
         await consumer.stop()
         await nc.close()
         leader.start()
+
+
+async def _publish_until_stored(js: JetStreamContext, subject: str, message: InferenceRequest, *, msg_id: str) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                await publish(js, subject, message, msg_id=msg_id, timeout=1)
+                return
+            except Exception:
+                await asyncio.sleep(0.5)

@@ -14,6 +14,8 @@ from costwise.contracts.subjects import ConsumerSpec
 from costwise.messaging import (
     Consumer,
     NatsServer,
+    Refusal,
+    Slots,
     ack_current,
     connect,
     current_subject,
@@ -183,3 +185,115 @@ async def test_pulling_goes_on_after_the_server_restarts(tmp_path: Path, unique:
         await consumer.stop()
         await nc.close()
         server.stop()
+
+
+async def test_a_payload_naming_another_tenant_is_refused_and_answered_to_the_subjects_tenant(
+    js: JetStreamContext, unique: str
+) -> None:
+    spec = await _spec(js, unique)
+    victim = f"{unique}v"
+    handled: list[str] = []
+
+    async def on_request(req: InferenceRequest) -> None:
+        handled.append(req.request_id)
+        await ack_current()
+
+    consumer = Consumer(spec, on_request, service=f"svc-{unique}")
+    await consumer.start(js)
+    try:
+        # published on the forger's own subject, naming the victim in the payload
+        await publish(js, subjects.route(unique), _req(victim, "forged"), msg_id=f"{unique}-forged")
+        await publish(js, subjects.route(unique), _req(unique, "honest"), msg_id=f"{unique}-honest")
+        letter = await first_stored(js, subjects.dead_letters(f"svc-{unique}"), DeadLetter, lambda d: True)
+        answer = await first_stored(js, subjects.results(unique, "forged"), Result, lambda r: True)
+        await _settled(js, spec)
+    finally:
+        await consumer.stop()
+    assert letter.code is ErrorCode.TENANT_MISMATCH and letter.tenant == unique
+    assert answer.error is not None and answer.error.code is ErrorCode.TENANT_MISMATCH and answer.tenant == unique
+    assert handled == ["honest"]
+    info = await js.stream_info(subjects.RESULTS.name, subjects_filter=subjects.tenant_results(victim))
+    assert not info.state.subjects, "nothing may be published among the victim's results"
+
+
+async def test_a_batch_handler_gets_many_at_once_and_its_refusals_are_dead_lettered_the_rest_acked(
+    js: JetStreamContext, unique: str
+) -> None:
+    spec = await _spec(js, unique)
+    batches: list[list[str]] = []
+
+    async def on_requests(reqs: list[InferenceRequest]) -> dict[int, Refusal]:
+        batches.append([r.request_id for r in reqs])
+        return {i: Refusal(ErrorCode.INVALID_REQUEST, "odd") for i, r in enumerate(reqs) if int(r.request_id) % 2}
+
+    for i in range(10):  # stored before the consumer pulls: one fetch takes them all
+        await publish(js, subjects.route(unique), _req(unique, str(i)), msg_id=f"{unique}-{i}")
+    consumer = Consumer(spec, on_requests, service=f"svc-{unique}", batch=8)
+    await consumer.start(js)
+    try:
+        await _settled(js, spec)
+    finally:
+        await consumer.stop()
+    assert [len(b) for b in batches] == [8, 2]
+    letters = await js.stream_info(subjects.DEAD_LETTERS.name, subjects_filter=subjects.dead_letters(f"svc-{unique}"))
+    assert letters.state.subjects == {subjects.dead_letters(f"svc-{unique}"): 5}
+
+
+async def test_stop_hands_back_a_message_whose_handler_did_not_finish(js: JetStreamContext, unique: str) -> None:
+    spec = await _spec(js, unique)
+    started = asyncio.Event()
+
+    async def on_request(req: InferenceRequest) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    consumer = Consumer(spec, on_request, service="test")
+    await consumer.start(js)
+    await publish(js, subjects.route(unique), _req(unique, "slow"), msg_id=f"{unique}-slow")
+    await asyncio.wait_for(started.wait(), 10)
+    await consumer.stop(grace_s=0.1)
+    # handed back at once (nak), not after ack_wait (5 s): a second consumer gets it within 3 s
+    again: asyncio.Queue[int] = asyncio.Queue()
+
+    async def on_again(req: InferenceRequest) -> None:
+        again.put_nowait(1)
+        await ack_current()
+
+    second = Consumer(spec, on_again, service="test")
+    await second.start(js)
+    try:
+        await asyncio.wait_for(again.get(), 3)
+    finally:
+        await second.stop()
+
+
+async def test_consumers_sharing_slots_never_run_more_handlers_than_the_slots_together(
+    js: JetStreamContext, unique: str
+) -> None:
+    tenants = [f"{unique}{i}" for i in range(4)]
+    specs = [await _spec(js, tenant) for tenant in tenants]
+    running, peak = 0, 0
+
+    async def on_request(req: InferenceRequest) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        await ack_current()
+
+    slots = Slots(2)  # four idle pulls see two free slots each: what they fetch beyond two must wait its turn
+    consumers = [Consumer(spec, on_request, service="test", slots=slots) for spec in specs]
+    for consumer in consumers:
+        await consumer.start(js)
+    try:
+        for i in range(6):
+            for tenant in tenants:
+                await publish(js, subjects.route(tenant), _req(tenant, str(i)), msg_id=f"{tenant}-{i}")
+        for spec in specs:
+            await _settled(js, spec)
+    finally:
+        for consumer in consumers:
+            await consumer.stop()
+    assert peak == 2
+    assert slots.held == slots.running == 0

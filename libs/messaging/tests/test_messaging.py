@@ -16,7 +16,7 @@ from costwise.messaging import (
     ensure_key_value,
     ensure_streams,
     publish,
-    pull_into_slots,
+    pull_while_free,
     requeue,
 )
 
@@ -109,11 +109,11 @@ async def test_a_pull_loop_whose_consumer_is_deleted_raises_not_found(js: JetStr
     await ensure_consumer(js, spec)
     psub = await js.pull_subscribe_bind(spec.durable, spec.stream)
 
-    async def admit(msg: Msg) -> None:
+    async def admit(msgs: list[Msg]) -> None:
         raise AssertionError("nothing was published")
 
     loop = asyncio.create_task(
-        pull_into_slots(psub, free=lambda: 1, freed=asyncio.Event(), stopping=lambda: False, admit=admit)
+        pull_while_free(psub, want=lambda: 1, freed=asyncio.Event(), stopping=lambda: False, admit=admit)
     )
     await asyncio.sleep(0.2)
     await js.delete_consumer(spec.stream, spec.durable)

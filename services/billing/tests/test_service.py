@@ -304,3 +304,64 @@ async def test_events_after_an_idle_spell_are_still_billed(
     await _send(js, traffic)
     expected = len(traffic_lines)
     await _eventually(lambda: asyncio.to_thread(lambda: len(billing.ledger.lines(tenant=unique)) == expected))
+
+
+async def test_an_event_naming_another_tenant_than_its_subject_is_refused_and_not_billed(
+    js: JetStreamContext, billing: Billing, traffic: Traffic, unique: str
+) -> None:
+    """The consumer checks every payload's tenant against its subject's before billing sees it: a usage event
+    or a result forged onto this tenant's subject, naming another tenant, bills nobody."""
+    victim = f"{unique}v"
+    usage = msgspec.structs.replace(traffic[0][0], request_id="forged-usage", tenant=victim)
+    result = msgspec.structs.replace(traffic[1][0], request_id="forged-result", tenant=victim)
+    await publish(js, subjects.usage(unique), usage, msg_id=f"{unique}-forged-usage")
+    await publish(js, subjects.results(unique, "forged-result"), result, msg_id=f"{unique}-forger")
+    await publish(js, subjects.usage(unique), traffic[0][0], msg_id=f"{unique}-good")
+    await _eventually(lambda: asyncio.to_thread(lambda: len(billing.ledger.lines(tenant=unique)) == 1))
+    for subject, rid in (
+        (subjects.usage(unique), "forged-usage"),
+        (subjects.results(unique, "forged-result"), "forged-result"),
+    ):
+        letter = await first_stored(
+            js, subjects.dead_letters("billing"), DeadLetter, lambda d, s=subject: d.subject == s, timeout=10
+        )
+        assert letter.code == ErrorCode.TENANT_MISMATCH and letter.tenant == unique and victim in letter.reason
+        assert letter.request_id == rid
+    await _eventually(lambda: _caught_up(js))
+    assert billing.ledger.lines(tenant=victim) == []
+    assert [line.request_id for line in billing.ledger.lines(tenant=unique)] == [traffic[0][0].request_id]
+    # Usage events and results are no requests: no error result was published for either tenant.
+    victims = await js.stream_info(subjects.RESULTS.name, subjects_filter=subjects.tenant_results(victim))
+    assert not victims.state.subjects
+    own = await js.stream_info(subjects.RESULTS.name, subjects_filter=subjects.tenant_results(unique))
+    assert own.state.subjects == {subjects.results(unique, "forged-result"): 1}  # the forged result itself
+
+
+async def test_stop_closes_what_build_opened_and_nothing_injected(
+    nc, nats_url: str, catalog: Catalog, sqlite_ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    closed: list[Ledger] = []
+    close = Ledger.close
+
+    def recorded(ledger: Ledger) -> None:
+        closed.append(ledger)
+        close(ledger)
+
+    monkeypatch.setattr(Ledger, "close", recorded)
+    injected = await build(BillingSettings(nats_url=nats_url), nc=nc, catalog=catalog, ledger=sqlite_ledger)
+    await injected.start()
+    await injected.stop()
+    assert nc.is_connected and closed == []
+    assert sqlite_ledger.count() >= 0  # still usable
+    assert all(c.pulling is not None and c.pulling.done() for c in injected.consumers)
+
+    settings = BillingSettings(nats_url=nats_url, database_url=f"sqlite:///{tmp_path / 'own.db'}", metrics_port=0)
+    own = await build(settings, catalog=catalog)
+    await own.start()
+    assert await asyncio.to_thread(_scrape, own.metrics_port) is not None
+    await own.stop()
+    assert own.nc.is_closed and closed == [own.ledger]
+    assert all(c.pulling is not None and c.pulling.done() for c in own.consumers)
+    with pytest.raises(OSError):  # the metrics server is shut and its port released
+        await asyncio.to_thread(_scrape, own.metrics_port)
+    assert nc.is_connected

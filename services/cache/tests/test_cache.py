@@ -227,11 +227,13 @@ async def test_entries_survive_a_restart_of_the_service(
         return SemanticCache(embedder, EdgeIndex.open(tmp_path / "index"), verifier)
 
     first = _request(unique, prompt=PARAPHRASES[0][0])
-    service = await build(CacheSettings(nats_url=nats_url), semantic=semantic())
+    index = semantic()
+    service = await build(CacheSettings(nats_url=nats_url), semantic=index)
     await service.start()
     await _miss_then_answer(nc, first)
     await _stored(nc, first)
     await service.stop()
+    await index.close()  # injected: the test's to close, not the service's
     restarted = await build(CacheSettings(nats_url=nats_url), semantic=semantic())
     await restarted.start()
     try:
@@ -364,8 +366,35 @@ async def test_an_invalidation_on_another_tenants_subject_is_refused(
     letter = await first_stored(
         js, subjects.dead_letters("cache"), DeadLetter, lambda d: d.subject == subjects.cache_control(unique)
     )
-    assert letter.code == ErrorCode.INVALID_REQUEST and "another tenant" in letter.reason
+    assert letter.code == ErrorCode.TENANT_MISMATCH and victim in letter.reason
     assert await _outcome(nc, msgspec.structs.replace(req, request_id=new_request_id())) == "hit"
+
+
+async def test_a_request_whose_payload_names_another_tenant_is_refused_to_its_publisher(
+    nc: Nats, js: JetStreamContext, cache: Cache, unique: str
+) -> None:
+    victim = f"{unique}v"
+    await _miss_then_answer(nc, _request(victim))  # the victim has an answer a forged request could read
+    forged = _request(victim)
+    await publish(js, subjects.requests(unique), forged, msg_id=f"{unique}-forged")
+    answer = await first_stored(js, subjects.results(unique, forged.request_id), Result, lambda r: True)
+    assert answer.error is not None and answer.error.code is ErrorCode.TENANT_MISMATCH
+    info = await js.stream_info(subjects.RESULTS.name, subjects_filter=subjects.results(victim, forged.request_id))
+    assert not info.state.subjects, "neither a hit nor an error may land among the victim's results"
+
+
+async def test_stop_closes_what_build_opened_and_nothing_injected(
+    nats_url: str, nc: Nats, semantic_cache: SemanticCache, unique: str
+) -> None:
+    own = await build(CacheSettings(nats_url=nats_url, semantic=False))
+    await own.start()
+    await own.stop()
+    assert own.nc.is_closed
+    injected = await build(CacheSettings(nats_url=nats_url), nc=nc, semantic=semantic_cache)
+    await injected.start()
+    await injected.stop()
+    assert nc.is_connected
+    assert await semantic_cache.probe(_request(unique)) is not None  # its models and index are still open
 
 
 async def test_the_vector_index_sweeps_expired_and_surplus_entries(tmp_path: Path) -> None:

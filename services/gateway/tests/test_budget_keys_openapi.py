@@ -1,9 +1,10 @@
-"""The budget hook's HTTP mapping, the keys CLI, and the committed OpenAPI document."""
+"""Budget admission over HTTP (real budgets in the session's NATS), the keys CLI, the committed OpenAPI document."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -11,66 +12,105 @@ import pytest_asyncio
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 
-from costwise.contracts import encode
-from costwise.contracts.subjects import GATEWAY_KEYS
-from costwise.gateway import Admission, GatewayApp, GatewaySettings, build
+from costwise.budget import Budgets, estimate_usd, open_budgets
+from costwise.catalog import load_catalog
+from costwise.contracts import ErrorCode, InferenceRequest, Result, encode, subjects
+from costwise.contracts.subjects import GATEWAY_KEYS, REQUESTS
+from costwise.gateway import ApiKey, GatewayApp, GatewaySettings, build
 from costwise.gateway.openapi import COMMITTED, render
 
-from .conftest import gateway_process, responding
+from .conftest import failed, gateway_process, responding
 
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 100}
 
 
-class Budget:
-    """A test double of the budget hook: refuses with whatever it is told to, and records what it was asked."""
-
-    def __init__(self) -> None:
-        self.decision = Admission(allowed=True)
-        self.asked: list[tuple[str, float]] = []
-
-    async def admit(self, tenant: str, estimate_usd: float) -> Admission:
-        self.asked.append((tenant, estimate_usd))
-        return self.decision
+@pytest_asyncio.fixture(loop_scope="session")
+async def budgets(js: JetStreamContext) -> Budgets:
+    """The budgets as billing's CLI sets them: another process's view of the same bucket."""
+    return await open_budgets(js)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def budgeted(nc: Nats) -> AsyncIterator[tuple[GatewayApp, Budget]]:
-    budget = Budget()
-    built = await build(GatewaySettings(), nc=nc, budget=budget)
-    yield built, budget
-    await built.close()
+async def asgi(gateway: GatewayApp) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://gw") as http:
+        yield http
 
 
-async def test_budget_refusals_are_402_and_429(
-    budgeted: tuple[GatewayApp, Budget], unique: str, js: JetStreamContext
+def auth(key: ApiKey) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key.secret}"}
+
+
+async def queued(js: JetStreamContext, tenant: str) -> int:
+    """How many requests of ``tenant`` wait in the queue (no consumer takes them in these tests)."""
+    info = await js.stream_info(REQUESTS.name, subjects_filter=subjects.requests(tenant))
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_an_over_budget_request_is_402_at_once_and_never_queued(
+    gateway: GatewayApp, asgi: httpx.AsyncClient, budgets: Budgets, js: JetStreamContext, unique: str
 ) -> None:
-    built, budget = budgeted
-    key = await built.gateway.keys.create(unique)
-    transport = httpx.ASGITransport(app=built.app)
-    headers = {"Authorization": f"Bearer {key.secret}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=headers) as http:
-        budget.decision = Admission(allowed=False, reason="budget_exceeded", message="monthly budget of $5 spent")
-        spent = await http.post("/v1/chat/completions", json=HELLO)
-        budget.decision = Admission(allowed=False, reason="rate_limited", message="slow down", retry_after_s=2.4)
-        fast = await http.post("/v1/requests", json=HELLO)
-        budget.decision = Admission(allowed=True)
-        async with responding(js, unique) as responder:
-            fine = await http.post("/v1/chat/completions", json=HELLO)
-    assert spent.status_code == 402
-    assert spent.json()["error"] == {
-        "message": "monthly budget of $5 spent",
-        "type": "insufficient_quota",
+    key = await gateway.gateway.keys.create(unique)
+    await budgets.set_limit(unique, Decimal(0), "month")
+    spent = await asgi.post("/v1/chat/completions", json=HELLO, headers=auth(key))
+    later = await asgi.post("/v1/requests", json=HELLO, headers=auth(key))
+    assert spent.status_code == later.status_code == 402
+    assert spent.headers["x-should-retry"] == "false"
+    error = spent.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("insufficient_quota", None, "budget_exceeded")
+    assert error["message"].startswith(f"budget of $0 per month for tenant '{unique}' cannot cover")
+    assert await queued(js, unique) == 0  # refused before the queue: nothing for the router to refuse again
+    state = await budgets.state(unique)
+    assert state is not None and not state.reservations
+
+
+async def test_a_request_within_budget_is_queued_with_its_reservation_under_its_own_id(
+    gateway: GatewayApp, asgi: httpx.AsyncClient, budgets: Budgets, js: JetStreamContext, unique: str
+) -> None:
+    key = await gateway.gateway.keys.create(unique)
+    await budgets.set_limit(unique, Decimal(5), "month")
+    async with responding(js, unique) as responder:
+        fine = await asgi.post("/v1/chat/completions", json=HELLO, headers=auth(key))
+    assert fine.status_code == 200 and len(responder.seen) == 1
+    [request] = responder.seen
+    assert request.api_key_id == key.key_id  # the key's public id travels (budgets, ledger per key)
+    assert key.key_id in key.secret and key.secret not in encode(request).decode()  # never the secret
+    # The worst case (every allowed output token at the baseline price) is held under the request's id, the id
+    # the router admits each attempt under again (replacing it) and billing settles.
+    state = await budgets.state(unique)
+    assert state is not None and set(state.reservations) == {request.request_id}
+    reserved = state.reservations[request.request_id].usd
+    assert reserved == estimate_usd(load_catalog().baseline_price, request) > 0
+
+
+async def test_an_api_keys_budget_refuses_its_requests_but_not_the_other_keys_of_its_tenant(
+    gateway: GatewayApp, asgi: httpx.AsyncClient, budgets: Budgets, js: JetStreamContext, unique: str
+) -> None:
+    capped, free = [await gateway.gateway.keys.create(unique) for _ in range(2)]
+    await budgets.set_limit(unique, Decimal("0.000001"), "day", api_key_id=capped.key_id)
+    refused = await asgi.post("/v1/requests", json=HELLO, headers=auth(capped))
+    assert refused.status_code == 402
+    assert f"API key '{capped.key_id}' of tenant '{unique}'" in refused.json()["error"]["message"]
+    accepted = await asgi.post("/v1/requests", json=HELLO, headers=auth(free))
+    assert accepted.status_code == 202 and await queued(js, unique) == 1
+
+
+async def test_a_rate_limited_result_is_429(
+    gateway: GatewayApp, asgi: httpx.AsyncClient, js: JetStreamContext, unique: str
+) -> None:
+    key = await gateway.gateway.keys.create(unique)
+
+    async def provider_says_slow_down(request: InferenceRequest) -> Result:
+        return failed(request, ErrorCode.RATE_LIMITED, "slow down")
+
+    async with responding(js, unique, provider_says_slow_down):
+        fast = await asgi.post("/v1/chat/completions", json=HELLO, headers=auth(key))
+    assert fast.status_code == 429
+    assert fast.json()["error"] == {
+        "message": "slow down",
+        "type": "rate_limit_error",
         "param": None,
-        "code": "budget_exceeded",
+        "code": "rate_limited",
     }
-    assert fast.status_code == 429 and fast.headers["retry-after"] == "2"
-    assert fast.json()["error"]["code"] == "rate_limited"
-    assert fine.status_code == 200 and len(responder.seen) == 1  # refused requests were never queued
-    assert responder.seen[0].api_key_id == key.key_id  # the key's public id travels (budgets, ledger per key)
-    assert key.key_id in key.secret and key.secret not in encode(responder.seen[0]).decode()  # never the secret
-    assert {tenant for tenant, _ in budget.asked} == {unique}
-    # The estimate is a worst case: every allowed output token at the baseline price.
-    assert all(estimate > 0 for _, estimate in budget.asked)
 
 
 async def test_keys_cli_prints_a_key_once_that_then_authenticates(
@@ -99,19 +139,20 @@ def test_committed_openapi_document_matches_the_app() -> None:
     assert COMMITTED.read_text() == render(), "run `python -m costwise.gateway openapi` and commit openapi.json"
 
 
-class BrokenBudget:
-    async def admit(self, tenant: str, estimate_usd: float) -> Admission:
-        raise RuntimeError("the budget service has a bug")
-
-
-async def test_a_bug_is_a_500_in_the_usual_error_shape(nc: Nats, unique: str) -> None:
-    built = await build(GatewaySettings(), nc=nc, budget=BrokenBudget())
+async def test_a_bug_is_a_500_in_the_usual_error_shape(nc: Nats, unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    built = await build(GatewaySettings(), nc=nc)
     key = await built.gateway.keys.create(unique)
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the budget store has a bug")
+
+    monkeypatch.setattr(built.gateway.budgets, "admit", broken)
     transport = httpx.ASGITransport(app=built.app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-        response = await http.post(
-            "/v1/chat/completions", json=HELLO, headers={"Authorization": f"Bearer {key.secret}"}
-        )
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            response = await http.post("/v1/chat/completions", json=HELLO, headers=auth(key))
+    finally:
+        await built.close()
     assert response.status_code == 500
     assert response.json()["error"] == {
         "message": "internal error",

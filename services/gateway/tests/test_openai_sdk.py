@@ -114,3 +114,23 @@ async def test_streaming_is_a_clear_400(base_url: str, tenant_key: tuple[str, st
         )
     assert caught.value.code == "streaming_unsupported"
     assert "streaming is not supported yet" in caught.value.message
+
+
+async def test_an_idempotency_key_replays_its_answer_and_refuses_another_prompt(
+    base_url: str, tenant_key: tuple[str, str], js: JetStreamContext
+) -> None:
+    tenant, key = tenant_key
+    client = sdk(base_url, key, timeout=20)
+    once = {"Idempotency-Key": f"sdk-{tenant}"}
+
+    async def ask(prompt: str) -> openai.types.chat.ChatCompletion:
+        return await client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": prompt}], extra_headers=once
+        )
+
+    async with responding(js, tenant) as responder:
+        first, again = await ask("hello"), await ask("hello")
+        with pytest.raises(openai.UnprocessableEntityError) as refused:
+            await ask("goodbye")
+    assert first.id == again.id == f"chatcmpl-sdk-{tenant}" and len(responder.seen) == 1
+    assert refused.value.code == "idempotency_key_reused" and f"'sdk-{tenant}'" in refused.value.message

@@ -10,9 +10,10 @@ import socket
 
 import httpx
 import pytest
+from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 
-from costwise.gateway import GatewayApp
+from costwise.gateway import GatewayApp, GatewaySettings, build
 
 from .conftest import gateway_process, responding
 
@@ -68,3 +69,45 @@ async def test_keys_never_reach_the_logs(
         await http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}x"})
     assert "/v1/chat/completions" in caplog.text  # the access log did run
     assert key not in caplog.text and key.split("-")[2] not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "setting, value, named",
+    [("PORT", "70000", "COSTWISE_GATEWAY_PORT"), ("CATALOG", "/nonexistent/catalog.toml", "catalog")],
+    ids=["settings", "catalog"],
+)
+async def test_bad_configuration_is_one_line_and_exit_code_2(
+    nats_url: str, setting: str, value: str, named: str
+) -> None:
+    env = {**os.environ, "COSTWISE_GATEWAY_NATS_URL": nats_url, f"COSTWISE_GATEWAY_{setting}": value}
+    proc = await gateway_process(env)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    [line] = err.decode().strip().splitlines()  # no traceback
+    assert line.startswith("costwise-gateway: ") and named in line
+
+
+async def refused(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient() as http:
+            await http.get(f"{url}/openapi.json")
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+async def test_stop_closes_what_build_opened_and_nothing_injected(nats_url: str, nc: Nats) -> None:
+    port = free_port()
+    own = await build(GatewaySettings(nats_url=nats_url, port=port))
+    await own.start()
+    assert not await refused(f"http://127.0.0.1:{port}")
+    await own.stop()
+    assert own.nc.is_closed and await refused(f"http://127.0.0.1:{port}")
+    unstarted = await build(GatewaySettings(nats_url=nats_url))
+    await unstarted.close()
+    assert unstarted.nc.is_closed
+    injected = await build(GatewaySettings(port=free_port()), nc=nc)
+    await injected.start()
+    await injected.stop()
+    assert injected.nc is nc and nc.is_connected
+    await nc.flush()  # still usable, not only not closed

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import httpx
+import msgspec
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as Nats
@@ -12,9 +15,11 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from costwise.catalog import Catalog, CatalogError, Provider, Tier
+from costwise.client import Client
 from costwise.contracts import (
     ChatMessage,
     Completion,
+    DeadLetter,
     ErrorCode,
     InferenceRequest,
     Job,
@@ -22,7 +27,7 @@ from costwise.contracts import (
     decode,
     subjects,
 )
-from costwise.messaging import publish
+from costwise.messaging import MSG_ID, publish
 from costwise.provider import ProviderSettings, ProviderWorker, build
 from costwise.testing import FakeOpenAI, first_stored
 
@@ -53,11 +58,11 @@ async def worker(
     nats_url: str, nc: Nats, unique: str, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[ProviderWorker]:
     monkeypatch.setenv("COSTWISE_TEST_KEY", "sk-test-secret")
-    settings = ProviderSettings(nats_url=nats_url, backend=unique, ack_wait_s=5, heartbeat_s=1)
+    settings = ProviderSettings(nats_url=nats_url, backend=unique, ack_wait_s=5, heartbeat_s=1, grace_s=0)
     w = await build(settings, nc=nc, catalog=_catalog(unique, fake.url))
     await w.start()
     yield w
-    await w.stop(grace_s=0)
+    await w.stop()
 
 
 async def _job(js: JetStreamContext, pool: str, rid: str, **kw: object) -> None:
@@ -124,3 +129,59 @@ async def test_a_worker_pool_is_not_a_provider(nats_url: str, nc: Nats, unique: 
 
     with pytest.raises(CatalogError, match="worker pool, not a provider"):
         await build(ProviderSettings(nats_url=nats_url, backend=unique), nc=nc, catalog=default_catalog(unique))
+
+
+async def test_a_malformed_job_is_dead_lettered_and_the_caller_told(
+    nc: Nats, js: JetStreamContext, worker: ProviderWorker, fake: FakeOpenAI, unique: str
+) -> None:
+    req = InferenceRequest(request_id="bad1", tenant=unique, messages=[ChatMessage(role="user", content="hi")])
+    doc = msgspec.json.decode(msgspec.json.encode(Job(job_id="bad1", request=req, pool=unique)))
+    doc["request"]["sampling"]["max_tokens"] = -5
+    await js.publish(subjects.jobs(unique), msgspec.json.encode(doc), headers={MSG_ID: f"{unique}-bad1"})
+    result = await Client(nc).result(unique, "bad1", timeout=15)
+    assert result.error is not None and result.error.code == ErrorCode.MALFORMED_MESSAGE
+    assert "max_tokens" in result.error.message
+    letter = await first_stored(js, subjects.dead_letters("provider"), DeadLetter, lambda d: d.request_id == "bad1")
+    assert letter.code == ErrorCode.MALFORMED_MESSAGE and fake.calls == 0
+
+
+async def test_a_call_cut_short_by_stop_goes_back_to_the_queue_at_once(
+    nats_url: str, nc: Nats, js: JetStreamContext, worker: ProviderWorker, fake: FakeOpenAI, unique: str
+) -> None:
+    fake.mode = "hang"
+    await _job(js, unique, "cut1")
+    while fake.calls == 0:
+        await asyncio.sleep(0.01)
+    await worker.stop()  # no grace: the call is cancelled and its job handed back (nak), not left to ack_wait
+    fake.mode = "ok"
+    again = await build(
+        ProviderSettings(nats_url=nats_url, backend=unique, ack_wait_s=5, heartbeat_s=1, grace_s=0),
+        nc=nc,
+        catalog=_catalog(unique, fake.url),
+    )
+    started = time.monotonic()
+    await again.start()
+    try:
+        done = await _completion(js, unique)
+    finally:
+        await again.stop()
+    assert done.error is None and done.text == "Paris." and time.monotonic() - started < 3
+
+
+async def test_stop_closes_what_build_opened_and_nothing_injected(
+    nats_url: str, nc: Nats, js: JetStreamContext, fake: FakeOpenAI, unique: str
+) -> None:
+    settings, catalog = ProviderSettings(nats_url=nats_url, backend=unique, grace_s=0), _catalog(unique, fake.url)
+    own = await build(settings, catalog=catalog)
+    await own.start()
+    await own.stop()
+    assert own.nc.is_closed and own.http.is_closed
+    async with httpx.AsyncClient() as http:
+        injected = await build(settings, nc=nc, catalog=catalog, http=http)
+        await injected.start()
+        await _job(js, unique, "ok2")
+        assert (await _completion(js, unique)).error is None  # served through the injected client
+        await injected.stop()
+        assert nc.is_connected and not http.is_closed
+        body = {"model": "m", "messages": [{"role": "user", "content": "still there?"}]}
+        assert (await http.post(f"{fake.url}/chat/completions", json=body)).status_code == 200

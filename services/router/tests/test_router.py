@@ -19,6 +19,7 @@ from costwise.contracts import (
     ErrorCode,
     InferenceRequest,
     Job,
+    Result,
     Usage,
     decode,
     encode,
@@ -169,3 +170,30 @@ async def test_job_whose_workers_keep_dying_ends_in_a_typed_error(nc, js: JetStr
     assert decode(letter.payload, Job).job_id == rid and letter.num_delivered == 2
     info = await js.stream_info(subjects.JOBS.name, subjects_filter=subjects.jobs(pool))
     assert not info.state.subjects  # removed from the work queue, not left to rot
+
+
+async def test_a_routed_request_whose_payload_names_another_tenant_is_refused_to_its_publisher(
+    nc,
+    js: JetStreamContext,
+    pool: str,  # type: ignore[no-untyped-def]
+) -> None:
+    victim = f"{pool}v"
+    forged = InferenceRequest(
+        request_id=new_request_id(), tenant=victim, messages=[ChatMessage(role="user", content="bill them")]
+    )
+    await publish(js, subjects.route(pool), forged, msg_id=subjects.dedup_id(pool, forged.request_id))
+    result = decode(await _next(js, subjects.results(pool, forged.request_id)), Result)
+    assert result.error is not None and result.error.code is ErrorCode.TENANT_MISMATCH
+    jobs = await js.stream_info(subjects.JOBS.name, subjects_filter=subjects.jobs(pool))
+    assert not jobs.state.subjects, "a forged request must reach no worker (nor the victim's budget)"
+
+
+async def test_stop_closes_what_build_opened_and_nothing_injected(nats_url: str, nc, unique: str) -> None:  # type: ignore[no-untyped-def]
+    own = await build(RouterSettings(nats_url=nats_url), catalog=default_catalog(unique))
+    await own.start()
+    await own.stop()
+    assert own.nc.is_closed
+    injected = await build(RouterSettings(nats_url=nats_url), nc=nc, catalog=default_catalog(unique))
+    await injected.start()
+    await injected.stop()
+    assert nc.is_connected

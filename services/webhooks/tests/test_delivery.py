@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import httpx
 import pytest
 import trustme
 from nats.js import JetStreamContext
@@ -19,7 +20,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from costwise.contracts import DeadLetter, ErrorCode, Output, Result, WebhookFailed, decode, encode, subjects
 from costwise.messaging import publish
 from costwise.testing import first_stored, span_names
-from costwise.webhooks import replay, webhook_id
+from costwise.webhooks import Webhooks, WebhooksSettings, build, replay, webhook_id
 
 
 async def complete(js: JetStreamContext, tenant: str, callback: str | None, n: int = 0) -> str:
@@ -206,12 +207,9 @@ async def test_malformed_messages_are_dead_lettered_and_do_not_stop_delivery(
     await receiver.start()
     service = await start_service(secrets={unique: [new_secret()]}, allow=[receiver.allow])
     await service.adopt(unique)
-    foreign = encode(Result(request_id="x1", tenant="someone-else", status="ok", callback_url=receiver.url))
     cases = [
         (subjects.results(unique, "bad"), b'{"type": "result.v1", "tenant": 7}', "Expected `str`"),
-        (subjects.webhooks(unique), b"\xff not json", "not a result"),
-        (subjects.results(unique, "x1"), foreign, "tenant 'someone-else' on subject"),
-        (subjects.webhooks(unique), foreign, "tenant 'someone-else' on subject"),
+        (subjects.webhooks(unique), b"\xff not json", "invalid COSTWISE_WEBHOOKS payload"),
     ]
     for subject, payload, why in cases:
         await publish(js, subject, payload, msg_id=f"{unique}-{subject}-{why}")
@@ -225,6 +223,30 @@ async def test_malformed_messages_are_dead_lettered_and_do_not_stop_delivery(
     rid = await complete(js, unique, receiver.url)
     await until(lambda: len(receiver.delivered()) == 1)
     assert ids(receiver.calls) == [rid]
+
+
+async def test_a_result_naming_another_tenant_than_its_subject_is_refused_and_never_delivered(
+    js, start_service, receiver, new_secret, unique
+) -> None:  # type: ignore[no-untyped-def]
+    """The consumer checks every payload's tenant against its subject's: a result forged onto this tenant's
+    results or outbox, naming another tenant, is neither queued for that tenant nor signed and sent."""
+    await receiver.start()
+    victim = f"{unique}v"
+    service = await start_service(secrets={unique: [new_secret()], victim: [new_secret()]}, allow=[receiver.allow])
+    await service.adopt(unique)
+    forged = encode(Result(request_id="x1", tenant=victim, status="ok", callback_url=receiver.url))
+    for subject in (subjects.results(unique, "x1"), subjects.webhooks(unique)):
+        await publish(js, subject, forged, msg_id=f"{unique}-{subject}-forged")
+        letter = await first_stored(
+            js, subjects.dead_letters("webhooks"), DeadLetter, lambda d, s=subject: d.subject == s
+        )
+        assert letter.code == ErrorCode.TENANT_MISMATCH and letter.tenant == unique
+        assert f"tenant {victim!r}" in letter.reason
+    rid = await complete(js, unique, receiver.url)
+    await until(lambda: len(receiver.delivered()) == 1)
+    assert ids(receiver.calls) == [rid]  # the forged result was never sent, under either tenant's signature
+    queued = await js.stream_info(subjects.WEBHOOKS.name, subjects_filter=subjects.webhooks(victim))
+    assert not queued.state.subjects, "nothing may be queued in the victim's outbox"
 
 
 async def test_one_trace_from_the_result_through_the_webhook_call(
@@ -352,3 +374,30 @@ async def test_an_outbox_whose_consumer_was_deleted_is_re_created(
     second = await complete(js, unique, receiver.url)
     await until(lambda: len(receiver.delivered()) == 2)
     assert ids(receiver.calls) == [first, second]
+
+
+async def test_stop_closes_what_build_opened_and_nothing_injected(nc, nats_url, receiver, new_secret, unique) -> None:  # type: ignore[no-untyped-def]
+    await receiver.start()
+    settings = WebhooksSettings(nats_url=nats_url, secrets={unique: [new_secret()]}, allow=[receiver.allow])
+    async with httpx.AsyncClient() as http:
+        injected = await build(settings, nc=nc, http=http)
+        await injected.start()
+        await injected.adopt(unique)
+        await injected.stop()
+        assert nc.is_connected and not http.is_closed
+        assert (await http.post(receiver.url, content=b"{}")).status_code == 200  # still usable
+        assert _stopped(injected, unique)
+
+    own = await build(settings)
+    await own.start()
+    await own.adopt(unique)
+    await own.stop()
+    assert own.nc.is_closed and own.delivery.client.is_closed and _stopped(own, unique)
+    assert nc.is_connected
+
+
+def _stopped(service: Webhooks, tenant: str) -> bool:
+    """The service pulled ``tenant``'s outbox, and every consumer it started (its rescan may have adopted other
+    tests' outboxes too) has stopped pulling."""
+    consumers = [service.results, *service.outboxes.consumers.values()]
+    return tenant in service.outboxes.consumers and all(c.pulling is not None and c.pulling.done() for c in consumers)

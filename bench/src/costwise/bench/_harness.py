@@ -30,6 +30,8 @@ class Stack:
     url: str
     nc: Nats
     tmp: Path
+    server_pid: int
+    """nats-server's process: its CPU is part of what a request costs."""
 
 
 @asynccontextmanager
@@ -39,7 +41,8 @@ async def nats_stack() -> AsyncIterator[Stack]:
         nc = await connect(server.url, name="bench")
         await ensure_streams(nc.jetstream())
         try:
-            yield Stack(server.url, nc, Path(tmp))
+            assert server.proc is not None, "started"
+            yield Stack(server.url, nc, Path(tmp), server.proc.pid)
         finally:
             await nc.drain()
             server.stop()

@@ -158,6 +158,7 @@ async def _throughput(
         submit = _submitter(stack, via_cache=via_cache)
         await Client(stack.nc).wait_all(pool, {await submit(_request(pool, -1, tag=tag))}, timeout=60)  # warm-up
         watched = {name: [psutil.Process(p.pid) for p in ps] for name, ps in procs.items()}
+        watched["nats_server"] = [psutil.Process(stack.server_pid)]
         runs = [await _round(stack, pool, submit, range(r * n, (r + 1) * n), tag, watched) for r in range(rounds)]
     finally:
         for proc in (p for ps in procs.values() for p in ps):

@@ -1,6 +1,7 @@
 """costwise wire contracts: messages, error codes, and every subject/stream/consumer name."""
 
 from . import subjects
+from ._clock import Clock, now_ms
 from .codec import DecodeError, decode, encode
 from .errors import ErrorCode
 from .messages import (
@@ -33,6 +34,7 @@ __all__ = [
     "CachePolicy",
     "ChatMessage",
     "Checkpoint",
+    "Clock",
     "Completion",
     "DeadLetter",
     "DecodeError",
@@ -51,5 +53,6 @@ __all__ = [
     "WebhookFailed",
     "decode",
     "encode",
+    "now_ms",
     "subjects",
 ]

@@ -47,3 +47,6 @@ class ErrorCode(enum.StrEnum):
     """The callback URL did not accept the result (2xx) within the retry window."""
     CALLBACK_GONE = "callback_gone"
     """The callback URL answered 410 Gone: the receiver asked us to stop sending."""
+    TENANT_MISMATCH = "tenant_mismatch"
+    """The payload names another tenant than the subject it was published on (the subject is the authority:
+    NATS permissions are per subject). Answered to the subject's tenant, never the payload's."""

@@ -85,11 +85,21 @@ def route(tenant: str) -> str:
 
 
 def tenant_of(subject: str) -> str | None:
-    """The tenant a request subject names (``requests`` or ``route``), even when its payload can't be read."""
-    for kind in (requests, route):
+    """The tenant a tenant-scoped subject names (requests, route, results, usage, cache control, webhook
+    outbox), even when its payload can't be read; ``None`` for subjects that name no tenant (jobs, completions).
+
+    The subject is the authority on the tenant: NATS permissions are per subject, a payload is whatever the
+    publisher wrote.
+    """
+    for kind in (requests, route, usage, cache_control, webhooks):
         head = kind("")
-        if subject.startswith(head) and "." not in subject[len(head) :]:
-            return subject[len(head) :] or None
+        if subject.startswith(head):
+            rest = subject[len(head) :]
+            return rest if rest and "." not in rest else None
+    head = tenant_results("").removesuffix(".>")
+    if subject.startswith(head):
+        tenant, dot, request_id = subject[len(head) :].partition(".")
+        return tenant if tenant and dot and request_id and "." not in request_id else None
     return None
 
 

@@ -1,7 +1,9 @@
-"""Per-tenant budgets every service can read and the router enforces before any spend.
+"""Per-tenant budgets every service can read, enforced before any spend: by the gateway before it queues a
+request (so an over-budget one gets its 402 at once), and by the router before each attempt.
 
 State lives in the JetStream KV bucket ``costwise-budgets`` (one key per tenant). ``Budgets.admit`` reserves
-a request's estimated cost by compare-and-set; billing calls ``Budgets.settle`` with the ledger's spend.
+a request's estimated cost by compare-and-set, under the request's id, so each later admission of the same
+request replaces the earlier reservation; billing calls ``Budgets.settle`` with the ledger's spend.
 """
 
 from ._budgets import Budgets, open_budgets

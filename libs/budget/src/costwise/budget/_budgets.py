@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from costwise.contracts import Clock, now_ms
 from costwise.contracts.subjects import BUDGETS
 
 from ._state import Admission, BudgetExceeded, BudgetState, Period, Reservation
@@ -39,7 +40,7 @@ class Budgets:
         self,
         kv: KeyValue,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
         reservation_ttl_s: float = 3600,
         absent_ttl_s: float = 1.0,
     ) -> None:
@@ -52,7 +53,7 @@ class Budgets:
         self._absent_until: dict[str, float] = {}
 
     def _now_ms(self) -> int:
-        return int(self.clock() * 1000)
+        return now_ms(self.clock)
 
     async def state(self, tenant: str, *, api_key_id: str | None = None) -> BudgetState | None:
         """The budget as of now (period rolled, stale reservations dropped), or ``None`` if there is none."""
@@ -86,10 +87,11 @@ class Budgets:
     ) -> Admission | BudgetExceeded:
         """Reserve ``estimate_usd`` for ``request_id`` if the budgets can cover it, else a typed rejection.
 
-        Call before any spend (the router, before it publishes a job). The request's API key budget (if it has
-        a key with one) is asked first, then the tenant's; both must allow it, and a tenant refusal releases
-        what the key reserved. No budget = unlimited. Admitting the same request again replaces its
-        reservations (a redelivered request is not charged twice).
+        Call before any spend (the gateway before it queues the request, the router before it publishes each
+        attempt's job, both with the request's id). The request's API key budget (if it has a key with one) is
+        asked first, then the tenant's; both must allow it, and a tenant refusal releases what the key reserved.
+        No budget = unlimited. Admitting the same request again replaces its reservations (the router's
+        replaces the gateway's; a redelivered request is not charged twice).
         """
         if estimate_usd < 0:
             raise ValueError("an estimate cannot be negative")
@@ -218,7 +220,7 @@ def _rejection(state: BudgetState, request_id: str, estimate_usd: Decimal) -> Bu
 async def open_budgets(
     js: JetStreamContext,
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Clock = time.time,
     reservation_ttl_s: float = 3600,
     absent_ttl_s: float = 1.0,
 ) -> Budgets:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -18,6 +17,7 @@ from costwise.contracts import (
     SamplingParams,
     decode,
     encode,
+    now_ms,
     subjects,
 )
 from costwise.messaging import connect, publish
@@ -77,7 +77,7 @@ class Client:
                 messages=[ChatMessage(role="user", content=prompt)],
                 sampling=SamplingParams(max_tokens=max_tokens),
                 callback_url=callback_url,
-                created_ms=int(time.time() * 1000),
+                created_ms=now_ms(),
             )
         # Struct constructors do not check constraints; a bad tenant would even change the subject.
         data = encode(request)

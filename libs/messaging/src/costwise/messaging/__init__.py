@@ -1,24 +1,28 @@
 """Messaging: connect, provision, publish with dedup + trace context, typed consumers, dead letters."""
 
+from ._completion import publish_completion, usage_event
 from ._connect import connect
-from ._consume import Consumer
-from ._current import ack_current, current_subject, forward_current, reject_current
+from ._consume import Consumer, Refusal
+from ._current import ack_current, current_message, current_subject, forward_current, reject_current
 from ._dead_letter import file_dead_letter, give_up, send_error_result
-from ._faststream import make_broker, publish_durable, pull_subscriber
-from ._lifecycle import run_until_signalled
+from ._lifecycle import Service, own_connection, run, run_until_signalled
 from ._provision import cap_key_value, ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
 from ._publish import MSG_ID, publish
 from ._requeue import requeue
 from ._server import NatsServer, find_nats_server
-from ._slots import keep_alive, pull_into_slots
+from ._slots import Slots, pull_while_free
 
 __all__ = [
     "MSG_ID",
     "Consumer",
     "NatsServer",
+    "Refusal",
+    "Service",
+    "Slots",
     "ack_current",
     "cap_key_value",
     "connect",
+    "current_message",
     "current_subject",
     "ensure_consumer",
     "ensure_key_value",
@@ -28,15 +32,15 @@ __all__ = [
     "find_nats_server",
     "forward_current",
     "give_up",
-    "keep_alive",
-    "make_broker",
+    "own_connection",
     "provision",
     "publish",
-    "publish_durable",
-    "pull_into_slots",
-    "pull_subscriber",
+    "publish_completion",
+    "pull_while_free",
     "reject_current",
     "requeue",
+    "run",
     "run_until_signalled",
     "send_error_result",
+    "usage_event",
 ]

@@ -1,5 +1,5 @@
-"""The message being handled, for whichever loop delivered it (ours or FastStream's), and what a handler
-may do with it: ack, forward, refuse, or let the guard retry it."""
+"""The message being handled (task-local), and what a handler may do with it: ack, forward, refuse, or
+let the consumer retry it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from ._publish import publish
 
 __all__ = [
     "ack_current",
+    "answers_caller",
+    "current_message",
     "current_subject",
     "forward_current",
     "reject_current",
@@ -38,6 +40,12 @@ async def ack_current() -> None:
     await _current.get().ack()
 
 
+def current_message() -> Msg:
+    """The message being handled, raw: its delivery count (``metadata.num_delivered``), stream sequence and
+    headers, and for handlers that retry on their own schedule, ``nak(delay=...)`` / ``in_progress()``."""
+    return _current.get()
+
+
 def current_subject() -> str:
     """The subject of the message being handled (e.g. to check it names the tenant its payload does)."""
     return _current.get().subject
@@ -54,7 +62,39 @@ async def reject_current(js: JetStreamContext, *, service: str, code: ErrorCode,
 
 
 async def poison(js: JetStreamContext, msg: Msg, service: str, code: ErrorCode, why: str) -> None:
-    await give_up(js, msg, service=service, code=code, reason=why, tenant_hint=subjects.tenant_of(msg.subject))
+    await give_up(
+        js,
+        msg,
+        service=service,
+        code=code,
+        reason=why,
+        tenant_hint=subjects.tenant_of(msg.subject),
+        reply=answers_caller(msg.subject),
+    )
+
+
+def answers_caller(subject: str) -> bool:
+    """Whether a message refused on ``subject`` is owed an error result: requests, jobs and completions are
+    (someone waits for their answer); results, usage events and webhook outboxes are not (the request already
+    has its result, which an error must not replace)."""
+    try:
+        stream = subjects.stream_of(subject)
+    except KeyError:
+        return True
+    return stream not in (subjects.RESULTS, subjects.USAGE, subjects.WEBHOOKS)
+
+
+def tenant_mismatch(subject: str, payload: object) -> str | None:
+    """Why ``payload`` may not be handled on ``subject``: it names another tenant than the subject does.
+
+    The subject is the authority (NATS permissions are per subject); a payload is whatever its publisher
+    wrote, and budgets, the ledger and cache keys would otherwise trust it.
+    """
+    authority = subjects.tenant_of(subject)
+    claimed = getattr(payload, "tenant", None)
+    if authority is None or claimed is None or claimed == authority:
+        return None
+    return f"the payload names tenant {claimed!r} but was published on tenant {authority!r}'s subject"
 
 
 def decode_failure(subject: str, data: bytes) -> str:
@@ -67,12 +107,16 @@ def decode_failure(subject: str, data: bytes) -> str:
 
 
 async def retry_or_give_up(
-    js: JetStreamContext, msg: Msg, service: str, spec: ConsumerSpec | None, exc: Exception
+    js: JetStreamContext, msg: Msg, service: str, spec: ConsumerSpec | None, exc: Exception, *, quiet: bool = False
 ) -> None:
-    """A handler raised: redeliver with backoff, or, on the consumer's last delivery, dead-letter it."""
+    """A handler raised: redeliver with backoff, or, on the consumer's last delivery, dead-letter it.
+
+    ``quiet``: the caller logged the failure once already (a batch), so a retry is not logged per message.
+    """
     delivered = msg.metadata.num_delivered
-    if spec is None or delivered < spec.max_deliver:
-        log.exception("handler failed on delivery %d of %s; retrying", delivered, msg.subject)
+    if spec is None or spec.max_deliver < 0 or delivered < spec.max_deliver:
+        if not quiet:
+            log.exception("handler failed on delivery %d of %s; retrying", delivered, msg.subject)
         await msg.nak(delay=min(0.1 * 2**delivered, 5.0))
         return
     why = f"failed on all {delivered} deliveries; last error: {type(exc).__name__}: {exc}"

@@ -11,7 +11,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from costwise.contracts import DeadLetter, ErrorCode, ErrorInfo, Result, subjects
+from costwise.contracts import DeadLetter, ErrorCode, ErrorInfo, Result, now_ms, subjects
 
 from ._publish import publish
 
@@ -68,7 +68,7 @@ async def send_error_result(
         status="error",
         error=ErrorInfo(code=code, message=message),
         callback_url=callback_url,
-        completed_ms=int(time.time() * 1000),
+        completed_ms=now_ms(),
         api_key_id=api_key_id,
     )
     await publish(js, subjects.results(tenant, request_id), result, msg_id=subjects.dedup_id(tenant, request_id))
@@ -82,12 +82,13 @@ async def give_up(
     code: ErrorCode,
     reason: str,
     tenant_hint: str | None = None,
+    reply: bool = True,
 ) -> None:
     """File ``msg`` as a dead letter, tell its caller (when it can be addressed), then terminate it.
 
     Order matters: the dead letter and the error result are stored before ``term()``, so a crash in
-    between redelivers the message instead of losing it. ``tenant_hint`` (e.g. the tenant token of a
-    request's subject) is used when the payload itself is too broken to name one.
+    between redelivers the message instead of losing it. ``tenant_hint`` is the tenant token of the
+    message's subject: the authority on whom to answer (see :func:`file_dead_letter`).
     """
     delivered, seq = _metadata(msg)
     await file_dead_letter(
@@ -100,6 +101,7 @@ async def give_up(
         num_delivered=delivered,
         stream_seq=seq,
         tenant_hint=tenant_hint,
+        reply=reply,
     )
     await msg.term()
 
@@ -120,10 +122,12 @@ async def file_dead_letter(
     """Store a dead letter for ``data`` (from ``subject``) and send its caller a typed error result.
 
     ``reply=False`` files the letter only: for events that are not requests (billing's usage events and
-    results), where an error result would overwrite the caller's real answer.
+    results), where an error result would overwrite the caller's real answer. ``tenant_hint``, the tenant
+    of the subject, wins over the payload's: a payload forging another tenant must not put an error result
+    among that tenant's results.
     """
     peeked = _peek(data)
-    request_id, tenant = _valid(peeked.request_id), _valid(peeked.tenant) or _valid(tenant_hint)
+    request_id, tenant = _valid(peeked.request_id), _valid(tenant_hint) or _valid(peeked.tenant)
     letter = DeadLetter(
         service=service,
         subject=subject,
@@ -134,7 +138,7 @@ async def file_dead_letter(
         stream_seq=stream_seq,
         request_id=request_id,
         tenant=tenant,
-        ts_ms=int(time.time() * 1000),
+        ts_ms=now_ms(),
     )
     seq = stream_seq if stream_seq is not None else time.time_ns()
     await publish(js, subjects.dead_letters(service), letter, msg_id=f"{service}-{subject}-{seq}")

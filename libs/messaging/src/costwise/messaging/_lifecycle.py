@@ -1,20 +1,75 @@
+"""How every service is owned, started and stopped: one exit stack per service, one ``run`` per entry point."""
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-__all__ = ["run_until_signalled"]
+from nats.aio.client import Client
+
+from ._connect import connect
+
+__all__ = ["Service", "own_connection", "run", "run_until_signalled"]
+
+
+class Service(Protocol):
+    """What ``build()`` returns: nothing runs until ``start()``; ``stop()`` closes exactly what ``build`` and
+    ``start`` opened (never what was injected)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def own_connection(stack: contextlib.AsyncExitStack, url: str, nc: Client | None, *, name: str) -> Client:
+    """``nc`` if the caller injected one (the caller closes it), else a new connection ``stack`` drains."""
+    if nc is not None:
+        return nc
+    nc = await connect(url, name=name)
+    stack.push_async_callback(nc.drain)
+    return nc
 
 
 async def run_until_signalled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
-    """Start a service, wait for SIGTERM or SIGINT, then stop it cleanly (the shape of every ``__main__``)."""
+    """Start, wait for SIGTERM or SIGINT, then stop cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(created).3f %(name)s %(levelname)s %(message)s")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    await start()
-    await stopping.wait()
-    await stop()
+    try:
+        await start()
+        await stopping.wait()
+    finally:  # a start that failed half-way still closes what build opened (an engine's child process)
+        await stop()
+
+
+def run(build: Callable[[], Awaitable[Service]], *, name: str) -> int:
+    """The shape of every service's ``__main__``: build, start, serve until SIGTERM/SIGINT, stop.
+
+    Bad configuration (a ``ValueError`` from ``build``: settings, catalog, secrets) is one clear line on stderr
+    and exit code 2, not a traceback; a clean stop is 0.
+    """
+
+    async def serve() -> None:
+        try:
+            service = await build()
+        except ValueError as exc:
+            raise _BadConfig(str(exc)) from None
+        await run_until_signalled(service.start, service.stop)
+
+    try:
+        asyncio.run(serve())
+    except _BadConfig as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+class _BadConfig(Exception):
+    pass

@@ -12,8 +12,6 @@ from nats.js.errors import APIError, ServiceUnavailableError
 
 from costwise.contracts.subjects import ALL_KEY_VALUES, ALL_STREAMS, ConsumerSpec, KeyValueSpec, StreamSpec
 
-from ._connect import connect
-
 __all__ = ["cap_key_value", "ensure_consumer", "ensure_key_value", "ensure_stream", "ensure_streams", "provision"]
 
 _RETENTION = {
@@ -114,14 +112,8 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
     await js.add_consumer(spec.stream, config)
 
 
-async def provision(url: str, consumers: Iterable[ConsumerSpec] = (), *, name: str) -> None:
-    """On a short-lived connection: every stream and bucket, then ``consumers`` (idempotent, so any service
-    may be the first one up)."""
-    nc = await connect(url, name=f"{name}-provision")
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js)
-        for spec in consumers:
-            await ensure_consumer(js, spec)
-    finally:
-        await nc.close()
+async def provision(js: JetStreamContext, consumers: Iterable[ConsumerSpec] = ()) -> None:
+    """Every stream and bucket, then ``consumers`` (idempotent, so any service may be the first one up)."""
+    await ensure_streams(js)
+    for spec in consumers:
+        await ensure_consumer(js, spec)

@@ -14,13 +14,13 @@ from pathlib import Path
 import msgspec
 
 from costwise.budget import open_budgets
-from costwise.messaging import connect, provision, run_until_signalled
+from costwise.messaging import connect, provision, run
 from costwise.settings import load
 
 from ._html import render_html
 from ._ledger import open_ledger
 from ._report import ledger_report, render_text
-from .app import build
+from .app import Billing, build
 from .settings import BillingSettings
 
 __all__ = ["main"]
@@ -99,9 +99,9 @@ def _report(settings: BillingSettings, args: argparse.Namespace) -> int:
 
 
 async def _budget(settings: BillingSettings, args: argparse.Namespace) -> int:
-    await provision(settings.nats_url, name="billing-cli")
     nc = await connect(settings.nats_url, name="billing-cli")
     try:
+        await provision(nc.jetstream())
         budgets = await open_budgets(nc.jetstream())
         if args.action == "set":
             state = await budgets.set_limit(args.tenant, args.usd, args.period, api_key_id=args.key)
@@ -118,17 +118,19 @@ async def _budget(settings: BillingSettings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run(settings: BillingSettings) -> int:
-    billing = await build(settings)
-    await run_until_signalled(billing.start, billing.stop)
-    return 0
+async def _service() -> Billing:
+    return await build(_settings())
+
+
+def _settings() -> BillingSettings:
+    return load(BillingSettings, "COSTWISE_BILLING_")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = load(BillingSettings, "COSTWISE_BILLING_")
     if args.command == "report":
-        return _report(settings, args)
+        return _report(_settings(), args)
     if args.command == "budget":
-        return asyncio.run(_budget(settings, args))
-    return asyncio.run(_run(settings))
+        return asyncio.run(_budget(_settings(), args))
+    # Loading the settings inside run(): a bad one is one line and exit code 2, not a traceback.
+    return run(_service, name="costwise-billing")

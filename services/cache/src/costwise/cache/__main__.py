@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
+import sys
 
-from costwise.messaging import run_until_signalled
+from costwise.messaging import run
 from costwise.settings import load
 from costwise.telemetry import setup
 
-from . import build
+from . import Cache, build
 from .settings import CacheSettings
 
 
-async def main() -> None:
+async def main() -> Cache:
     settings = load(CacheSettings, "COSTWISE_CACHE_")
-    cache = await build(settings, tracer_provider=setup("costwise-cache", otlp_endpoint=settings.otlp_endpoint))
-    await run_until_signalled(cache.start, cache.stop)
+    return await build(settings, tracer_provider=setup("costwise-cache", otlp_endpoint=settings.otlp_endpoint))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(run(main, name="costwise-cache"))

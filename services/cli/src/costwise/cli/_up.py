@@ -1,4 +1,4 @@
-"""``costwise up``: nats-server from the wheel, streams provisioned, every service as a child process."""
+"""``costwise up``: nats-server from the wheel, streams provisioned, every service as a supervised child process."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
 from costwise.catalog import Catalog, Provider, WorkerPool, default_catalog, load_catalog
-from costwise.messaging import NatsServer, provision
+from costwise.messaging import connect, find_nats_server, provision
 
-# Each service runs as `python -m costwise.<name>`; the launcher never imports them.
+from ._supervisor import GaveUp, Spec, Supervisor
+
 SERVICES = ("cache", "router", "billing", "gateway", "webhooks")
 _CATALOG_READERS = ("ROUTER", "BILLING", "GATEWAY", "PROVIDER")
 _TRACED = ("CACHE", "ROUTER", "WORKER", "PROVIDER", "GATEWAY", "WEBHOOKS")
@@ -27,26 +28,13 @@ _TRACED = ("CACHE", "ROUTER", "WORKER", "PROVIDER", "GATEWAY", "WEBHOOKS")
 PHOENIX = "arize-phoenix==20.26.1"
 
 
-def _spawn(module: str, log_name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
-    log = open(logs / f"{log_name}.log", "ab")  # noqa: SIM115 - owned by the child
-    # Own process group, so a child that will not stop can be killed with everything it started
-    # (the worker's vLLM engine core is a grandchild).
-    return subprocess.Popen(
-        [sys.executable, "-m", f"costwise.{module}"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _tracing_ui(port: int, data: Path, logs: Path) -> subprocess.Popen[bytes] | None:
+def _tracing_ui(port: int, data: Path, logs: Path) -> Spec | None:
     """Phoenix on ``port`` (OTLP/HTTP at ``/v1/traces``, UI at ``/``), or ``None`` when uv is not at hand."""
     uv = os.environ.get("UV") or shutil.which("uv")
     if uv is None:
@@ -59,9 +47,9 @@ def _tracing_ui(port: int, data: Path, logs: Path) -> subprocess.Popen[bytes] | 
         PHOENIX_GRPC_PORT=str(_free_port()),
         PHOENIX_WORKING_DIR=str(data / "phoenix"),
     )
-    log = open(logs / "phoenix.log", "ab")  # noqa: SIM115 - owned by the child
-    cmd = [uv, "tool", "run", "--from", PHOENIX, "phoenix", "serve"]
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # A convenience: it may fail (no package index) without stopping the stack, so it is not restarted.
+    argv = [uv, "tool", "run", "--from", PHOENIX, "phoenix", "serve"]
+    return Spec("tracing UI", argv, env, logs / "phoenix.log", restart=False)
 
 
 def _local(pool: WorkerPool) -> bool:
@@ -78,71 +66,108 @@ def _catalog(args: argparse.Namespace, data: Path) -> tuple[Catalog, Path]:
     return load_catalog(path), path
 
 
-def _children(catalog: Catalog, env: dict[str, str], logs: Path) -> dict[str, subprocess.Popen[bytes]]:
-    children = {name: _spawn(name, name, env, logs) for name in SERVICES}
+def _service(module: str, name: str, env: dict[str, str], logs: Path) -> Spec:
+    # Each service runs as `python -m costwise.<module>`; the launcher never imports them.
+    return Spec(name, [sys.executable, "-m", f"costwise.{module}"], env, logs / f"{name}.log")
+
+
+def _services(catalog: Catalog, env: dict[str, str], logs: Path) -> list[Spec]:
+    specs = [_service(name, name, env, logs) for name in SERVICES]
     for backend in catalog.backends:
         if isinstance(backend, Provider):
             provider_env = dict(env, COSTWISE_PROVIDER_BACKEND=backend.name)
-            children[f"provider-{backend.name}"] = _spawn("provider", f"provider-{backend.name}", provider_env, logs)
+            specs.append(_service("provider", f"provider-{backend.name}", provider_env, logs))
         elif _local(backend):
             worker_env = dict(env, COSTWISE_WORKER_POOL=backend.name, COSTWISE_WORKER_SPOT=str(backend.spot).lower())
             worker_env.setdefault("COSTWISE_WORKER_MODEL", backend.model)
-            children[f"worker-{backend.name}"] = _spawn("worker", f"worker-{backend.name}", worker_env, logs)
+            specs.append(_service("worker", f"worker-{backend.name}", worker_env, logs))
         else:
             print(f"pool {backend.name} ({backend.model}): start its GPU workers on GPU machines", flush=True)
-    return children
+    return specs
 
 
-def run_stack(args: argparse.Namespace) -> int:
-    data = Path(args.data_dir).resolve()
-    logs = data / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    catalog, catalog_path = _catalog(args, data)
-    server = NatsServer(data / "nats", port=args.port).start()
-    asyncio.run(provision(server.url, name="costwise-up"))
+def _env(url: str, data: Path, catalog_path: Path, gateway_port: int) -> dict[str, str]:
     env = dict(os.environ)
     for name in (*SERVICES, "worker", "provider"):
-        env[f"COSTWISE_{name.upper()}_NATS_URL"] = server.url
+        env[f"COSTWISE_{name.upper()}_NATS_URL"] = url
     for reader in _CATALOG_READERS:
         env[f"COSTWISE_{reader}_CATALOG"] = str(catalog_path)
     env.setdefault("COSTWISE_CACHE_DATA_DIR", str(data / "cache"))
     env.setdefault("COSTWISE_BILLING_DATABASE_URL", f"sqlite:///{data / 'billing' / 'ledger.db'}")
-    env.setdefault("COSTWISE_GATEWAY_PORT", str(args.gateway_port))
+    env.setdefault("COSTWISE_GATEWAY_PORT", str(gateway_port))
+    return env
+
+
+def run_stack(args: argparse.Namespace) -> int:
+    """Run the stack until SIGINT/SIGTERM (0), or until a process keeps dying (1); stops everything either way."""
+    stopping = _until_signalled()  # before anything starts: an early Ctrl-C still stops what did
+    supervisor = Supervisor()
+    try:
+        _start(args, supervisor)
+        supervisor.run(stopping)
+        return 0
+    except GaveUp as exc:
+        print(f"costwise up: giving up, stopping everything: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        # The services first (workers hand their jobs back through NATS), then nats-server, the first started.
+        supervisor.stop(supervisor.children[1:])
+        supervisor.stop()
+
+
+def _start(args: argparse.Namespace, supervisor: Supervisor) -> None:
+    data = Path(args.data_dir).resolve()
+    logs = data / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    catalog, catalog_path = _catalog(args, data)
+    url = _start_nats(supervisor, args.port or _free_port(), data, logs)
+    _check_free(args.gateway_port, "--gateway-port")
+    asyncio.run(_provision(url))
+    env = _env(url, data, catalog_path, args.gateway_port)
     tracing = _tracing_ui(args.tracing_port, data, logs) if args.tracing_port else None
     if tracing is not None:
+        supervisor.start(tracing)
         for name in _TRACED:
             env.setdefault(f"COSTWISE_{name}_OTLP_ENDPOINT", f"http://127.0.0.1:{args.tracing_port}/v1/traces")
-    children = _children(catalog, env, logs)
-    print(_banner(server.url, logs, args.gateway_port, data, args.tracing_port if tracing else None), flush=True)
-    stop = False
+    for spec in _services(catalog, env, logs):
+        supervisor.start(spec)
+    print(_banner(url, logs, args.gateway_port, data, args.tracing_port if tracing else None), flush=True)
 
-    def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        while not stop:
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; see {logs / name}.log", flush=True)
-                    stop = True
-            time.sleep(0.5)
-    finally:
-        # The tracing UI is a convenience: it may fail (no package index) without stopping the stack.
-        everything = [*children.values(), *([tracing] if tracing is not None else [])]
-        for proc in everything:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in everything:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        server.stop()
-    return 0
+def _start_nats(supervisor: Supervisor, port: int, data: Path, logs: Path) -> str:
+    """nats-server on ``port`` with JetStream in ``data/nats``: restarted there, it finds its streams again."""
+    _check_free(port, "--port")
+    argv = [find_nats_server(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data / "nats")]
+    nats = supervisor.start(Spec("nats-server", argv, dict(os.environ), logs / "nats-server.log"))
+    deadline = time.monotonic() + 10
+    while not _accepts(port):
+        if not nats.running() or time.monotonic() > deadline:
+            raise GaveUp(f"nats-server did not start on port {port} (log: {logs / 'nats-server.log'})")
+        time.sleep(0.05)
+    return f"nats://127.0.0.1:{port}"
+
+
+def _check_free(port: int, option: str) -> None:
+    if _accepts(port):
+        raise GaveUp(f"port {port} is taken (another costwise up?); choose another with {option}")
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _until_signalled() -> Callable[[], bool]:
+    """SIGINT and SIGTERM ask for a clean stop; returns "has one come?"."""
+    received: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    signal.signal(signal.SIGINT, note)
+    signal.signal(signal.SIGTERM, note)
+    return lambda: bool(received)
 
 
 def _banner(url: str, logs: Path, gateway_port: int, data: Path, tracing_port: int | None) -> str:
@@ -157,5 +182,14 @@ costwise is up.
   cost report:       COSTWISE_BILLING_DATABASE_URL=sqlite:///{ledger} uv run costwise report
   traces:            {traces}
   service logs:      {logs}/
-The worker loads its model first (the first run also prepares it, about a minute). Ctrl-C stops everything.
+The worker loads its model first (the first run also prepares it, about a minute).
+A process that dies is restarted (each restart is one line below). Ctrl-C stops everything.
 """
+
+
+async def _provision(url: str) -> None:
+    nc = await connect(url, name="costwise-up")
+    try:
+        await provision(nc.jetstream())
+    finally:
+        await nc.close()

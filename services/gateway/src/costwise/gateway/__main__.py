@@ -1,7 +1,8 @@
 """``python -m costwise.gateway``: serve the HTTP API until SIGTERM/SIGINT.
 
 ``python -m costwise.gateway keys create --tenant T`` prints a new API key (once; only its hash is kept),
-``keys revoke KEY_ID`` revokes one, ``openapi`` writes the committed OpenAPI document.
+``keys revoke KEY_ID`` revokes one, ``openapi`` writes the committed OpenAPI document. Bad configuration
+(settings, catalog) is one line on stderr and exit code 2, as for every service.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import sys
 
 import msgspec
 
+from costwise.messaging import run
 from costwise.settings import load
 from costwise.telemetry import setup
 
 from . import openapi
 from .app import GatewayApp, build
 from .settings import GatewaySettings
+
+NAME = "costwise-gateway"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,38 +38,50 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _keys(gateway: GatewayApp, args: argparse.Namespace) -> int:
-    store = gateway.gateway.keys
+async def _serve() -> GatewayApp:
+    settings = load(GatewaySettings, "COSTWISE_GATEWAY_")
+    return await build(settings, tracer_provider=setup(NAME, otlp_endpoint=settings.otlp_endpoint))
+
+
+async def _keys(args: argparse.Namespace) -> int:
     try:
-        if args.action == "create":
-            key = await store.create(args.tenant, label=args.label)
-            print(
-                f"key id: {key.key_id}\ntenant: {key.tenant}\nkey:    {key.secret}\n(store it now: it is not shown again)"
-            )
-            return 0
-        found = await store.revoke(args.key_id)
-        print("revoked" if found else f"no key {args.key_id!r}", file=sys.stdout if found else sys.stderr)
-        return 0 if found else 1
-    except msgspec.ValidationError as exc:
-        print(f"invalid tenant: {exc}", file=sys.stderr)
+        gateway = await build(load(GatewaySettings, "COSTWISE_GATEWAY_"))
+    except ValueError as exc:  # the same answer to bad configuration as ``run`` gives
+        print(f"{NAME}: {exc}", file=sys.stderr)
         return 2
+    try:
+        return await _key_action(gateway, args)
     finally:
         await gateway.close()
 
 
-async def main(argv: list[str] | None = None) -> int:
+async def _key_action(gateway: GatewayApp, args: argparse.Namespace) -> int:
+    store = gateway.gateway.keys
+    if args.action == "create":
+        try:
+            key = await store.create(args.tenant, label=args.label)
+        except msgspec.ValidationError as exc:  # the tenant is no subject token
+            print(f"invalid tenant: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"key id: {key.key_id}\ntenant: {key.tenant}\nkey:    {key.secret}\n(store it now: it is not shown again)"
+        )
+        return 0
+    found = await store.revoke(args.key_id)
+    print("revoked" if found else f"no key {args.key_id!r}", file=sys.stdout if found else sys.stderr)
+    return 0 if found else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command ``argv`` names (default: serve); the process's exit code."""
     args = _parser().parse_args(argv)
     if args.command == "openapi":
         print(f"wrote {openapi.write()}")
         return 0
-    settings = load(GatewaySettings, "COSTWISE_GATEWAY_")
-    tracer_provider = setup("costwise-gateway", otlp_endpoint=settings.otlp_endpoint)
-    gateway = await build(settings, tracer_provider=tracer_provider)
     if args.command == "keys":
-        return await _keys(gateway, args)
-    await gateway.serve_until_signalled()
-    return 0
+        return asyncio.run(_keys(args))
+    return run(_serve, name=NAME)
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())

@@ -48,6 +48,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         504: "No result before the client's timeout",
     }.items()
 }
+_KEYED: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse, "description": "Idempotency-Key already used with a different body"}
+}
 _bearer = HTTPBearer(auto_error=False, description="An API key from `python -m costwise.gateway keys create`")
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)]
 ClientTimeout = Annotated[float | None, Header(alias="x-stainless-read-timeout", gt=0, le=86400)]
@@ -84,7 +87,7 @@ def create_app(
     if tracer_provider is not None:  # outermost, so refused requests are traced too
         app.add_middleware(TraceRequests, tracer_provider=tracer_provider)
 
-    @app.post("/v1/chat/completions", responses=_ERRORS)
+    @app.post("/v1/chat/completions", responses=_ERRORS | _KEYED)
     async def chat_completions(
         body: ChatCompletionRequest,
         gateway: Service,
@@ -95,7 +98,7 @@ def create_app(
         """OpenAI-compatible chat completion: queued, answered when the pipeline's result arrives."""
         return await gateway.complete(caller, body, idempotency_key=idempotency_key, timeout_s=timeout)
 
-    @app.post("/v1/requests", status_code=202, responses=_ERRORS)
+    @app.post("/v1/requests", status_code=202, responses=_ERRORS | _KEYED)
     async def submit(
         body: AsyncCompletionRequest, gateway: Service, caller: Authenticated, idempotency_key: IdempotencyKey = None
     ) -> AcceptedRequest:
@@ -152,11 +155,13 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
 
 
 def _tidy(doc: dict[str, Any]) -> dict[str, Any]:
-    """Say what is served: validation failures answer 400 (as OpenAI's API does), not FastAPI's 422; an
-    optional header is absent, never ``null`` (a header has no null)."""
+    """Say what is served: validation failures answer 400 (as OpenAI's API does), not FastAPI's 422 (the only
+    422 is a reused Idempotency-Key's); an optional header is absent, never ``null`` (a header has no null)."""
     for operations in doc.get("paths", {}).values():
         for operation in operations.values():
-            operation.get("responses", {}).pop("422", None)
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in str(responses.get("422", "")):
+                del responses["422"]
             for parameter in operation.get("parameters", []):
                 schema = parameter.get("schema", {})
                 kinds = [s for s in schema.pop("anyOf", []) if s.get("type") != "null"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import msgspec
+
 from costwise.contracts import (
     CachePolicy,
     ChatMessage,
@@ -22,7 +26,7 @@ from .schema import (
     InputMessage,
 )
 
-__all__ = ["completion_id", "result_error", "to_completion", "to_request"]
+__all__ = ["completion_id", "fingerprint", "result_error", "to_completion", "to_request"]
 
 COMPLETION_PREFIX = "chatcmpl-"
 
@@ -83,6 +87,16 @@ def to_request(
         created_ms=now_ms,
         metadata=metadata,
     )
+
+
+def fingerprint(request: InferenceRequest) -> str:
+    """What makes a request sent again under one Idempotency-Key "the same": a hash of the request as the
+    gateway built it, its caller (tenant, API key) included. Left out is only what says when and how the answer
+    is delivered, never what it is: the id (the key itself), the times (now, and the deadline the client's
+    timeout sets) and the callback URL (so a key queued with ``POST /v1/requests`` can be fetched with
+    ``POST /v1/chat/completions``)."""
+    what = msgspec.structs.replace(request, request_id="-", created_ms=0, deadline_ms=None, callback_url=None)
+    return hashlib.sha256(msgspec.json.encode(what, order="sorted")).hexdigest()
 
 
 def to_completion(result: Result, *, requested_model: str) -> ChatCompletion:

@@ -5,23 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Callable
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from costwise.budget import BudgetExceeded, Budgets, estimate_usd
 from costwise.catalog import Price
 from costwise.client import Client, ResultWaiter, new_request_id
-from costwise.contracts import ErrorCode, InferenceRequest, Result, decode, subjects
+from costwise.contracts import Clock, ErrorCode, InferenceRequest, Result, decode, now_ms, subjects
 from costwise.contracts.messages import RequestId
 from costwise.contracts.subjects import RESULTS
 from costwise.telemetry import record_result
 
-from ._mapping import result_error, to_completion, to_request
-from .budget import BudgetHook, estimate_usd, rejection
-from .errors import ApiError
+from ._mapping import fingerprint, result_error, to_completion, to_request
+from .errors import ApiError, budget_exceeded, idempotency_key_reused
 from .keys import Caller, KeyStore
 from .schema import AsyncCompletionRequest, ChatCompletion, ChatCompletionRequest, ErrorBody, RequestStatus
 from .settings import GatewaySettings
@@ -30,9 +29,12 @@ __all__ = ["Accepted", "Gateway"]
 
 
 class Accepted(msgspec.Struct, frozen=True, kw_only=True, tag="gateway_request.v1", tag_field="type"):
-    """The gateway's note that it queued a request (so a poll can say "queued" rather than "unknown")."""
+    """The gateway's note that it queued a request (so a poll can say "queued" rather than "unknown"), and
+    with what body (so its Idempotency-Key, sent again with another body, is refused)."""
 
     created_ms: int
+    fingerprint: str | None = None
+    """The request's :func:`~costwise.gateway._mapping.fingerprint` (``None`` in notes older than it)."""
 
 
 class Gateway:
@@ -47,22 +49,20 @@ class Gateway:
         js: JetStreamContext,
         keys: KeyStore,
         accepted: KeyValue,
-        budget: BudgetHook,
+        budgets: Budgets,
         price: Price,
-        clock: Callable[[], float],
+        clock: Clock,
     ) -> None:
         self.settings = settings
         self.keys = keys
+        self.budgets = budgets
         self._client = client
         self._waiter = waiter
         self._js = js
         self._accepted = accepted
-        self._budget = budget
         self._price = price
+        """The catalog's baseline: what a request is estimated at before the router picks its backend."""
         self._clock = clock
-
-    async def close(self) -> None:
-        await self._waiter.stop()
 
     async def authenticate(self, key: str | None) -> Caller:
         """Whose API key ``key`` is (sent as ``Authorization: Bearer <key>``); 401 otherwise."""
@@ -77,11 +77,12 @@ class Gateway:
         """Queue ``body`` and wait for its result, up to the client's timeout (less a margin)."""
         request_id = self._request_id(idempotency_key)
         wait_s = self._wait_s(timeout_s)
-        now = self._clock()
-        request = to_request(body, caller=caller, request_id=request_id, now_ms=_ms(now), deadline_ms=_ms(now + wait_s))
+        now = now_ms(self._clock)
+        deadline = now + int(wait_s * 1000)
+        request = to_request(body, caller=caller, request_id=request_id, now_ms=now, deadline_ms=deadline)
         # Expected before it is queued (or looked up): the waiter then cannot miss the result, however soon it comes.
         async with self._waiter.expect(request.tenant, request.request_id) as arriving:
-            done = await self._start(request, replayable=idempotency_key is not None) or await self._wait(
+            done = await self._start(request, keyed=idempotency_key is not None) or await self._wait(
                 request, arriving, wait_s
             )
         record_result(done, requested_model=body.model)
@@ -94,11 +95,12 @@ class Gateway:
             body,
             caller=caller,
             request_id=request_id,
-            now_ms=_ms(self._clock()),
+            now_ms=now_ms(self._clock),
             deadline_ms=None,
             callback_url=body.callback_url,
         )
-        if await self._start(request, replayable=idempotency_key is not None) is None:
+        keyed = idempotency_key is not None
+        if await self._start(request, keyed=keyed) is None and not keyed:  # a keyed one is noted already
             await self._remember(request)
         return request_id
 
@@ -122,22 +124,65 @@ class Gateway:
             return None
         return None if msg.data is None else decode(msg.data, Result)
 
-    async def _start(self, request: InferenceRequest, *, replayable: bool) -> Result | None:
-        """Queue ``request``, unless its id came from an Idempotency-Key and already has a result (returned):
-        the queue's dedup window is minutes, results are kept for days."""
-        done = await self.result(request.tenant, request.request_id) if replayable else None
-        if done is None:
+    async def _start(self, request: InferenceRequest, *, keyed: bool) -> Result | None:
+        """Queue ``request``; unless its id came from an Idempotency-Key and already has a result (returned):
+        the queue's dedup window is minutes, results are kept for days. A key used before with another body is
+        refused (422) before anything is reserved or queued."""
+        if not keyed:
             await self._queue(request)
+            return None
+        first = await self._claim(request)
+        done = await self.result(request.tenant, request.request_id)
+        if done is None:
+            await self._queue(request, claimed=first)
         return done
 
-    async def _queue(self, request: InferenceRequest) -> None:
-        admission = await self._budget.admit(request.tenant, estimate_usd(request, self._price))
-        if not admission.allowed:
-            raise rejection(admission)
+    async def _claim(self, request: InferenceRequest) -> bool:
+        """Note ``request`` as accepted, with its fingerprint: ``True`` if this call did; ``False`` if its id was
+        noted before with the same body (a replay); 422 if with another body."""
+        mine = fingerprint(request)
+        note = Accepted(created_ms=request.created_ms, fingerprint=mine)
+        try:  # create, not put: of two concurrent first uses of a key, one notes its body and the other compares
+            await self._accepted.create(_note_key(request.tenant, request.request_id), msgspec.json.encode(note))
+            return True
+        except KeyWrongLastSequenceError:
+            pass
+        stored = await self._note(request.tenant, request.request_id)
+        if stored is not None and stored.fingerprint not in (None, mine):
+            raise idempotency_key_reused(request.request_id)
+        return False
+
+    async def _queue(self, request: InferenceRequest, *, claimed: bool = False) -> None:
+        """Admit and publish ``request``; if that fails and this call ``claimed`` its Idempotency-Key, the key
+        is free again (for any body), since nothing was queued under it."""
+        try:
+            await self._admit_and_publish(request)
+        except Exception:
+            if claimed:
+                await self._accepted.delete(_note_key(request.tenant, request.request_id))
+            raise
+
+    async def _admit_and_publish(self, request: InferenceRequest) -> None:
+        await self._admit(request)
         try:
             await self._client.publish(request)
-        except ValueError as exc:  # the contract's checks, made by the client before publishing
-            raise ApiError(400, str(ErrorCode.INVALID_REQUEST), str(exc)) from None
+        except Exception as exc:
+            # Not queued (as far as we know): no router would replace this reservation, no result let billing
+            # settle it. Had a timed-out publish landed after all, the router admits it afresh anyway.
+            await self.budgets.release(request.tenant, request.request_id, api_key_id=request.api_key_id)
+            if isinstance(exc, ValueError):  # the contract's checks, made by the client before publishing
+                raise ApiError(400, str(ErrorCode.INVALID_REQUEST), str(exc)) from None
+            raise
+
+    async def _admit(self, request: InferenceRequest) -> None:
+        """Reserve the request's worst case (at the baseline price) under its own id, or refuse it with 402 now,
+        without a trip through the queue. The router admits each attempt again under the same id, which
+        replaces this reservation; billing settles it when the result is in the ledger."""
+        verdict = await self.budgets.admit(
+            request.tenant, request.request_id, estimate_usd(self._price, request), api_key_id=request.api_key_id
+        )
+        if isinstance(verdict, BudgetExceeded):
+            raise budget_exceeded(verdict)
 
     async def _wait(self, request: InferenceRequest, arriving: asyncio.Future[Result], wait_s: float) -> Result:
         try:
@@ -152,15 +197,18 @@ class Gateway:
             ) from None
 
     async def _remember(self, request: InferenceRequest) -> None:
-        note = Accepted(created_ms=request.created_ms)
-        await self._accepted.put(f"{request.tenant}.{request.request_id}", msgspec.json.encode(note))
+        note = Accepted(created_ms=request.created_ms, fingerprint=fingerprint(request))
+        await self._accepted.put(_note_key(request.tenant, request.request_id), msgspec.json.encode(note))
 
     async def _was_accepted(self, tenant: str, request_id: str) -> bool:
+        return await self._note(tenant, request_id) is not None
+
+    async def _note(self, tenant: str, request_id: str) -> Accepted | None:
         try:
-            await self._accepted.get(f"{tenant}.{request_id}")
+            entry = await self._accepted.get(_note_key(tenant, request_id))
         except (KeyNotFoundError, KeyDeletedError):
-            return False
-        return True
+            return None
+        return msgspec.json.decode(entry.value, type=Accepted) if entry.value else None
 
     def _request_id(self, idempotency_key: str | None) -> str:
         if idempotency_key is None:
@@ -175,5 +223,6 @@ class Gateway:
         return max(timeout - self.settings.timeout_margin_s, 0.1)
 
 
-def _ms(seconds: float) -> int:
-    return int(seconds * 1000)
+def _note_key(tenant: str, request_id: str) -> str:
+    # Per tenant, like the request ids themselves: two tenants may use the same Idempotency-Key.
+    return f"{tenant}.{request_id}"

@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client as Nats
 from opentelemetry.trace import TracerProvider
 
+from costwise.budget import open_budgets
 from costwise.catalog import load_catalog
 from costwise.client import Client, ResultWaiter
+from costwise.contracts import Clock
 from costwise.contracts.subjects import GATEWAY_KEYS, GATEWAY_REQUESTS
-from costwise.messaging import connect, ensure_streams, run_until_signalled
+from costwise.messaging import own_connection, provision
 
 from ._http import create_app
 from ._service import Gateway
-from .budget import AlwaysAllow, BudgetHook
 from .keys import KeyStore
 from .settings import GatewaySettings
 
@@ -29,7 +30,7 @@ SERVICE = "gateway"
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the caller owns SIGTERM (``run_until_signalled``), so the
+    """uvicorn without its own signal handling: the caller owns SIGTERM (``costwise.messaging.run``), so the
     gateway stops like every other service (exit 0), and tests can run it without losing Ctrl-C."""
 
     @contextlib.contextmanager
@@ -55,16 +56,23 @@ class Serving:
 
 
 class GatewayApp:
-    """The built gateway: its ASGI ``app``, the ``gateway`` behind it, and how to serve and close it."""
+    """The built gateway: its ASGI ``app``, the ``gateway`` behind it and its NATS connection ``nc``.
 
-    def __init__(self, gateway: Gateway, app: FastAPI, nc: Nats, *, owns_connection: bool) -> None:
+    Nothing listens until ``start()``; ``stop()`` closes exactly what ``build`` and ``start`` opened, never an
+    injected connection (a :class:`costwise.messaging.Service`, so ``costwise.messaging.run`` can serve it).
+    """
+
+    def __init__(self, gateway: Gateway, app: FastAPI, nc: Nats, *, owned: contextlib.AsyncExitStack) -> None:
         self.gateway = gateway
         self.app = app
-        self._nc = nc
-        self._owns = owns_connection
+        self.nc = nc
+        self._owned = owned
+        """What ``build`` opened; ``start`` adds the server, so ``stop`` closes it all in reverse."""
 
     async def serve(self, *, port: int | None = None) -> Serving:
-        """Serve ``app`` with uvicorn in the background; returns once it listens (``port=0``: any free one)."""
+        """Serve ``app`` with uvicorn in the background; returns once it listens (``port=0``: any free one).
+
+        The caller stops the returned server (``start`` is the variant that ``stop`` stops)."""
         settings = self.gateway.settings
         server = _Server(
             uvicorn.Config(
@@ -87,49 +95,46 @@ class GatewayApp:
             await asyncio.sleep(0.02)
         return Serving(server, task)
 
-    async def serve_until_signalled(self) -> None:
-        """Serve until SIGTERM/SIGINT, then finish the requests in flight and close."""
-        serving: list[Serving] = []
+    async def start(self) -> None:
+        """Serve on the configured host and port until ``stop``."""
+        self._owned.push_async_callback((await self.serve()).stop)
 
-        async def start() -> None:
-            serving.append(await self.serve())
-
-        async def stop() -> None:
-            await serving[0].stop()
-            await self.close()
-
-        await run_until_signalled(start, stop)
+    async def stop(self) -> None:
+        """Stop serving (requests in flight finish), then close what ``build`` opened."""
+        await self._owned.aclose()
 
     async def close(self) -> None:
-        await self.gateway.close()
-        if self._owns:
-            await self._nc.drain()
+        """``stop``, by the name a gateway used without ``start`` (the keys CLI, tests over ASGI) calls it."""
+        await self._owned.aclose()
 
 
 async def build(
     settings: GatewaySettings,
     *,
     nc: Nats | None = None,
-    budget: BudgetHook | None = None,
     tracer_provider: TracerProvider | None = None,
-    clock: Callable[[], float] = time.time,
+    clock: Clock = time.time,
 ) -> GatewayApp:
-    """Connect (unless ``nc`` is given), provision streams and buckets, and wire the HTTP app."""
-    owns = nc is None
-    nc = nc or await connect(settings.nats_url, name=f"costwise-{SERVICE}")
-    js = nc.jetstream()
-    await ensure_streams(js)  # idempotent: any service may be the first one up
-    catalog = load_catalog(settings.catalog)
-    gateway = Gateway(
-        settings,
-        client=Client(nc),
-        waiter=await ResultWaiter(js).start(),
-        js=js,
-        keys=KeyStore(await js.key_value(GATEWAY_KEYS.bucket), clock=clock),
-        accepted=await js.key_value(GATEWAY_REQUESTS.bucket),
-        budget=budget or AlwaysAllow(),
-        price=catalog.baseline_price,
-        clock=clock,
-    )
+    """Load the catalog, connect (unless ``nc`` is given), provision streams and buckets, and wire the HTTP
+    app (``start()`` serves it). A bad catalog raises ``CatalogError`` before anything is opened."""
+    price = load_catalog(settings.catalog).baseline_price
+    async with contextlib.AsyncExitStack() as stack:  # closes what was opened if building fails half-way
+        nc = await own_connection(stack, settings.nats_url, nc, name=SERVICE)
+        js = nc.jetstream()
+        await provision(js)  # idempotent: any service may be the first one up
+        waiter = await ResultWaiter(js).start()
+        stack.push_async_callback(waiter.stop)
+        gateway = Gateway(
+            settings,
+            client=Client(nc),
+            waiter=waiter,
+            js=js,
+            keys=KeyStore(await js.key_value(GATEWAY_KEYS.bucket), clock=clock),
+            accepted=await js.key_value(GATEWAY_REQUESTS.bucket),
+            budgets=await open_budgets(js, clock=clock),
+            price=price,
+            clock=clock,
+        )
+        owned = stack.pop_all()
     app = create_app(gateway, max_body_bytes=settings.max_body_bytes, tracer_provider=tracer_provider)
-    return GatewayApp(gateway, app, nc, owns_connection=owns)
+    return GatewayApp(gateway, app, nc, owned=owned)

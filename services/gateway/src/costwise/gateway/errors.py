@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from costwise.budget import BudgetExceeded
 from costwise.contracts import ErrorCode, ErrorInfo
 
-__all__ = ["ApiError", "from_error_info"]
+__all__ = ["ApiError", "budget_exceeded", "from_error_info", "idempotency_key_reused"]
 
 # OpenAI's error ``type`` for each status, which its SDKs turn into exception classes.
 _TYPES = {
@@ -16,6 +17,7 @@ _TYPES = {
     404: "not_found_error",
     408: "timeout_error",
     413: "invalid_request_error",
+    422: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
     503: "server_error",
@@ -67,3 +69,22 @@ def from_error_info(error: ErrorInfo) -> ApiError:
     # Retrying a request whose deadline passed starts the work over: let the caller decide (and poll).
     headers = {"x-should-retry": "false"} if status == 504 else None
     return ApiError(status, str(error.code), error.message, headers=headers)
+
+
+def budget_exceeded(refusal: BudgetExceeded) -> ApiError:
+    """The HTTP error for a request its tenant's (or API key's) budget cannot cover: 402, and no retry, since
+    retrying cannot help until the budget is raised or a new period starts."""
+    return ApiError(402, str(refusal.code), refusal.message, headers={"x-should-retry": "false"})
+
+
+def idempotency_key_reused(request_id: str) -> ApiError:
+    """The HTTP error for an Idempotency-Key sent again with a different body: 422 (as the IETF
+    Idempotency-Key draft and payment APIs answer), naming the request the key already stands for."""
+    return ApiError(
+        422,
+        "idempotency_key_reused",
+        f"this Idempotency-Key was first used with a different body, for request {request_id!r}: "
+        "send the same body to get that request's answer, or a new key for a new request",
+        param="Idempotency-Key",
+        headers={"x-should-retry": "false"},
+    )

@@ -11,12 +11,12 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
 
 import msgspec
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from costwise.contracts import Clock, now_ms
 from costwise.contracts.messages import Token
 
 __all__ = ["ApiKey", "Caller", "KeyRecord", "KeyStore"]
@@ -63,7 +63,7 @@ def _key_id(presented: str) -> str | None:
 class KeyStore:
     """Create, revoke and resolve API keys in the ``GATEWAY_KEYS`` bucket."""
 
-    def __init__(self, kv: KeyValue, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, kv: KeyValue, *, clock: Clock = time.time) -> None:
         self._kv = kv
         self._clock = clock
 
@@ -71,7 +71,7 @@ class KeyStore:
         tenant = msgspec.convert(tenant, Token)  # a tenant becomes a subject token: check it here
         key_id = secrets.token_hex(8)
         secret = f"{PREFIX}-{key_id}-{secrets.token_urlsafe(32)}"
-        record = KeyRecord(tenant=tenant, sha256=_digest(secret), created_ms=int(self._clock() * 1000), label=label)
+        record = KeyRecord(tenant=tenant, sha256=_digest(secret), created_ms=now_ms(self._clock), label=label)
         await self._kv.create(key_id, msgspec.json.encode(record))
         return ApiKey(key_id=key_id, tenant=tenant, secret=secret)
 

@@ -1,7 +1,8 @@
 """The HTTP API's bodies (pydantic, so FastAPI validates them and publishes them in the OpenAPI document).
 
-Limits mirror the wire contract's (``costwise.contracts.messages``); the request is decoded once more as an
-:class:`InferenceRequest`, so the contract stays the authority and these limits are what clients read.
+Every limit the wire contract (``costwise.contracts.messages``) sets is read from it (see ``_contract``), so
+what clients read here is what the queue accepts; the few bounds only the gateway sets say why. The request
+is decoded once more as an :class:`InferenceRequest` when it is published, so the contract stays the authority.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from costwise.contracts.messages import MAX_MESSAGE_CHARS, MAX_MESSAGES, RequestId
+from costwise.contracts import CachePolicy, ChatMessage, InferenceRequest, SamplingParams
+from costwise.contracts.messages import RequestId
+
+from ._contract import bounded, wire
 
 __all__ = [
     "AcceptedRequest",
@@ -28,11 +32,16 @@ __all__ = [
 ]
 
 # The contract's request id (a subject token), as an HTTP path parameter.
-RequestIdText = Annotated[
-    str, Field(pattern=RequestId.__metadata__[0].pattern, max_length=RequestId.__metadata__[0].max_length)
-]
-Short = Annotated[str, Field(max_length=256)]
-Text = Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+RequestIdText = Annotated[str, bounded(wire(RequestId))]
+Text = Annotated[str, bounded(wire(ChatMessage, "content"))]
+# A metadata value; ``user`` becomes one too, so it shares the bound.
+MetadataText = Annotated[str, bounded(wire(InferenceRequest, "metadata", "value_type"))]
+MaxTokens = Annotated[int, bounded(wire(SamplingParams, "max_tokens"))]
+StopText = Annotated[str, bounded(wire(SamplingParams, "stop", "item_type"))]
+# The gateway's own bounds below keep inputs the contract leaves open finite (and fuzzable): a text split in
+# at most 64 parts, metadata keys ≤ 64 chars, a cache TTL ≤ a year, a cost ceiling ≤ $1M, a seed in int64.
+_MAX_PARTS = 64
+_MAX_METADATA_KEY_CHARS = 64
 
 
 class _Strict(BaseModel):
@@ -47,16 +56,16 @@ class TextPart(_Strict):
 
 class InputMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Text | Annotated[list[TextPart], Field(max_length=64)]
-    name: Annotated[str, Field(max_length=64)] | None = None
+    content: Text | Annotated[list[TextPart], Field(max_length=_MAX_PARTS)]
+    name: Annotated[str, bounded(wire(ChatMessage, "name"))] | None = None
 
 
 class CacheOptions(_Strict):
     mode: Literal["use", "bypass", "refresh"] = "use"
     allow_sampled: bool = False
-    ttl_s: Annotated[int, Field(ge=0, le=365 * 24 * 3600)] | None = None
+    ttl_s: Annotated[int, bounded(wire(CachePolicy, "ttl_s"), le=365 * 24 * 3600)] | None = None
     semantic: bool = True
-    target_precision: Annotated[float, Field(ge=0.5, le=0.999)] | None = None
+    target_precision: Annotated[float, bounded(wire(CachePolicy, "target_precision"))] | None = None
 
 
 class CostwiseOptions(_Strict):
@@ -64,27 +73,29 @@ class CostwiseOptions(_Strict):
 
     cache: CacheOptions | None = None
     priority: Literal["interactive", "standard", "batch"] = "standard"
-    quality_floor: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    cost_ceiling_usd: Annotated[float, Field(ge=0.0, le=1e6)] | None = None
-    metadata: Annotated[dict[Annotated[str, Field(max_length=64)], Short], Field(max_length=16)] | None = None
+    quality_floor: Annotated[float, bounded(wire(InferenceRequest, "quality_floor"))] | None = None
+    cost_ceiling_usd: Annotated[float, bounded(wire(InferenceRequest, "cost_ceiling_usd"), le=1e6)] | None = None
+    metadata: (
+        Annotated[
+            dict[Annotated[str, Field(max_length=_MAX_METADATA_KEY_CHARS)], MetadataText],
+            bounded(wire(InferenceRequest, "metadata")),
+        ]
+        | None
+    ) = None
 
 
 class ChatCompletionRequest(_Strict):
     """OpenAI's chat completion request (the subset costwise serves)."""
 
-    model: Annotated[str, Field(min_length=1, max_length=128)] = Field(
+    model: Annotated[str, bounded(wire(InferenceRequest, "model"))] = Field(
         description="A tier (`small`, `large`), `auto` (the router decides) or a concrete model name."
     )
-    messages: Annotated[list[InputMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
-    max_tokens: Annotated[int, Field(ge=1, le=32_768)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1, le=32_768)] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    stop: (
-        Annotated[str, Field(max_length=64)]
-        | Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=8)]
-        | None
-    ) = None
+    messages: Annotated[list[InputMessage], bounded(wire(InferenceRequest, "messages"))]
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    temperature: Annotated[float, bounded(wire(SamplingParams, "temperature"))] | None = None
+    top_p: Annotated[float, bounded(wire(SamplingParams, "top_p"))] | None = None
+    stop: StopText | Annotated[list[StopText], bounded(wire(SamplingParams, "stop"))] | None = None
     seed: Annotated[int, Field(ge=-(2**63), lt=2**63)] | None = None
     n: Literal[1] | None = None
     # Documented as false-only (that is what is served); ``true`` still parses, to get its own clear 400.
@@ -94,14 +105,14 @@ class ChatCompletionRequest(_Strict):
             {"anyOf": [{"const": False}, {"type": "null"}], "description": "Streaming is not supported yet."}
         ),
     ] = None
-    user: Short | None = None
+    user: MetadataText | None = None
     costwise: CostwiseOptions | None = None
 
 
 class AsyncCompletionRequest(ChatCompletionRequest):
     """A chat completion to run in the background; the result is polled or POSTed to ``callback_url``."""
 
-    callback_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://")] | None = None
+    callback_url: Annotated[str, bounded(wire(InferenceRequest, "callback_url"), pattern=r"^https?://")] | None = None
 
 
 class AssistantMessage(BaseModel):

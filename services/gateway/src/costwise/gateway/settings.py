@@ -26,7 +26,7 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     timeout_margin_s: Annotated[float, Meta(ge=0, le=60)] = 0.5
     """Answer 504 this long before the client's own timeout fires, so it gets a clear error, not a reset."""
     catalog: str | None = None
-    """Catalog (tiers, prices) used to estimate a request's worst-case cost for the budget hook."""
+    """Catalog (tiers, prices) whose baseline price estimates a request's worst-case cost for budget admission."""
     otlp_endpoint: str | None = None
 
     def __post_init__(self) -> None:

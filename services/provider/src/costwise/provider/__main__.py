@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
-from costwise.catalog import CatalogError
-from costwise.messaging import run_until_signalled
-from costwise.settings import SettingsError, load
+from costwise.messaging import run
+from costwise.settings import load
 from costwise.telemetry import setup
 
-from . import build
+from . import ProviderWorker, build
 from .settings import ProviderSettings
 
 
-async def main() -> None:
+async def main() -> ProviderWorker:
     settings = load(ProviderSettings, "COSTWISE_PROVIDER_")
-    worker = await build(settings, tracer_provider=setup("costwise-provider", otlp_endpoint=settings.otlp_endpoint))
-    await run_until_signalled(worker.start, worker.stop)
+    return await build(settings, tracer_provider=setup("costwise-provider", otlp_endpoint=settings.otlp_endpoint))
 
 
 if __name__ == "__main__":
-    try:
-        asyncio.run(main())
-    except (SettingsError, CatalogError) as exc:
-        sys.exit(f"costwise-provider: {exc}")
+    sys.exit(run(main, name="costwise-provider"))

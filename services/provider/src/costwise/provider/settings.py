@@ -21,6 +21,8 @@ class ProviderSettings(msgspec.Struct, frozen=True, kw_only=True):
     ack_wait_s: Annotated[float, Meta(ge=1)] = 30.0
     heartbeat_s: Annotated[float, Meta(gt=0)] = 5.0
     max_deliver: Annotated[int, Meta(ge=1)] = 5
+    grace_s: Annotated[float, Meta(ge=0)] = 5.0
+    """On SIGTERM, how long calls in flight may finish before their jobs go back to the queue for another worker."""
     max_response_bytes: Annotated[int, Meta(ge=1024)] = 4 << 20
     worker_id: str = msgspec.field(default_factory=process_id)
     otlp_endpoint: str | None = None

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
-from costwise.catalog import CatalogError
-from costwise.messaging import run_until_signalled
-from costwise.settings import SettingsError, load
+from costwise.messaging import run
+from costwise.settings import load
 from costwise.telemetry import setup
 
-from . import build
+from . import Router, build
 from .settings import RouterSettings
 
 
-async def main() -> None:
+async def main() -> Router:
     settings = load(RouterSettings, "COSTWISE_ROUTER_")
-    router = await build(settings, tracer_provider=setup("costwise-router", otlp_endpoint=settings.otlp_endpoint))
-    await run_until_signalled(router.start, router.stop)
+    return await build(settings, tracer_provider=setup("costwise-router", otlp_endpoint=settings.otlp_endpoint))
 
 
 if __name__ == "__main__":
-    try:
-        asyncio.run(main())
-    except (SettingsError, CatalogError) as exc:  # bad config: one clear line, not a traceback
-        sys.exit(f"costwise-router: {exc}")
+    sys.exit(run(main, name="costwise-router"))

@@ -11,10 +11,11 @@ from decimal import Decimal
 
 from costwise.catalog import Backend, Tier, WorkerPool, estimate_usage
 from costwise.contracts import ErrorCode, InferenceRequest, Usage
+from costwise.messaging import Refusal
 
 from ._capacity import Load
 
-__all__ = ["Choice", "Refusal", "choose"]
+__all__ = ["Choice", "choose"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,12 +24,6 @@ class Choice:
     estimated_cost_usd: Decimal
     """The request's worst case on this backend: what ranking compares and the budget admission reserves."""
     estimated_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    code: ErrorCode
-    reason: str
 
 
 def _slots(backend: Backend) -> int:

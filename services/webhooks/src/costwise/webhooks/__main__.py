@@ -11,25 +11,21 @@ import asyncio
 import logging
 import sys
 
-from costwise.messaging import connect, ensure_streams, run_until_signalled
+from costwise.messaging import connect, ensure_streams, run
 from costwise.settings import load
 from costwise.telemetry import setup
 
-from . import build
+from . import Webhooks, build
 from .replay import replay
 from .settings import WebhooksSettings
 
 
-async def serve(settings: WebhooksSettings) -> None:
+async def serve() -> Webhooks:
+    """The service from the environment (bad settings, secrets or allow-list: ``run`` prints one line)."""
+    settings = load(WebhooksSettings, "COSTWISE_WEBHOOKS_")
     # httpx logs every request URL at INFO; callback URLs may carry the receiver's tokens.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        service = await build(
-            settings, tracer_provider=setup("costwise-webhooks", otlp_endpoint=settings.otlp_endpoint)
-        )
-    except ValueError as exc:  # secrets or allow-list: one clear line, not a traceback
-        sys.exit(f"costwise.webhooks: {exc}")
-    await run_until_signalled(service.start, service.stop)
+    return await build(settings, tracer_provider=setup("costwise-webhooks", otlp_endpoint=settings.otlp_endpoint))
 
 
 async def replay_command(settings: WebhooksSettings, tenant: str, request_id: str | None) -> int:
@@ -53,11 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--tenant", required=True)
     again.add_argument("--request-id")
     args = parser.parse_args(argv)
-    settings = load(WebhooksSettings, "COSTWISE_WEBHOOKS_")
     if args.command == "replay":
+        settings = load(WebhooksSettings, "COSTWISE_WEBHOOKS_")
         return asyncio.run(replay_command(settings, args.tenant, args.request_id))
-    asyncio.run(serve(settings))
-    return 0
+    return run(serve, name="costwise-webhooks")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,27 @@
-"""Delivering one outbox message: sign, check the URL, POST, then ack, retry later (nak) or give up."""
+"""Delivering one outbox message: sign, check the URL, POST, then ack, retry later (nak) or give up.
+
+The outbox consumer decodes the message and checks its tenant; this handler still reads the message itself
+(``current_message``): its delivery count and first-stored time drive the retry schedule, and the body is
+POSTed and signed exactly as stored."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
-import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
+from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 
-from costwise.contracts import DeadLetter, DecodeError, ErrorCode, Result, WebhookFailed, decode, subjects
-from costwise.messaging import publish
+from costwise.contracts import Clock, DeadLetter, ErrorCode, Result, WebhookFailed, now_ms, subjects
+from costwise.messaging import ack_current, current_message, publish
 from costwise.telemetry import extract
 
+from ._policy import Attempt, GiveUp, Retry, describe_failure, verdict
 from .guard import CallbackRefused, Guard
 from .retry import next_delay
 from .sender import ResponseTooLarge, post
@@ -28,21 +32,6 @@ __all__ = ["Attempt", "Delivery", "traced"]
 
 log = logging.getLogger("costwise.webhooks")
 SERVICE = "webhooks"
-
-
-class Attempt(msgspec.Struct, frozen=True):
-    """How one POST went: a status when the receiver answered, else why not."""
-
-    status: int | None = None
-    error: str | None = None
-    refused: bool = False
-
-    @property
-    def delivered(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    def describe(self) -> str:
-        return f"HTTP {self.status}" if self.status is not None else str(self.error)
 
 
 class Delivery:
@@ -57,49 +46,37 @@ class Delivery:
         guard: Guard,
         client: httpx.AsyncClient,
         tracer: Tracer | None,
-        clock: Callable[[], float],
+        clock: Clock,
         rng: Callable[[], float],
     ) -> None:
         self.settings, self.js, self.signer, self.guard, self.client = settings, js, signer, guard, client
         self.tracer, self.clock, self.rng = tracer, clock, rng
 
-    async def decode(self, msg: Msg, subject_of: Callable[[Result], str]) -> Result | None:
-        """The result ``msg`` carries, or None once it has been dead-lettered as malformed.
-
-        A result must sit on its own tenant's subject: it is signed with, and sent to, the tenant it names.
-        """
-        try:
-            result = decode(msg.data, Result)
-        except DecodeError as exc:
-            await self.malformed(msg, str(exc))
-            return None
-        if msg.subject != subject_of(result):
-            await self.malformed(msg, f"a result of tenant {result.tenant!r} on subject {msg.subject}")
-            return None
-        return result
-
-    async def handle(self, msg: Msg) -> None:
-        result = await self.decode(msg, lambda r: subjects.webhooks(r.tenant))
-        if result is None:
-            return
+    async def handle(self, result: Result) -> None:
+        """Deliver the outbox's head (the consumer decoded it and checked its tenant against the subject)."""
+        msg = current_message()
         meta = msg.metadata
         deadline = meta.timestamp.timestamp() + self.settings.retry_window_s
         if meta.num_delivered > 1 and self.clock() > deadline:  # its handler died past the window: no loop
-            await self.give_up(msg, result, ErrorCode.CALLBACK_FAILED, Attempt(error="retry window over"))
+            await self.give_up(result, ErrorCode.CALLBACK_FAILED, Attempt(error="retry window over"))
             return
-        with traced(self.tracer, "webhooks deliver", msg.headers) as span:
+        with traced(self.tracer, "webhooks deliver") as span:
             attempt = await self.attempt(result, msg.data)
             span.set_attributes(_attributes(result, attempt, meta.num_delivered))
-        if attempt.delivered:
-            await msg.ack()
-        elif attempt.refused or attempt.status == 410:
-            code = ErrorCode.CALLBACK_REFUSED if attempt.refused else ErrorCode.CALLBACK_GONE
-            await self.give_up(msg, result, code, attempt)
-        elif self.clock() + (delay := next_delay(self.settings, meta.num_delivered, self.rng)) > deadline:
-            await self.give_up(msg, result, ErrorCode.CALLBACK_FAILED, attempt)
-        else:
-            log.info("webhook %s/%s: %s; retry in %.1f s", result.tenant, result.request_id, attempt.describe(), delay)
-            await msg.nak(delay=delay)
+        await self._follow_up(result, attempt, meta.num_delivered, deadline)
+
+    async def _follow_up(self, result: Result, attempt: Attempt, delivered: int, deadline: float) -> None:
+        delay = next_delay(self.settings, delivered, self.rng)
+        match verdict(attempt, now_s=self.clock(), deadline_s=deadline, delay_s=delay):
+            case None:
+                await ack_current()
+            case GiveUp(code):
+                await self.give_up(result, code, attempt)
+            case Retry(delay_s):
+                log.info(
+                    "webhook %s/%s: %s; retry in %.1f s", result.tenant, result.request_id, attempt.describe(), delay_s
+                )
+                await current_message().nak(delay=delay_s)  # the outbox waits for it (max_ack_pending=1)
 
     async def attempt(self, result: Result, body: bytes) -> Attempt:
         """One signed POST of ``body`` (the result as stored) to the result's callback URL."""
@@ -119,22 +96,14 @@ class Delivery:
             return Attempt(error=f"{type(exc).__name__}: {exc}")
         return Attempt(status=status)
 
-    async def malformed(self, msg: Msg, why: str) -> None:
-        """An undecodable message: dead letter (no tenant is known), then drop it from the queue."""
-        letter = self._letter(msg, ErrorCode.MALFORMED_MESSAGE, f"not a result: {why}", tenant=None, request_id=None)
-        await publish(self.js, subjects.dead_letters(SERVICE), letter, msg_id=_letter_id(msg))
-        await msg.ack()
-
-    async def give_up(
-        self, msg: Msg, result: Result, code: ErrorCode, attempt: Attempt, *, attempts: int | None = None
-    ) -> None:
-        """Dead letter (the result, replayable) + ``webhook_failed`` event, then ack ``msg``."""
+    async def give_up(self, result: Result, code: ErrorCode, attempt: Attempt, *, attempts: int | None = None) -> None:
+        """Dead letter (the result, replayable) + ``webhook_failed`` event, then ack the message being handled."""
         # Not messaging.file_dead_letter: it would also publish an error *result* for the request, which
         # (after the results' dedup window) is a second result, with a callback: a webhook loop.
-        tenant, request_id = result.tenant, result.request_id
+        msg, tenant, request_id = current_message(), result.tenant, result.request_id
         attempts = msg.metadata.num_delivered if attempts is None else attempts
         last = f"attempt {attempts}: " if attempts else ""
-        reason = f"{_why(code, self.settings)}; {last}{attempt.describe()}"[:2000]
+        reason = f"{describe_failure(code, self.settings)}; {last}{attempt.describe()}"[:2000]
         letter = self._letter(msg, code, reason, tenant=tenant, request_id=request_id)
         await publish(self.js, subjects.webhook_dead_letters(tenant), letter, msg_id=_letter_id(msg))
         event = WebhookFailed(
@@ -146,15 +115,13 @@ class Delivery:
             reason=reason,
             attempts=attempts,
             last_status=attempt.status,
-            ts_ms=int(self.clock() * 1000),
+            ts_ms=now_ms(self.clock),
         )
         await publish(self.js, subjects.webhook_failed(tenant), event, msg_id=_letter_id(msg))
-        await msg.ack()  # only now: a crash before this redelivers, and the dedup ids make the repeat harmless
+        await ack_current()  # only now: a crash before this redelivers, and the dedup ids make the repeat harmless
         log.warning("webhook %s/%s given up: %s (%s)", tenant, request_id, code.value, reason)
 
-    def _letter(
-        self, msg: Msg, code: ErrorCode, reason: str, *, tenant: str | None, request_id: str | None
-    ) -> DeadLetter:
+    def _letter(self, msg: Msg, code: ErrorCode, reason: str, *, tenant: str, request_id: str) -> DeadLetter:
         meta = msg.metadata
         return DeadLetter(
             service=SERVICE,
@@ -166,21 +133,13 @@ class Delivery:
             stream_seq=meta.sequence.stream,
             request_id=request_id,
             tenant=tenant,
-            ts_ms=int(self.clock() * 1000),
+            ts_ms=now_ms(self.clock),
         )
 
 
 def _letter_id(msg: Msg) -> str:
     meta = msg.metadata
     return f"{SERVICE}-{meta.stream}-{meta.sequence.stream}"
-
-
-def _why(code: ErrorCode, settings: WebhooksSettings) -> str:
-    if code is ErrorCode.CALLBACK_GONE:
-        return "the receiver answered 410 Gone"
-    if code is ErrorCode.CALLBACK_REFUSED:
-        return "callback URL refused"
-    return f"no 2xx within the retry window ({settings.retry_window_s:g} s)"
 
 
 def _attributes(result: Result, attempt: Attempt, delivery: int) -> dict[str, str | int | bool]:
@@ -196,15 +155,14 @@ def _attributes(result: Result, attempt: Attempt, delivery: int) -> dict[str, st
 
 
 @contextmanager
-def traced(tracer: Tracer | None, name: str, headers: Mapping[str, str] | None) -> Iterator[Span]:
-    """Continue the message's trace: a consumer span when tracing, else just its context (so what we
-    publish, and the webhook call, still carry the caller's ``traceparent``)."""
-    parent = extract(headers)
+def traced(tracer: Tracer | None, name: str) -> Iterator[Span]:
+    """A span of its own inside the consumer's when tracing; without a tracer, at least the message's trace
+    context, so what we publish and the webhook call still carry the caller's ``traceparent``."""
     if tracer is not None:
-        with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CONSUMER) as span:
+        with tracer.start_as_current_span(name) as span:
             yield span
         return
-    token = otel_context.attach(parent)
+    token = otel_context.attach(extract(current_message().headers))
     try:
         yield INVALID_SPAN
     finally:

@@ -42,6 +42,7 @@ class WebhooksSettings(msgspec.Struct, frozen=True, kw_only=True):
     concurrency: Annotated[int, Meta(ge=1, le=4096)] = 64
     """HTTP calls in flight across tenants (each tenant has at most one)."""
     poll_s: Seconds = 5.0
+    """How long one pull on a tenant's outbox waits: an idle outbox costs one pull request per ``poll_s``."""
     rescan_s: Seconds = 30.0
     """How often to look for tenant outboxes other instances (or a replay) created."""
     otlp_endpoint: str | None = None

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
+import sys
 
-from costwise.messaging import run_until_signalled
+from costwise.messaging import run
 from costwise.settings import load
 from costwise.telemetry import setup
 
-from . import build
+from . import Worker, build
 from .settings import WorkerSettings
 
 
-async def main() -> None:
+async def main() -> Worker:
     settings = load(WorkerSettings, "COSTWISE_WORKER_")
-    tracer_provider = setup("costwise-worker", otlp_endpoint=settings.otlp_endpoint)
-    worker = await build(settings, tracer_provider=tracer_provider)
-    try:
-        await run_until_signalled(worker.start, worker.stop)
-    finally:
-        worker.engine.shutdown()  # stops the engine-core child process
+    return await build(settings, tracer_provider=setup("costwise-worker", otlp_endpoint=settings.otlp_endpoint))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(run(main, name="costwise-worker"))

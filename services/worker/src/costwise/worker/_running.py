@@ -1,12 +1,9 @@
-"""One job inside a worker: its message, its progress, and how its trace continues on another try."""
+"""One job generating inside a worker, and how its trace shows another try of the same job."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
-from nats.aio.msg import Msg
-from opentelemetry.context import Context
 from opentelemetry.trace import Link, get_current_span
 
 from costwise.contracts import Job
@@ -18,20 +15,17 @@ __all__ = ["Running", "retry_links"]
 
 @dataclass
 class Running:
-    msg: Msg
+    """A job in the engine: its progress is what a hand-back checkpoints (and what tests watch)."""
+
     job: Job
     progress: Progress
-    task: asyncio.Task[None] | None = None
-    settled: bool = False
-    """Acked or terminated: nothing left to hand back."""
-    trace: Context | None = None
-    """This attempt's span: a handed-back job continues from it, so the trace shows attempt after attempt."""
 
 
-def retry_links(run: Running, ctx: Context) -> list[Link]:
-    """A redelivered or resumed job links to the span that published it, marked as another try of that job."""
-    delivered = run.msg.metadata.num_delivered
-    if delivered <= 1 and run.job.checkpoint is None:
+def retry_links(job: Job, delivered: int) -> list[Link]:
+    """A redelivered or resumed job links to the span it was delivered in, marked as another try of that job:
+    a redelivery after a crash is otherwise a mere sibling of the try that died."""
+    if delivered <= 1 and job.checkpoint is None:
         return []
-    published = get_current_span(ctx).get_span_context()
-    return [Link(published, {"messaging.message.delivery_count": delivered, "costwise.retry": True})]
+    # The consumer's span, which continues the publisher's (it is the publisher's when nothing is recorded here).
+    delivered_in = get_current_span().get_span_context()
+    return [Link(delivered_in, {"messaging.message.delivery_count": delivered, "costwise.retry": True})]

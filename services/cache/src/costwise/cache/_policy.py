@@ -1,0 +1,81 @@
+"""The cache's decisions, without NATS: what a request may use and leave behind, and what a hit answers.
+
+Pure functions of the request (or result) and the time, so every rule is unit-testable with an injected clock.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import msgspec
+
+from costwise.contracts import CacheHit, InferenceRequest, Result, Usage
+
+from ._semantic import Probe, vector_bytes
+from ._store import CachedAnswer, Pending
+from .keys import is_cacheable
+
+__all__ = ["Plan", "answer_of", "hit_result", "pending_for", "plan", "storable"]
+
+# Only answers a model produced are stored: never errors, our own hits, or truncated output.
+_STORABLE_SOURCES = ("engine", "provider")
+
+
+class Plan(NamedTuple):
+    """What one request may do with the cache."""
+
+    look_up: bool
+    """A stored answer may be served (cache mode ``use``)."""
+    store: bool
+    """The answer this request gets will be stored for later ones."""
+    semantic: bool
+    """The question is worth embedding: it is looked up by meaning now, or stored with its vector later."""
+
+
+def plan(req: InferenceRequest) -> Plan:
+    look_up, store = req.cache.mode == "use", is_cacheable(req)
+    return Plan(look_up=look_up, store=store, semantic=req.cache.semantic and (look_up or store))
+
+
+def hit_result(req: InferenceRequest, answer: CachedAnswer, hit: CacheHit, now_ms: int) -> Result:
+    """The result a hit answers ``req`` with: the stored output, nothing generated (usage zero), what it saved."""
+    return Result(
+        request_id=req.request_id,
+        tenant=req.tenant,
+        status="ok",
+        output=answer.output,
+        source="cache_exact" if hit.kind == "exact" else "cache_semantic",
+        model=answer.model,
+        usage=Usage(),
+        callback_url=req.callback_url,
+        created_ms=req.created_ms,
+        completed_ms=now_ms,
+        cache=hit,
+        api_key_id=req.api_key_id,
+    )
+
+
+def pending_for(req: InferenceRequest, key: str, ttl_s: int, probe: Probe | None) -> Pending:
+    """What to remember between a miss and its result: where to store the answer (and its question's vector)."""
+    pending = Pending(key=key, ttl_s=ttl_s, replace=req.cache.mode == "refresh")
+    if probe is None:
+        return pending
+    return msgspec.structs.replace(
+        pending, question=probe.question, scope=probe.scope, vector=vector_bytes(probe.vector)
+    )
+
+
+def storable(result: Result) -> bool:
+    return (
+        result.status == "ok"
+        and result.source in _STORABLE_SOURCES
+        and result.output is not None
+        and result.output.finish_reason == "stop"
+    )
+
+
+def answer_of(result: Result, now_ms: int) -> CachedAnswer:
+    assert result.output is not None, "only storable results are kept"
+    return CachedAnswer(
+        request_id=result.request_id, output=result.output, model=result.model, usage=result.usage, stored_ms=now_ms
+    )

@@ -1,0 +1,194 @@
+"""The worker's handler: a job of its pool (or of its own queue) is generated in vLLM and completed, or, when the
+worker is preempted, checkpointed and handed back for another worker to resume."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Iterator
+
+import msgspec
+from nats.aio.client import Client
+from opentelemetry.trace import Tracer
+
+from costwise.contracts import Clock, Job, now_ms, subjects
+from costwise.contracts.subjects import ConsumerSpec
+from costwise.messaging import (
+    Consumer,
+    Slots,
+    ack_current,
+    current_message,
+    publish,
+    publish_completion,
+    reject_current,
+    usage_event,
+)
+
+from ._admission import admission
+from ._completion import completion_of
+from ._own import OwnQueue
+from ._running import Running, retry_links
+from .engine import Engine, Generation, Progress
+from .settings import WorkerSettings
+
+__all__ = ["SERVICE", "Worker", "pool_queue"]
+
+log = logging.getLogger("costwise.worker")
+SERVICE = "worker"
+
+
+def pool_queue(settings: WorkerSettings) -> ConsumerSpec:
+    """The consumer every worker of the pool shares."""
+    return subjects.worker_jobs(settings.pool, ack_wait_s=settings.ack_wait_s, max_deliver=settings.max_deliver)
+
+
+def own_queue(settings: WorkerSettings) -> ConsumerSpec:
+    """This worker's own consumer (prefix affinity); the server deletes it once the worker is gone."""
+    return subjects.worker_own(
+        settings.pool,
+        settings.worker_id,
+        ack_wait_s=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        idle_s=settings.own_idle_s,
+    )
+
+
+class Worker:
+    """Serves one pool from two queues, the pool's and its own, into one engine; survives spot preemption."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        nc: Client,
+        engine: Engine,
+        *,
+        clock: Clock,
+        tracer: Tracer,
+        owned: contextlib.AsyncExitStack,
+    ) -> None:
+        self.settings = settings
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.engine = engine
+        self.clock = clock
+        self.tracer = tracer
+        self._owned = owned
+        """What ``build`` opened; ``start`` adds the wind-down on top, so ``stop`` closes it all in reverse."""
+        self.own = OwnQueue(self.js, own_queue(settings), settings.pool)
+        self.running: dict[int, Running] = {}
+        """Jobs in the engine now, by ``id``."""
+        self._grace_s = settings.grace_s
+        self._abandoned = False
+        slots = Slots(settings.max_in_flight)  # one engine batch, fed by both queues
+        queue = functools.partial(
+            Consumer, handler=self.on_job, service=SERVICE, slots=slots, heartbeat_s=settings.heartbeat_s, tracer=tracer
+        )
+        self.consumers = [
+            queue(pool_queue(settings)),
+            # One at a time keeps its pull (what the router reads as "this worker can take a job") open whenever a
+            # slot is free; recreated when the server deleted it while this worker was full.
+            queue(self.own.spec, most=1, recreate=True),
+        ]
+
+    async def on_job(self, job: Job) -> None:
+        with self._span(job):
+            prompt_ids = self.engine.prompt_ids(job.request.messages)
+            refusal = admission(
+                job,
+                pool=self.settings.pool,
+                now_ms=now_ms(self.clock),
+                prompt_tokens=len(prompt_ids),
+                model=self.engine.model_name,
+                max_model_len=self.engine.max_model_len,
+            )
+            if refusal is not None:
+                await reject_current(self.js, service=SERVICE, code=refusal.code, reason=refusal.reason)
+                return
+            run = Running(job, Progress.from_checkpoint(job.checkpoint))
+            gen = await self._generate(run, prompt_ids)
+            await self._complete(run, gen)
+
+    @contextlib.contextmanager
+    def _span(self, job: Job) -> Iterator[None]:
+        # A redelivery (a worker died) or a resumed checkpoint (a worker was preempted) is another try.
+        delivered = current_message().metadata.num_delivered
+        with self.tracer.start_as_current_span("worker.job", links=retry_links(job, delivered)) as span:
+            span.set_attribute("gen_ai.request.model", self.engine.model_name)
+            span.set_attribute("costwise.job_id", job.job_id)
+            span.set_attribute("messaging.message.delivery_count", delivered)
+            span.set_attribute("costwise.resumed_tokens", len(job.checkpoint.token_ids) if job.checkpoint else 0)
+            yield
+
+    async def _generate(self, run: Running, prompt_ids: list[int]) -> Generation:
+        self.running[id(run)] = run
+        try:
+            return await self.engine.generate(prompt_ids, run.job.request.sampling, run.progress)
+        except asyncio.CancelledError:  # stopped past the grace: a spot notice, or a SIGKILL (abandon) in tests
+            if not self._abandoned:
+                await self._hand_back(run)
+            raise
+        finally:
+            del self.running[id(run)]
+
+    async def _hand_back(self, run: Running) -> None:
+        """Publish the job again with its checkpoint, then ack this delivery: the next worker resumes the
+        generation instead of starting over. A new message, not a nak, because the checkpoint must travel with
+        it; published first, so a crash in between leaves two copies (one completion: its msg-id) and never none.
+        """
+        job, progress = run.job, run.progress
+        ckpt = progress.checkpoint(self.engine.decode(progress.token_ids), self.settings.worker_id)
+        # Per delivery: this delivery handed back again (after a crash before the ack) is stored once.
+        seq = current_message().metadata.sequence.stream
+        msg_id = subjects.dedup_id(job.request.tenant, job.job_id, "ckpt", str(seq))
+        # Inside this attempt's span: the resuming worker's span follows it in the request's trace.
+        await publish(self.js, subjects.jobs(job.pool), msgspec.structs.replace(job, checkpoint=ckpt), msg_id=msg_id)
+        await ack_current()
+        log.info("handed back %s with %d checkpointed tokens", job.job_id, len(ckpt.token_ids))
+
+    async def _complete(self, run: Running, gen: Generation) -> None:
+        done = completion_of(
+            run.job,
+            gen,
+            run.progress,
+            worker_id=self.settings.worker_id,
+            spot=self.settings.spot,
+            model=self.engine.model_name,
+            now_ms=now_ms(self.clock),
+        )
+        await publish_completion(self.js, done, usage_event(done, recomputed_prompt_tokens=run.progress.recomputed))
+
+    async def start(self) -> None:
+        self._owned.push_async_callback(self._wind_down)  # first thing undone: nothing before it is half-started
+        for consumer in self.consumers:
+            await consumer.start(self.js)
+        log.info("worker %s serving pool %s", self.settings.worker_id, self.settings.pool)
+
+    async def _wind_down(self) -> None:
+        """Both queues stop pulling at once and share one grace (one after the other, the second would go on
+        taking jobs during the first's grace); jobs still running then are handed back by their handlers.
+        Then the jobs still queued for this worker alone go back to its pool."""
+        if self._abandoned:
+            await asyncio.gather(*(consumer.abandon() for consumer in self.consumers))
+            return
+        await asyncio.gather(*(consumer.stop(self._grace_s) for consumer in self.consumers))
+        await self.own.hand_back()
+
+    async def drain(self, grace_s: float | None = None) -> None:
+        """Spot notice: :meth:`stop`, giving running jobs ``grace_s`` (default ``settings.grace_s``) to finish
+        before they are checkpointed and handed back."""
+        if grace_s is not None:
+            self._grace_s = grace_s
+        await self.stop()
+
+    async def abandon(self) -> None:
+        """Stop as a SIGKILLed machine would: no ack, nak, hand-back or heartbeat ever again.
+
+        JetStream redelivers the abandoned jobs after ``ack_wait``; benchmarks and tests use this to time that path.
+        """
+        self._abandoned = True
+        await self.stop()
+
+    async def stop(self) -> None:
+        await self._owned.aclose()
