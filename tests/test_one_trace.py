@@ -85,7 +85,8 @@ async def test_a_request_is_one_trace_across_every_hop(
         ),
         await build_webhooks(webhooks_settings, nc=nc, tracer_provider=tracer_provider),
     ]
-    gateway = await build_gateway(GatewaySettings(nats_url=nats_url), nc=nc, tracer_provider=tracer_provider)
+    gateway_settings = GatewaySettings(nats_url=nats_url, callback_allow=[url.split("/")[2]])
+    gateway = await build_gateway(gateway_settings, nc=nc, tracer_provider=tracer_provider)
     for service in services:
         await service.start()
     try:

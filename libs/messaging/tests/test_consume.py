@@ -297,3 +297,25 @@ async def test_consumers_sharing_slots_never_run_more_handlers_than_the_slots_to
             await consumer.stop()
     assert peak == 2
     assert slots.held == slots.running == 0
+
+
+async def test_a_consumer_that_may_recreate_itself_comes_back_after_being_deleted(
+    js: JetStreamContext, unique: str
+) -> None:
+    spec = await _spec(js, unique)
+    handled: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_request(req: InferenceRequest) -> None:
+        await ack_current()
+        handled.put_nowait(req.request_id)
+
+    consumer = Consumer(spec, on_request, service="test", recreate=True)
+    await consumer.start(js)
+    try:
+        await js.delete_consumer(spec.stream, spec.durable)
+        await asyncio.sleep(1.0)  # the next fetch finds it gone
+        await publish(js, subjects.route(unique), _req(unique, "after"), msg_id=f"{unique}-after")
+        assert await asyncio.wait_for(handled.get(), 10) == "after"
+        assert consumer.pulling is not None and not consumer.pulling.done()
+    finally:
+        await consumer.stop()

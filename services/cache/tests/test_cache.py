@@ -13,6 +13,8 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from costwise.cache import Cache, CacheSettings, EdgeIndex, SemanticCache, build
 from costwise.client import Client, new_request_id
@@ -409,3 +411,43 @@ async def test_the_vector_index_sweeps_expired_and_surplus_entries(tmp_path: Pat
     found = await index.nearest("t", "s", probe, now_ms=0)
     assert found is not None and found.payload["request_id"] in {"r3", "r4"}
     await index.close()
+
+
+async def test_every_semantic_decision_is_explained_on_the_cache_span(
+    nats_url: str,
+    nc: Nats,
+    semantic_cache: SemanticCache,
+    unique: str,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    traced = await build(
+        CacheSettings(nats_url=nats_url), nc=nc, semantic=semantic_cache, tracer_provider=tracer_provider
+    )
+    await traced.start()
+    try:
+        cached, asked = PARAPHRASES[0]
+        first = _request(unique, prompt=cached)
+        await _miss_then_answer(nc, first)
+        await _stored(nc, first)
+        hit, veto = _request(unique, prompt=asked), _request(unique, prompt="How do I reset my password 2?")
+        assert await _outcome(nc, hit) == "hit" and await _outcome(nc, veto) == "miss"
+        elsewhere = _request(f"{unique}x", prompt=asked)  # another tenant: nothing in its scope
+        assert await _outcome(nc, elsewhere) == "miss"
+    finally:
+        await traced.stop()
+
+    def decision(req: InferenceRequest) -> dict[str, object]:
+        (span,) = [
+            s
+            for s in span_exporter.get_finished_spans()
+            if (s.attributes or {}).get("messaging.message.id") == subjects.dedup_id(req.tenant, req.request_id)
+            and s.name == f"{subjects.requests(req.tenant)} process"  # not its result's span (same dedup id)
+        ]
+        return {k.removeprefix("costwise.cache.semantic."): v for k, v in (span.attributes or {}).items()}
+
+    accepted = decision(hit)
+    assert accepted["decision"] == "accepted" and accepted["candidate"] == first.request_id
+    assert 0.8 < float(accepted["similarity"]) <= 1.0 and 0 < float(accepted["probability"]) <= 1.0
+    assert str(decision(veto)["decision"]).startswith("veto:")
+    assert decision(elsewhere)["decision"] == "no_candidate"

@@ -96,9 +96,24 @@ class Responder:
             await answer(self.js, result)
 
 
+# Callback hosts the tests name, resolved without DNS (the sandbox may have none).
+ZONE = {
+    "example.com": ["93.184.216.34"],
+    "hooks.example": ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"],
+    "internal.example": ["10.1.2.3"],
+    "rebind.example": ["93.184.216.34", "192.168.1.20"],
+}
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    if host not in ZONE:
+        raise OSError(f"{host}: name or service not known")
+    return ZONE[host]
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def gateway(nc: Nats) -> AsyncIterator[GatewayApp]:
-    built = await build(GatewaySettings(timeout_margin_s=0.5), nc=nc)
+    built = await build(GatewaySettings(timeout_margin_s=0.5), nc=nc, resolver=resolve)
     yield built
     await built.close()
 

@@ -91,9 +91,10 @@ async def test_a_revoked_key_stops_working(
 
 
 async def test_async_request_is_queued_then_polled_and_an_idempotency_key_dedups(
-    http: httpx.AsyncClient, tenant_key: tuple[str, str], js: JetStreamContext
+    http: httpx.AsyncClient, tenant_key: tuple[str, str], js: JetStreamContext, gateway: GatewayApp
 ) -> None:
     tenant, _ = tenant_key
+    await gateway.gateway.webhook_secrets.create(tenant)  # a callback needs a secret to sign with
     body = {**HELLO, "callback_url": "https://example.com/hook"}
     headers = {"Idempotency-Key": f"order-{tenant}"}
     first = await http.post("/v1/requests", json=body, headers=headers)

@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from costwise.billing import BillingSettings, Ledger, build, ledger_report, open_ledger
 from costwise.billing._metrics import Rollup
 from costwise.catalog import default_catalog
-from costwise.contracts import Usage, UsageEvent, subjects
+from costwise.contracts import Usage, UsageEvent, now_ms, subjects
 from costwise.contracts.subjects import BILLING_RESULTS, BILLING_USAGE
 from costwise.messaging import publish
 
@@ -43,7 +43,7 @@ def _event(round_: str, i: int) -> UsageEvent:
         model="m",
         usage=Usage(prompt_tokens=100 + i % 400, completion_tokens=20 + i % 200),
         engine_s=0.5,
-        ts_ms=int(time.time() * 1000),
+        ts_ms=now_ms(),
         api_key_id=f"key{i % 7}" if i % 3 == 0 else None,
     )
 

@@ -58,16 +58,21 @@ async def run(
         "exact_hit_rate": round(counts["exact"] / requests, 4),
         "semantic_hit_rate": round((hits - counts["exact"]) / requests, 4),
         "wrong_hit_share": round(counts["semantic_wrong"] / max(1, hits), 4),
+        # Of the requests an earlier same-intent answer could have served, the share the semantic cache did serve.
+        "semantic_opportunity_taken": round(counts["semantic_right"] / max(1, counts["semantic_opportunity"]), 4),
     }
 
 
 async def _replay(semantic: SemanticCache, stream: list[tuple[str, str]]) -> dict[str, int]:
     exact: dict[str, str] = {}
-    counts = {"exact": 0, "semantic_right": 0, "semantic_wrong": 0, "misses": 0}
+    answered: set[str] = set()  # intents with a stored answer
+    counts = {"exact": 0, "semantic_right": 0, "semantic_wrong": 0, "misses": 0, "semantic_opportunity": 0}
     for i, (text, label) in enumerate(tqdm(stream, desc="replay", unit="req")):
         if text in exact:  # the exact cache's key is the canonical request: here, the text
             counts["exact"] += 1
             continue
+        # An earlier request of the same intent was answered (and stored): a semantic hit could serve this one.
+        counts["semantic_opportunity"] += label in answered
         req = InferenceRequest(request_id=f"r{i}", tenant=_TENANT, messages=[ChatMessage(role="user", content=text)])
         probe = Probe(question=text, scope=_SCOPE, vector=await semantic.embedder.embed(text))
         hit = await semantic.lookup(req, probe, now_ms=0)
@@ -76,6 +81,7 @@ async def _replay(semantic: SemanticCache, stream: list[tuple[str, str]]) -> dic
             continue
         counts["misses"] += 1
         exact[text] = label
+        answered.add(label)
         answer = CachedAnswer(
             request_id=req.request_id,
             output=Output(text=label, finish_reason="stop"),

@@ -42,6 +42,7 @@ __all__ = [
     "WEBHOOKS",
     "WEBHOOKS_RESULTS",
     "WEBHOOK_FAILED",
+    "WEBHOOK_SECRETS",
     "WORKER_OWN_JOBS",
     "ConsumerSpec",
     "KeyValueSpec",
@@ -289,7 +290,19 @@ BUDGETS = KeyValueSpec(bucket="costwise-budgets", max_age_s=0)  # 1 MiB: ~15k op
 # The router's online per-tenant corrections of the learned router, keyed by tenant (last writer wins: see
 # costwise.router); an entry not rewritten for 90 days expires and the tenant starts from the shipped weights.
 ROUTER_HEADS = KeyValueSpec(bucket="costwise-router-heads", max_age_s=90 * 24 * 3600, max_value_size=64 << 10)
-ALL_KEY_VALUES = (CACHE_EXACT, CACHE_PENDING, GATEWAY_KEYS, GATEWAY_REQUESTS, BUDGETS, ROUTER_HEADS)
+# Each tenant's webhook signing secrets (``whsec_…``, one or two live while rotating), keyed by tenant: written by
+# ``python -m costwise.webhooks secret …``, read by the webhooks service when signing and by the gateway when a
+# request names a callback. Unlike API keys they are stored as they are (an HMAC key must be known to sign).
+WEBHOOK_SECRETS = KeyValueSpec(bucket="costwise-webhook-secrets", max_age_s=0, max_value_size=8 << 10)
+ALL_KEY_VALUES = (
+    CACHE_EXACT,
+    CACHE_PENDING,
+    GATEWAY_KEYS,
+    GATEWAY_REQUESTS,
+    BUDGETS,
+    ROUTER_HEADS,
+    WEBHOOK_SECRETS,
+)
 
 CACHE_REQUESTS = ConsumerSpec(durable="cache-requests", stream=REQUESTS.name, filter_subject=_all("requests"))
 CACHE_RESULTS = ConsumerSpec(durable="cache-results", stream=RESULTS.name, filter_subject=_all("results"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -26,6 +27,7 @@ from costwise.telemetry import extract
 
 from ._current import decode_failure, handling, poison, retry_or_give_up, tenant_mismatch
 from ._provision import ensure_consumer
+from ._publish import MSG_ID
 from ._slots import Slots, keep_alive, pull_while_free
 
 __all__ = ["Consumer", "Refusal"]
@@ -83,7 +85,8 @@ class Consumer:
         batch handler gets at most; ``most`` caps one fetch (a worker's own queue pulls one at a time);
         ``heartbeat_s`` keeps a long handler's message from being redelivered; ``fetch_s`` is how long one pull
         waits (an idle consumer sends a pull request per ``fetch_s``); ``recreate`` provisions the consumer
-        before binding and again when it disappears (else a deleted consumer ends :attr:`pulling`)."""
+        before binding and again when it disappears (else a deleted consumer ends :attr:`pulling`) — only for
+        work-queue streams: made again, a consumer starts from the first message its stream still keeps."""
         self.spec = spec
         self.handler = handler
         self.payload, self.batched = _payload_type(handler)
@@ -133,9 +136,18 @@ class Consumer:
             finally:
                 with contextlib.suppress(Exception):
                     await psub.unsubscribe()  # a registered pull subscription stalls the connection's drain
-            await asyncio.sleep(0.1)
-            await ensure_consumer(self._js, self.spec)
-            psub = await self._js.pull_subscribe_bind(self.spec.durable, self.spec.stream)
+            psub = await self._rebind()
+
+    async def _rebind(self) -> JetStreamContext.PullSubscription:
+        """Provision the consumer again and bind to it, retrying while the server cannot answer."""
+        for attempt in itertools.count():
+            await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+            try:
+                await ensure_consumer(self._js, self.spec)
+                return await self._js.pull_subscribe_bind(self.spec.durable, self.spec.stream)
+            except Exception as exc:  # a server restarting, a meta leader being elected
+                log.debug("making consumer %s again failed: %r", self.spec.durable, exc)
+        raise AssertionError("unreachable")
 
     async def _admit(self, msgs: list[Msg]) -> None:
         work = [self._handle_batch(msgs)] if self.batched else [self._handle(msg) for msg in msgs]
@@ -189,9 +201,18 @@ class Consumer:
         if self.tracer is None:
             return contextlib.nullcontext()
         span = self.tracer.start_as_current_span(
-            f"{msg.subject} process", context=extract(msg.headers), kind=SpanKind.CONSUMER
+            f"{msg.subject} process",
+            context=extract(msg.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": msg.subject,
+                "messaging.consumer.group.name": self.spec.durable,
+                # the dedup id names the tenant and the request (or job): how a user finds "my request's" span
+                "messaging.message.id": (msg.headers or {}).get(MSG_ID, ""),
+            },
         )
-        return _named(span, msg.subject, self.spec.durable)
+        return span
 
     async def _typed(self, msg: Msg) -> Any | None:
         """The payload, or ``None`` once the message was dead-lettered for what it carries."""
@@ -273,12 +294,3 @@ class Consumer:
         ``ack_wait``). Benchmarks and chaos tests use it to time that path."""
         self._abandoned = True
         await self.stop(grace_s=0)
-
-
-@contextlib.contextmanager
-def _named(span: Any, subject: str, durable: str) -> Any:
-    with span as current:
-        current.set_attribute("messaging.system", "nats")
-        current.set_attribute("messaging.destination.name", subject)
-        current.set_attribute("messaging.consumer.group.name", durable)
-        yield current

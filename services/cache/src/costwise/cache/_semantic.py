@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import msgspec
 import numpy as np
+from opentelemetry.trace import get_current_span
 
 from costwise.contracts import InferenceRequest
 from costwise.embed import Embedder, Vector
@@ -19,7 +20,7 @@ from ._store import CachedAnswer
 from ._vectors import VectorIndex
 from .keys import question_of, semantic_scope
 
-__all__ = ["Probe", "SemanticCache", "SemanticHit"]
+__all__ = ["Probe", "SemanticCache", "SemanticHit", "explain"]
 
 log = logging.getLogger("costwise.cache")
 
@@ -68,22 +69,29 @@ class SemanticCache:
         return Probe(question=question, scope=scope, vector=vector, embed_s=embed_s)
 
     async def lookup(self, req: InferenceRequest, probe: Probe, *, now_ms: int) -> SemanticHit | None:
+        """The verified nearest answer in ``req``'s scope, or ``None``; either way the decision is explained on
+        the current span and in the debug log (:func:`explain`)."""
         started = time.perf_counter()
         found = await self.index.nearest(req.tenant, probe.scope, probe.vector, now_ms=now_ms)
-        if found is None or found.similarity < self.verifier.min_similarity:
+        if found is None:
+            explain("no_candidate")
+            return None
+        candidate, similarity = str(found.payload["request_id"]), found.similarity
+        if similarity < self.verifier.min_similarity:
+            explain("similarity", candidate=candidate, similarity=similarity)
             return None
         query_s = time.perf_counter() - started
         cached_question = str(found.payload["question"])
         decision, verify_s = await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._decide, probe.question, cached_question, found.similarity, req.cache.target_precision
+            self._thread, self._decide, probe.question, cached_question, similarity, req.cache.target_precision
         )
+        why = "target_precision_unreachable" if decision is None else decision.reason
+        explain(why, candidate=candidate, similarity=similarity, probability=getattr(decision, "probability", None))
         if decision is None or not decision.accepted:
-            why = "target precision out of reach" if decision is None else decision.reason
-            log.debug("semantic candidate refused (%s, similarity %.3f)", why, found.similarity)
             return None
         answer = msgspec.json.decode(found.payload["answer"], type=CachedAnswer)
         compute_s = probe.embed_s + query_s + verify_s
-        return SemanticHit(answer=answer, similarity=min(1.0, found.similarity), compute_s=compute_s)
+        return SemanticHit(answer=answer, similarity=min(1.0, similarity), compute_s=compute_s)
 
     def _decide(self, query: str, cached: str, similarity: float, target: float | None) -> tuple[Any, float]:
         """The verifier's decision and the CPU seconds it took (it runs alone on this thread)."""
@@ -117,3 +125,17 @@ def vector_bytes(vector: Vector) -> bytes:
 
 def vector_from(data: bytes) -> Vector:
     return np.frombuffer(data, dtype=np.float32).copy()
+
+
+def explain(
+    decision: str, *, candidate: str | None = None, similarity: float | None = None, probability: float | None = None
+) -> None:
+    """Why a semantic lookup hit or missed, where a user looks for it: on the current span (the cache's consumer
+    span) as ``costwise.cache.semantic.*`` and in the debug log. ``decision`` is ``accepted``, ``no_candidate``
+    (nothing in scope), ``similarity`` (below the verifier's pre-threshold), ``veto:<check>`` (a lexical check
+    refused: numbers, negation, …), ``verifier`` (its probability below the calibrated threshold) or
+    ``target_precision_unreachable``."""
+    found = {"candidate": candidate, "similarity": similarity, "probability": probability}
+    attributes = {f"costwise.cache.semantic.{k}": v for k, v in found.items() if v is not None}
+    get_current_span().set_attributes({"costwise.cache.semantic.decision": decision, **attributes})
+    log.debug("semantic %s: %s", decision, " ".join(f"{k}={v}" for k, v in found.items() if v is not None) or "-")

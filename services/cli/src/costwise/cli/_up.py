@@ -36,12 +36,20 @@ def _free_port() -> int:
 
 def _tracing_ui(port: int, data: Path, logs: Path) -> Spec | None:
     """Phoenix on ``port`` (OTLP/HTTP at ``/v1/traces``, UI at ``/``), or ``None`` when uv is not at hand."""
-    uv = os.environ.get("UV") or shutil.which("uv")
+    # `uv run` says where it is in UV; without it (the venv's own `costwise`), PATH, then the one `make` bootstraps.
+    bootstrapped = Path(sys.prefix).parent / ".tools" / "bin" / "uv"
+    uv = os.environ.get("UV") or shutil.which("uv") or (str(bootstrapped) if bootstrapped.is_file() else None)
     if uv is None:
-        print("tracing UI: needs uv on PATH (make up bootstraps it); running without it", flush=True)
+        print("tracing UI: needs uv (make up bootstraps it into .tools/bin); running without it", flush=True)
         return None
-    env = dict(
-        os.environ,
+    env = {
+        # Phoenix logs every SQL statement of its schema migrations at start (~4,800 lines) unless told not
+        # to; its ORM logs stay at warnings. A value already in the environment wins.
+        "PHOENIX_LOG_MIGRATIONS": "false",
+        "PHOENIX_DB_LOGGING_LEVEL": "warning",
+        **os.environ,
+    }
+    env.update(
         PHOENIX_HOST="127.0.0.1",
         PHOENIX_PORT=str(port),
         PHOENIX_GRPC_PORT=str(_free_port()),
@@ -171,15 +179,16 @@ def _until_signalled() -> Callable[[], bool]:
 
 
 def _banner(url: str, logs: Path, gateway_port: int, data: Path, tracing_port: int | None) -> str:
+    # ./costwise (the repo root's wrapper: uv run --no-sync costwise) works where `make up` was typed.
     ledger = data / "billing" / "ledger.db"
     traces = f"http://127.0.0.1:{tracing_port}  (Phoenix; starts ~30 s after the rest)" if tracing_port else "off"
     return f"""
 costwise is up.
   NATS (JetStream):  {url}
-  publish:           uv run costwise publish "What is the capital of France?" --tenant demo --wait
-  watch results:     uv run costwise watch --tenant demo
-  OpenAI API:        http://127.0.0.1:{gateway_port}/v1  (key: uv run python -m costwise.gateway keys create --tenant demo)
-  cost report:       COSTWISE_BILLING_DATABASE_URL=sqlite:///{ledger} uv run costwise report
+  publish:           ./costwise publish "What is the capital of France?" --tenant demo --wait
+  watch results:     ./costwise watch --tenant demo
+  OpenAI API:        http://127.0.0.1:{gateway_port}/v1  (key: ./costwise python -m costwise.gateway keys create --tenant demo)
+  cost report:       COSTWISE_BILLING_DATABASE_URL=sqlite:///{ledger} ./costwise report
   traces:            {traces}
   service logs:      {logs}/
 The worker loads its model first (the first run also prepares it, about a minute).

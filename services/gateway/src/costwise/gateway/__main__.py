@@ -14,12 +14,11 @@ import sys
 import msgspec
 
 from costwise.messaging import run
-from costwise.settings import load
 from costwise.telemetry import setup
 
 from . import openapi
 from .app import GatewayApp, build
-from .settings import GatewaySettings
+from .settings import load_settings
 
 NAME = "costwise-gateway"
 
@@ -39,13 +38,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve() -> GatewayApp:
-    settings = load(GatewaySettings, "COSTWISE_GATEWAY_")
+    settings = load_settings()
     return await build(settings, tracer_provider=setup(NAME, otlp_endpoint=settings.otlp_endpoint))
 
 
 async def _keys(args: argparse.Namespace) -> int:
     try:
-        gateway = await build(load(GatewaySettings, "COSTWISE_GATEWAY_"))
+        gateway = await build(load_settings())
     except ValueError as exc:  # the same answer to bad configuration as ``run`` gives
         print(f"{NAME}: {exc}", file=sys.stderr)
         return 2

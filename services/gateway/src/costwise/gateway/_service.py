@@ -12,6 +12,7 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequen
 from nats.js.kv import KeyValue
 
 from costwise.budget import BudgetExceeded, Budgets, estimate_usd
+from costwise.callbacks import CallbackRefused, Guard, SecretStore
 from costwise.catalog import Price
 from costwise.client import Client, ResultWaiter, new_request_id
 from costwise.contracts import Clock, ErrorCode, InferenceRequest, Result, decode, now_ms, subjects
@@ -51,6 +52,8 @@ class Gateway:
         accepted: KeyValue,
         budgets: Budgets,
         price: Price,
+        guard: Guard,
+        webhook_secrets: SecretStore,
         clock: Clock,
     ) -> None:
         self.settings = settings
@@ -62,6 +65,8 @@ class Gateway:
         self._accepted = accepted
         self._price = price
         """The catalog's baseline: what a request is estimated at before the router picks its backend."""
+        self._guard = guard
+        self.webhook_secrets = webhook_secrets
         self._clock = clock
 
     async def authenticate(self, key: str | None) -> Caller:
@@ -89,7 +94,10 @@ class Gateway:
         return to_completion(done, requested_model=body.model)
 
     async def submit(self, caller: Caller, body: AsyncCompletionRequest, *, idempotency_key: str | None) -> str:
-        """Queue ``body`` without waiting; its result is polled or delivered to ``callback_url``."""
+        """Queue ``body`` without waiting; its result is polled or delivered to ``callback_url`` (checked first:
+        a callback that could never be delivered is refused with 400 before anything is reserved or queued)."""
+        if body.callback_url is not None:
+            await self.check_callback(caller.tenant, body.callback_url)
         request_id = self._request_id(idempotency_key)
         request = to_request(
             body,
@@ -103,6 +111,36 @@ class Gateway:
         if await self._start(request, keyed=keyed) is None and not keyed:  # a keyed one is noted already
             await self._remember(request)
         return request_id
+
+    async def check_callback(self, tenant: str, url: str) -> None:
+        """400 unless ``tenant`` has a live webhook secret (in the ``WEBHOOK_SECRETS`` bucket) and ``url`` passes
+        the webhooks service's SSRF policy now (the webhooks service checks both again at delivery)."""
+        live = await self.webhook_secrets.live(tenant)
+        if not live:
+            raise ApiError(
+                400,
+                str(ErrorCode.INVALID_REQUEST),
+                f"tenant {tenant!r} has no webhook signing secret, so a callback could not be signed: create one "
+                f"(python -m costwise.webhooks secret create --tenant {tenant}) or leave out callback_url and poll",
+                param="callback_url",
+            )
+        try:
+            async with asyncio.timeout(self.settings.callback_resolve_timeout_s):
+                await self._guard.target(url)
+        except CallbackRefused as exc:
+            raise ApiError(400, str(ErrorCode.CALLBACK_REFUSED), str(exc), param="callback_url") from None
+        except TimeoutError:
+            why = f"its host did not resolve within {self.settings.callback_resolve_timeout_s:g} s"
+            raise ApiError(
+                400, str(ErrorCode.CALLBACK_REFUSED), f"callback URL refused: {why}", param="callback_url"
+            ) from None
+        except OSError as exc:
+            raise ApiError(
+                400,
+                str(ErrorCode.CALLBACK_REFUSED),
+                f"callback URL refused: its host does not resolve ({exc})",
+                param="callback_url",
+            ) from None
 
     async def status(self, tenant: str, request_id: str) -> RequestStatus:
         """A request's state; only ``tenant``'s own requests are visible (the lookup is by its subject)."""

@@ -13,10 +13,11 @@ from nats.aio.client import Client as Nats
 from opentelemetry.trace import TracerProvider
 
 from costwise.budget import open_budgets
+from costwise.callbacks import Guard, Resolver, SecretStore, system_resolver
 from costwise.catalog import load_catalog
 from costwise.client import Client, ResultWaiter
 from costwise.contracts import Clock
-from costwise.contracts.subjects import GATEWAY_KEYS, GATEWAY_REQUESTS
+from costwise.contracts.subjects import GATEWAY_KEYS, GATEWAY_REQUESTS, WEBHOOK_SECRETS
 from costwise.messaging import own_connection, provision
 
 from ._http import create_app
@@ -114,10 +115,13 @@ async def build(
     nc: Nats | None = None,
     tracer_provider: TracerProvider | None = None,
     clock: Clock = time.time,
+    resolver: Resolver = system_resolver,
 ) -> GatewayApp:
     """Load the catalog, connect (unless ``nc`` is given), provision streams and buckets, and wire the HTTP
-    app (``start()`` serves it). A bad catalog raises ``CatalogError`` before anything is opened."""
+    app (``start()`` serves it). A bad catalog raises ``CatalogError``, a bad ``callback_allow`` ValueError,
+    before anything is opened. ``resolver`` resolves callback hosts (tests inject one)."""
     price = load_catalog(settings.catalog).baseline_price
+    guard = Guard(settings.callback_allow, resolver)
     async with contextlib.AsyncExitStack() as stack:  # closes what was opened if building fails half-way
         nc = await own_connection(stack, settings.nats_url, nc, name=SERVICE)
         js = nc.jetstream()
@@ -133,6 +137,8 @@ async def build(
             accepted=await js.key_value(GATEWAY_REQUESTS.bucket),
             budgets=await open_budgets(js, clock=clock),
             price=price,
+            guard=guard,
+            webhook_secrets=SecretStore(await js.key_value(WEBHOOK_SECRETS.bucket), clock=clock),
             clock=clock,
         )
         owned = stack.pop_all()

@@ -110,7 +110,11 @@ class ChatCompletionRequest(_Strict):
 
 
 class AsyncCompletionRequest(ChatCompletionRequest):
-    """A chat completion to run in the background; the result is polled or POSTed to ``callback_url``."""
+    """A chat completion to run in the background; the result is polled or POSTed to ``callback_url``.
+
+    A ``callback_url`` is checked when the request is submitted: the tenant must have a webhook signing secret
+    (400 ``invalid_request`` otherwise) and the URL's host must resolve to public addresses only, or to ones the
+    operator allow-listed (400 ``callback_refused`` otherwise)."""
 
     callback_url: Annotated[str, bounded(wire(InferenceRequest, "callback_url"), pattern=r"^https?://")] | None = None
 

@@ -4,6 +4,7 @@ with backoff through JetStream redelivery, in completion order per tenant, behin
 from .app import Webhooks, build
 from .guard import CallbackRefused, Guard, system_resolver
 from .replay import replay
+from .secret import secret_command
 from .settings import WebhooksSettings
 from .signing import Signer, webhook_id
 
@@ -15,6 +16,7 @@ __all__ = [
     "WebhooksSettings",
     "build",
     "replay",
+    "secret_command",
     "system_resolver",
     "webhook_id",
 ]

@@ -2,6 +2,10 @@
 
 ``python -m costwise.webhooks replay --tenant T [--request-id R]``: re-send one request's result, or every
 dead-lettered one of tenant T (the running service delivers them).
+
+``python -m costwise.webhooks secret create|rotate|revoke|show --tenant T``: a tenant's signing secrets (create
+and rotate print the new ``whsec_…`` once; ``rotate --previous-ttl S`` retires the old one after S seconds,
+``revoke --previous`` at once; ``revoke`` removes them all).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from costwise.telemetry import setup
 
 from . import Webhooks, build
 from .replay import replay
+from .secret import secret_command
 from .settings import WebhooksSettings
 
 
@@ -48,7 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     again = commands.add_parser("replay", help="re-send a request's result or all dead-lettered ones of a tenant")
     again.add_argument("--tenant", required=True)
     again.add_argument("--request-id")
+    secret = commands.add_parser("secret", help="create, rotate or revoke a tenant's webhook signing secrets")
+    secret.add_argument("action", choices=["create", "rotate", "revoke", "show"])
+    secret.add_argument("--tenant", required=True)
+    secret.add_argument("--previous", action="store_true", help="revoke: only the secret(s) a rotation replaced")
+    secret.add_argument("--previous-ttl", type=float, help="rotate: the replaced secret signs this many seconds more")
     args = parser.parse_args(argv)
+    if args.command == "secret":
+        settings = load(WebhooksSettings, "COSTWISE_WEBHOOKS_")
+        return asyncio.run(
+            secret_command(settings, args.action, args.tenant, previous=args.previous, previous_ttl_s=args.previous_ttl)
+        )
     if args.command == "replay":
         settings = load(WebhooksSettings, "COSTWISE_WEBHOOKS_")
         return asyncio.run(replay_command(settings, args.tenant, args.request_id))

@@ -43,8 +43,8 @@ class Webhooks:
         self.tracer = tracer
         self._owned = owned
         """What ``build`` opened; ``start`` adds what it starts, so ``stop`` closes it all in reverse."""
-        # recreate: the results consumer is this service's own; if it is deleted, pulling makes it again
-        self.results = Consumer(WEBHOOKS_RESULTS, self.on_result, service=SERVICE, recreate=True, tracer=tracer)
+        # No recreate: made again, it would start from the first result the stream keeps (days of them).
+        self.results = Consumer(WEBHOOKS_RESULTS, self.on_result, service=SERVICE, tracer=tracer)
         self.outboxes = Outboxes(self.js, delivery.handle, settings=settings, service=SERVICE, tracer=tracer)
 
     async def on_result(self, result: Result) -> None:

@@ -81,9 +81,12 @@ class Delivery:
     async def attempt(self, result: Result, body: bytes) -> Attempt:
         """One signed POST of ``body`` (the result as stored) to the result's callback URL."""
         msg_id = webhook_id(result.tenant, result.request_id)
-        headers = self.signer.headers(result.tenant, msg_id, int(self.clock()), body)
+        headers = await self.signer.headers(result.tenant, msg_id, int(self.clock()), body)
         if headers is None:  # retried: the operator may add the secret within the window
-            return Attempt(error=f"no webhook secret configured for tenant {result.tenant!r}")
+            return Attempt(
+                error=f"no webhook secret configured for tenant {result.tenant!r} "
+                f"(python -m costwise.webhooks secret create --tenant {result.tenant})"
+            )
         try:
             async with asyncio.timeout(self.settings.attempt_timeout_s):
                 target = await self.guard.target(result.callback_url or "")

@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-__all__ = ["Secrets", "WebhooksSettings", "load_secrets"]
+__all__ = ["Secrets", "WebhooksSettings", "env_secrets", "load_secrets"]
 
 Tenant = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=64)]
 Secret = Annotated[str, Meta(pattern=r"^whsec_[A-Za-z0-9+/]+={0,2}$", max_length=512)]
@@ -21,9 +21,14 @@ class WebhooksSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     nats_url: str = "nats://127.0.0.1:4222"
     secrets: Secrets = {}
-    """Tenant → signing secrets (``whsec_<base64>``); two while rotating (both sign every call)."""
+    """Tenant → signing secrets (``whsec_<base64>``); two while rotating (both sign every call). A fallback and
+    seed: at start they are copied into the ``WEBHOOK_SECRETS`` bucket for tenants that have no entry there, and
+    a tenant's bucket entry (``python -m costwise.webhooks secret …``) always wins over them."""
     secrets_file: str | None = None
     """A JSON file holding the same mapping (merged over ``secrets``), so secrets need not sit in the env."""
+    secrets_cache_s: Annotated[float, Meta(ge=0.0, le=300.0)] = 5.0
+    """How long a tenant's secrets read from the bucket are reused before reading again (0: every call); bounds
+    how long a revoked secret may still sign."""
     allow: list[Annotated[str, Meta(max_length=256)]] = []
     """CIDRs (``10.8.0.0/16``) or ``host:port`` pairs a callback may reach although they are not public."""
     connect_timeout_s: Seconds = 5.0
@@ -62,13 +67,18 @@ class WebhooksSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 def load_secrets(settings: WebhooksSettings) -> dict[str, tuple[bytes, ...]]:
     """Tenant → decoded signing keys, from ``secrets`` and ``secrets_file``; raises ValueError naming the tenant."""
+    return {tenant: tuple(_key(tenant, s) for s in secrets) for tenant, secrets in env_secrets(settings).items()}
+
+
+def env_secrets(settings: WebhooksSettings) -> dict[str, list[str]]:
+    """Tenant → ``whsec_`` secrets, from ``secrets`` and ``secrets_file`` (merged over them)."""
     merged = dict(settings.secrets)
     if settings.secrets_file:
         try:
             merged |= msgspec.json.decode(Path(settings.secrets_file).read_bytes(), type=Secrets)
         except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise ValueError(f"cannot read secrets_file {settings.secrets_file}: {exc}") from None
-    return {tenant: tuple(_key(tenant, s) for s in secrets) for tenant, secrets in merged.items()}
+    return merged
 
 
 def _key(tenant: str, secret: str) -> bytes:
