@@ -71,13 +71,16 @@ class Responder:
     behaviour: Behaviour = echo
     seen: list[InferenceRequest] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    stopping: bool = False
+    """Checked every fetch: on Python 3.11 nats-py's fetch (asyncio.wait_for) can swallow a cancel, and a loop
+    that only stops when cancelled then runs on and hangs the test that waits for it."""
 
     async def run(self) -> None:
         sub = await self.js.pull_subscribe(
             subjects.requests(self.tenant), durable=f"test-{self.tenant}", stream=REQUESTS.name
         )
         try:
-            while True:
+            while not self.stopping:
                 try:
                     messages = await sub.fetch(16, timeout=0.5)
                 except TimeoutError:
@@ -140,6 +143,7 @@ async def responding(js: JetStreamContext, tenant: str, behaviour: Behaviour = e
     try:
         yield responder
     finally:
+        responder.stopping = True
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -115,8 +115,9 @@ async def test_an_allow_listed_or_public_callback_is_accepted_and_queued(
         for url in urls:
             response = await submit(client, url)
             assert response.status_code == 202, response.text
-        while len(responder.seen) < len(urls):
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(20):
+            while len(responder.seen) < len(urls):
+                await asyncio.sleep(0.05)
     assert [r.callback_url for r in responder.seen] == urls
 
 

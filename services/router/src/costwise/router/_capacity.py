@@ -63,6 +63,7 @@ class Capacity:
         self._workers: dict[tuple[str, str], Load] = {}
         self._sent: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def load(self, name: str) -> Load:
         return self._loads.get(name, Load())
@@ -135,7 +136,8 @@ class Capacity:
                 log.warning("worker %s of pool %s is gone: moved %d queued jobs to its pool", owner[1], owner[0], moved)
 
     async def _poll(self) -> None:
-        while True:
+        # Not only cancelled: on Python 3.11 nats-py's requests (asyncio.wait_for) can swallow a cancel.
+        while not self._stopping:
             try:
                 await self.refresh()
             except Exception:  # a slow or restarting server must not stop routing: keep the last reading
@@ -149,6 +151,7 @@ class Capacity:
         self._task = asyncio.create_task(self._poll(), name="capacity")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -44,6 +44,7 @@ class HeadStore:
         self._flush_s = flush_s
         self._dirty: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def read(self, tenant: str) -> StoredHead | None:
         """``tenant``'s stored correction, or ``None`` (none yet, or one this router cannot use: it says why)."""
@@ -65,7 +66,7 @@ class HeadStore:
         self._task = asyncio.create_task(self._every(heads), name="router-heads")
 
     async def _every(self, heads: Callable[[str], tuple[list[float], float] | None]) -> None:
-        while True:
+        while not self._stopping:  # not only cancelled: nats-py's KV put (asyncio.wait_for) can swallow a cancel
             await asyncio.sleep(self._flush_s)
             await self.flush(heads)
 
@@ -83,6 +84,7 @@ class HeadStore:
                 self._dirty.add(tenant)
 
     async def stop(self, heads: Callable[[str], tuple[list[float], float] | None]) -> None:
+        self._stopping = True
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
