@@ -108,3 +108,27 @@ def test_a_convenience_that_dies_is_left_dead(tmp_path: Path) -> None:
         time.sleep(0.01)
     assert len(said) == 1 and "running on without it" in said[0] and not ui.running()
     supervisor.stop()
+
+
+def test_a_child_does_not_outlive_a_killed_launcher(tmp_path: Path) -> None:
+    # A launcher of its own (SIGKILL must not hit this test's process), supervising one long sleeper.
+    pid_file = tmp_path / "child.pid"
+    launcher_code = f"""
+import sys, time
+from pathlib import Path
+from costwise.cli._supervisor import Spec, Supervisor
+child = Supervisor().start(Spec("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"], {{}}, Path({str(tmp_path / "s.log")!r})))
+Path({str(pid_file)!r}).write_text(str(child.proc.pid))
+time.sleep(120)
+"""
+    launcher = psutil.Popen([sys.executable, "-c", launcher_code])
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the launcher never started its child"
+            time.sleep(0.05)
+        child = psutil.Process(int(pid_file.read_text()))
+        launcher.kill()  # SIGKILL: no handler of the launcher's runs
+        child.wait(timeout=10)  # raises psutil.TimeoutExpired if it outlived the launcher
+    finally:
+        launcher.kill()

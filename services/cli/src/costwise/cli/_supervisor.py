@@ -7,6 +7,7 @@ queues on disk; a restarted service picks up where the dead one left off).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["GaveUp", "Policy", "Spec", "Supervisor"]
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 BAD_CONFIGURATION = 2
 """A service's exit code for bad configuration (``costwise.messaging.run``): restarting it cannot help."""
@@ -75,7 +78,12 @@ class Child:
             # vLLM engine core is its child), and a terminal's Ctrl-C reaches the launcher alone, which then
             # stops the services before the nats-server they hand their jobs back through.
             self.proc = subprocess.Popen(
-                self.spec.argv, env=self.spec.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.spec.argv,
+                env=self.spec.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_terminate_with_parent,
             )
         self.started, self.restart_at = time.monotonic(), None
         return self
@@ -165,6 +173,13 @@ class Supervisor:
             child.proc.wait()
         for child in stopping:
             child.restart_at = None
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the launcher dies, even by SIGKILL, so no service outlives it
+    (its own session keeps it from a terminal's Ctrl-C, which would otherwise be how it ended). Linux only."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _say(line: str) -> None:
