@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Literal
 
 import msgspec
+
+from ._specs import ConsumerSpec, KeyValueSpec, StreamSpec
 
 __all__ = [
     "ADVISORIES",
@@ -92,14 +93,12 @@ def tenant_of(subject: str) -> str | None:
     The subject is the authority on the tenant: NATS permissions are per subject, a payload is whatever the
     publisher wrote.
     """
-    for kind in (requests, route, usage, cache_control, webhooks):
-        head = kind("")
+    for head in _TENANT_LAST:
         if subject.startswith(head):
             rest = subject[len(head) :]
             return rest if rest and "." not in rest else None
-    head = tenant_results("").removesuffix(".>")
-    if subject.startswith(head):
-        tenant, dot, request_id = subject[len(head) :].partition(".")
+    if subject.startswith(_RESULTS_HEAD):
+        tenant, dot, request_id = subject[len(_RESULTS_HEAD) :].partition(".")
         return tenant if tenant and dot and request_id and "." not in request_id else None
     return None
 
@@ -201,39 +200,9 @@ def _all(kind: str) -> str:
     return f"{PREFIX}.{kind}.>"
 
 
-class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """A JetStream stream costwise provisions (idempotently) at start."""
-
-    name: str
-    subjects: tuple[str, ...]
-    retention: Literal["limits", "workqueue", "interest"] = "limits"
-    max_age_s: float = 7 * 24 * 3600
-    duplicate_window_s: float = 600
-    max_msg_size: int = 1 << 20
-
-
-class KeyValueSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """A JetStream key-value bucket costwise provisions at start (entries may carry their own TTL)."""
-
-    bucket: str
-    max_age_s: float
-    """Upper bound on any entry's life; per-entry TTLs are shorter."""
-    max_value_size: int = 1 << 20
-    max_bytes: int = -1
-
-
-class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """A durable pull consumer: every instance of a service shares it, so work is spread."""
-
-    durable: str
-    stream: str
-    filter_subject: str
-    ack_wait_s: float = 30.0
-    max_deliver: int = 5
-    max_ack_pending: int = 1000
-    inactive_threshold_s: float | None = None
-    """The server deletes the consumer after this long with no pull request and nothing in flight."""
-
+# Subject heads whose last token is the tenant, and the results head (tenant, then request id): tenant_of's table.
+_TENANT_LAST = tuple(kind("") for kind in (requests, route, usage, cache_control, webhooks))
+_RESULTS_HEAD = tenant_results("").removesuffix(".>")
 
 REQUESTS = StreamSpec(name="COSTWISE_REQUESTS", subjects=(_all("requests"),))
 # Requests the cache could not answer. Its own stream because JetStream deduplicates per stream:
