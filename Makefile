@@ -21,8 +21,9 @@ $(CURDIR)/.tools/bin/uv:
 install: $(UV)
 	$(UV) sync --all-packages --quiet
 
+# `make up ARGS='--gateway-port 9090'` hands options to `costwise up` (see `./costwise up --help`).
 up: install
-	$(RUN) costwise up
+	$(RUN) costwise up $(ARGS)
 
 lint: install
 	$(RUN) ruff check .
