@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import re
@@ -33,6 +34,8 @@ from costwise.router import build as build_router
 
 REQUESTS = 200
 PREEMPTIONS = 4  # each replacement loads vLLM for ~40 s on 2 cores
+SETTLED_S = 3.0  # a worker serving this long has its slots full while work is queued
+EXTRA_SIGTERMS = 2  # if every notice found a worker whose jobs all finished within the grace, try again
 HANDED_BACK = re.compile(r"^(\d+\.\d+) .*handed back (\S+) with (\d+) checkpointed tokens")
 
 
@@ -47,7 +50,8 @@ class WorkerProcs:
             COSTWISE_WORKER_MODEL=model,
             COSTWISE_WORKER_SERVED_MODEL_NAME="tiny-llama",
             COSTWISE_WORKER_MAX_MODEL_LEN="1024",
-            COSTWISE_WORKER_MAX_IN_FLIGHT="16",
+            # Few slots: the tiny model would otherwise drain the queue in seconds, before a notice can land.
+            COSTWISE_WORKER_MAX_IN_FLIGHT="4",
             COSTWISE_WORKER_ACK_WAIT_S="4",  # a SIGKILLed worker's jobs come back within seconds
             COSTWISE_WORKER_HEARTBEAT_S="1",
             COSTWISE_WORKER_GRACE_S="0.2",
@@ -72,12 +76,24 @@ class WorkerProcs:
             )
         self.procs.append((proc, log))
 
-    def serving(self) -> list[tuple[subprocess.Popen[bytes], Path]]:
-        """Live workers whose engine has loaded (a spot notice during model load proves nothing)."""
-        return [(p, log) for p, log in self.procs if p.poll() is None and b"serving pool" in log.read_bytes()]
+    def serving(self, for_s: float = 0.0) -> list[tuple[subprocess.Popen[bytes], Path]]:
+        """Live workers whose engine has loaded at least ``for_s`` ago (a spot notice during model load proves
+        nothing, and one just after it may reach a worker whose first pull has not come back yet)."""
+        return [(p, log) for p, log in self.procs if p.poll() is None and _serving_since(log) <= time.time() - for_s]
+
+    def handed_back(self) -> list[float]:
+        """For each SIGTERMed worker that handed jobs back: seconds from the notice to its last hand-back."""
+        delays = []
+        for sent, log in self.sigterms:
+            stamps = [
+                float(m.group(1)) for m in map(HANDED_BACK.match, log.read_text(errors="replace").splitlines()) if m
+            ]
+            if stamps:  # a worker whose jobs all finished within the grace hands nothing back
+                delays.append(max(stamps) - sent)
+        return delays
 
     def preempt(self, rng: random.Random, sig: signal.Signals) -> None:
-        proc, log = rng.choice(self.serving())
+        proc, log = rng.choice(self.serving(SETTLED_S))
         self.kills[sig.name] += 1
         if sig == signal.SIGTERM:
             self.sigterms.append((time.time(), log))
@@ -118,16 +134,23 @@ async def test_every_request_gets_exactly_one_result_under_preemption(
             request_id=rid,
             tenant=unique,
             messages=[ChatMessage(role="user", content=f"Tell me about request {rid}")],
-            sampling=SamplingParams(max_tokens=rng.choice([8, 32, 128])),
+            sampling=SamplingParams(max_tokens=rng.choice([32, 128, 256])),
         )
         await client.publish(req)
     collect = asyncio.create_task(client.wait_all(unique, ids, timeout=840))
     # Random order, but both kinds of preemption always happen, spread over the run by progress (not by
     # the clock: how fast the pool drains depends on the machine), each while a worker is serving.
     notices = rng.sample([signal.SIGTERM, signal.SIGKILL] * (PREEMPTIONS // 2), PREEMPTIONS)
+    settled = functools.partial(workers.serving, SETTLED_S)
     for k in range(1, PREEMPTIONS + 1):
-        await _until(workers.serving, js, unique, done_at_least=REQUESTS * k // (PREEMPTIONS + 2))
+        await _until(settled, js, unique, done_at_least=REQUESTS * k // (PREEMPTIONS + 2))
         workers.preempt(rng, notices.pop())
+    for _ in range(EXTRA_SIGTERMS):
+        await asyncio.sleep(2)  # the last notice's hand-back, if any, is logged within a second
+        if workers.handed_back() or collect.done():
+            break
+        await _until(settled, js, unique, done_at_least=0)
+        workers.preempt(rng, signal.SIGTERM)
     await collect
     results = collect.result()
     await router.stop()
@@ -151,11 +174,14 @@ async def _until(ready: Callable[[], object], js: JetStreamContext, tenant: str,
 
 
 def _assert_sigterm_hand_back_within_a_second(workers: WorkerProcs) -> None:
-    delays = []
-    for sent, log in workers.sigterms:
-        lines = [HANDED_BACK.match(line) for line in log.read_text(errors="replace").splitlines()]
-        stamps = [float(m.group(1)) for m in lines if m]
-        if stamps:  # a worker with nothing in flight hands nothing back
-            delays.append(max(stamps) - sent)
+    delays = workers.handed_back()
     assert delays, "no SIGTERMed worker had a job in flight; the chaos run proved nothing about hand-back"
     assert max(delays) < 1.0, delays
+
+
+def _serving_since(log: Path) -> float:
+    """When the worker logged that it serves (its epoch-seconds stamp), or infinity if it has not yet."""
+    for line in log.read_text(errors="replace").splitlines():
+        if "serving pool" in line:
+            return float(line.split(" ", 1)[0])
+    return float("inf")
