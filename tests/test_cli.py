@@ -138,3 +138,22 @@ def _await_log(path: Path, needle: bytes, proc: subprocess.Popen[bytes], timeout
             return
         time.sleep(0.5)
     raise AssertionError(f"{needle!r} not in {path} after {timeout}s")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["publish", "hello", "--tenant", "demo"],
+        ["budget", "set", "--tenant", "demo", "--usd", "10", "--period", "month"],
+        ["python", "-m", "costwise.gateway", "keys", "create", "--tenant", "demo"],
+        ["python", "-m", "costwise.webhooks", "secret", "create", "--tenant", "demo"],
+        ["python", "-m", "costwise.webhooks", "replay", "--tenant", "demo"],
+    ],
+)
+def test_a_command_with_no_stack_to_talk_to_says_so_instead_of_hanging(argv: list[str]) -> None:
+    url = f"nats://127.0.0.1:{_free_port()}"  # nothing listens there
+    command = [sys.executable, *argv[1:]] if argv[0] == "python" else [*COSTWISE, *argv]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COSTWISE_")} | {"COSTWISE_NATS_URL": url}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"no NATS server answers at {url}" in done.stderr and "Traceback" not in done.stderr, done.stderr

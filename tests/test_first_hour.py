@@ -150,11 +150,13 @@ def test_every_readme_command_succeeds_on_make_up_in_a_fresh_clone(stack: Stack)
     watch = subprocess.Popen(
         ["./costwise", "watch", "--tenant", "demo"], cwd=stack.clone, env=stack.env, stdout=subprocess.PIPE, text=True
     )
-    for step in readme_steps(README.read_text()):
-        reader.do(step)
-    reader.finish()
-    watch.send_signal(signal.SIGINT)
-    watched = watch.communicate(timeout=30)[0]
+    try:
+        for step in readme_steps(README.read_text()):
+            reader.do(step)
+        reader.finish()
+    finally:
+        watch.send_signal(signal.SIGINT)
+        watched = watch.communicate(timeout=30)[0]
     assert watched.count('"type":"result.v1"') >= 3, watched  # every published result, as it landed
 
 

@@ -39,8 +39,10 @@ class Client:
         self._owns = owns_connection
 
     @classmethod
-    async def connect(cls, url: str) -> Client:
-        return cls(await connect(url, name="costwise-client"), owns_connection=True)
+    async def connect(cls, url: str, *, patient: bool = True) -> Client:
+        """A client on its own connection; ``patient=False`` (a one-shot command) gives up after ~2 s with
+        ``costwise.messaging.NatsUnreachable`` instead of waiting for a server forever."""
+        return cls(await connect(url, name="costwise-client", patient=patient), owns_connection=True)
 
     async def __aenter__(self) -> Client:
         return self

@@ -1,11 +1,11 @@
 """Messaging: connect, provision, publish with dedup + trace context, typed consumers, dead letters."""
 
 from ._completion import publish_completion, usage_event
-from ._connect import connect
+from ._connect import NatsUnreachable, connect
 from ._consume import Consumer, Refusal
 from ._current import ack_current, current_message, current_subject, forward_current, reject_current
 from ._dead_letter import file_dead_letter, give_up, send_error_result
-from ._lifecycle import Service, own_connection, run, run_until_signalled
+from ._lifecycle import Service, own_connection, run, run_command, run_until_signalled
 from ._provision import cap_key_value, ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
 from ._publish import MSG_ID, publish
 from ._requeue import requeue
@@ -16,6 +16,7 @@ __all__ = [
     "MSG_ID",
     "Consumer",
     "NatsServer",
+    "NatsUnreachable",
     "Refusal",
     "Service",
     "Slots",
@@ -40,6 +41,7 @@ __all__ = [
     "reject_current",
     "requeue",
     "run",
+    "run_command",
     "run_until_signalled",
     "send_error_result",
     "usage_event",

@@ -4,16 +4,23 @@ import logging
 
 import nats
 from nats.aio.client import Client
+from nats.errors import NoServersError
 
-__all__ = ["connect"]
+__all__ = ["NatsUnreachable", "connect"]
 
 log = logging.getLogger("costwise.messaging")
 
 
-async def connect(url: str, *, name: str) -> Client:
+class NatsUnreachable(ConnectionError):
+    """A one-shot command found no NATS server at its URL (a service would have kept trying)."""
+
+
+async def connect(url: str, *, name: str, patient: bool = True) -> Client:
     """Connect to NATS and keep reconnecting forever: a broker restart must not kill a service.
 
-    ``url`` may list several servers separated by commas (a cluster's seed list).
+    ``url`` may list several servers separated by commas (a cluster's seed list). One-shot commands (a CLI)
+    pass ``patient=False``: a few tries over about two seconds, then :class:`NatsUnreachable` naming the URL,
+    instead of a prompt that hangs in silence.
     """
 
     async def on_disconnect() -> None:
@@ -23,14 +30,19 @@ async def connect(url: str, *, name: str) -> Client:
         log.info("nats reconnected (%s)", name)
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats error (%s): %s", name, exc)
+        log.log(logging.WARNING if patient else logging.DEBUG, "nats error (%s): %s", name, exc)
 
-    return await nats.connect(
-        servers=[u.strip() for u in url.split(",")],
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-        error_cb=on_error,
-    )
+    try:
+        return await nats.connect(
+            servers=[u.strip() for u in url.split(",")],
+            name=name,
+            max_reconnect_attempts=-1 if patient else 3,
+            reconnect_time_wait=0.5,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            error_cb=on_error,
+        )
+    except NoServersError:
+        raise NatsUnreachable(
+            f"no NATS server answers at {url}: is `make up` running? (COSTWISE_NATS_URL or --nats says where)"
+        ) from None

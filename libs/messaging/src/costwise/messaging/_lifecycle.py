@@ -7,14 +7,14 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from nats.aio.client import Client
 
-from ._connect import connect
+from ._connect import NatsUnreachable, connect
 
-__all__ = ["Service", "own_connection", "run", "run_until_signalled"]
+__all__ = ["Service", "own_connection", "run", "run_command", "run_until_signalled"]
 
 
 class Service(Protocol):
@@ -69,6 +69,16 @@ def run(build: Callable[[], Awaitable[Service]], *, name: str) -> int:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_command(command: Coroutine[Any, Any, int], *, name: str) -> int:
+    """The shape of a one-shot command's ``main`` (a key, a secret, a budget): its exit status, or one line
+    on stderr and 1 when no NATS server answers (connect with ``patient=False``), not a traceback."""
+    try:
+        return asyncio.run(command)
+    except NatsUnreachable as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
 
 
 class _BadConfig(Exception):

@@ -10,6 +10,11 @@ __all__ = ["SettingsError", "load"]
 
 T = TypeVar("T", bound=msgspec.Struct)
 
+# Settings every process shares: ``COSTWISE_NATS_URL`` reaches each service's ``nats_url`` (and the CLI's
+# ``--nats``) unless the service's own variable says otherwise, so one export points every command at a stack.
+SHARED_PREFIX = "COSTWISE_"
+SHARED_FIELDS = frozenset({"nats_url"})
+
 
 class SettingsError(ValueError):
     """Bad configuration, with the environment variable that caused it named in the message."""
@@ -22,7 +27,7 @@ def _env_name(prefix: str, field: str) -> str:
 def load(kind: type[T], prefix: str, env: Mapping[str, str] | None = None) -> T:
     """Build ``kind`` from ``{PREFIX}{FIELD}`` environment variables; defaults fill the rest.
 
-    Values are parsed from strings (``"30"`` → 30, ``"true"`` → True; lists and dicts as JSON), then checked
+    A shared field (``nats_url``) falls back to ``COSTWISE_<FIELD>``. Values are parsed from strings (``"30"`` → 30, ``"true"`` → True; lists and dicts as JSON), then checked
     against the Struct's constraints. Any problem raises :class:`SettingsError` naming the variable,
     so a service fails at start with one clear line instead of deep inside a handler.
     """
@@ -30,6 +35,8 @@ def load(kind: type[T], prefix: str, env: Mapping[str, str] | None = None) -> T:
     raw: dict[str, Any] = {}
     for field in msgspec.structs.fields(kind):
         name = _env_name(prefix, field.encode_name)
+        if name not in env and field.encode_name in SHARED_FIELDS:
+            name = _env_name(SHARED_PREFIX, field.encode_name)
         if name in env:
             raw[field.encode_name] = _parse(env[name])
     try:

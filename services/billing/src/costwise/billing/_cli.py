@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import re
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import msgspec
 
 from costwise.budget import open_budgets
-from costwise.messaging import connect, provision, run
+from costwise.messaging import connect, provision, run, run_command
 from costwise.settings import load
 
 from ._html import render_html
@@ -99,7 +98,7 @@ def _report(settings: BillingSettings, args: argparse.Namespace) -> int:
 
 
 async def _budget(settings: BillingSettings, args: argparse.Namespace) -> int:
-    nc = await connect(settings.nats_url, name="billing-cli")
+    nc = await connect(settings.nats_url, name="billing-cli", patient=False)
     try:
         await provision(nc.jetstream())
         budgets = await open_budgets(nc.jetstream())
@@ -131,6 +130,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return _report(_settings(), args)
     if args.command == "budget":
-        return asyncio.run(_budget(_settings(), args))
+        return run_command(_budget(_settings(), args), name="costwise-billing")
     # Loading the settings inside run(): a bad one is one line and exit code 2, not a traceback.
     return run(_service, name="costwise-billing")

@@ -64,7 +64,7 @@ def _print(struct: msgspec.Struct) -> None:
 
 
 async def _client_command(args: argparse.Namespace) -> int:
-    async with await Client.connect(args.nats) as client:
+    async with await Client.connect(args.nats, patient=False) as client:
         if args.command == "publish":
             rid = await client.publish(
                 tenant=args.tenant,

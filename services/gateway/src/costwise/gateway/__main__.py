@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import sys
 
 import msgspec
 
-from costwise.messaging import run
+from costwise.messaging import connect, run, run_command
 from costwise.telemetry import setup
 
 from . import openapi
@@ -43,15 +43,17 @@ async def _serve() -> GatewayApp:
 
 
 async def _keys(args: argparse.Namespace) -> int:
-    try:
-        gateway = await build(load_settings())
-    except ValueError as exc:  # the same answer to bad configuration as ``run`` gives
-        print(f"{NAME}: {exc}", file=sys.stderr)
-        return 2
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            settings = load_settings()
+            nc = await connect(settings.nats_url, name=f"{NAME}-keys", patient=False)
+            stack.push_async_callback(nc.close)
+            gateway = await build(settings, nc=nc)
+        except ValueError as exc:  # the same answer to bad configuration as ``run`` gives
+            print(f"{NAME}: {exc}", file=sys.stderr)
+            return 2
+        stack.push_async_callback(gateway.close)
         return await _key_action(gateway, args)
-    finally:
-        await gateway.close()
 
 
 async def _key_action(gateway: GatewayApp, args: argparse.Namespace) -> int:
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {openapi.write()}")
         return 0
     if args.command == "keys":
-        return asyncio.run(_keys(args))
+        return run_command(_keys(args), name=NAME)
     return run(_serve, name=NAME)
 
 

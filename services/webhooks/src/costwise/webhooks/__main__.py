@@ -11,11 +11,10 @@ and rotate print the new ``whsec_…`` once; ``rotate --previous-ttl S`` retires
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
-from costwise.messaging import connect, ensure_streams, run
+from costwise.messaging import connect, ensure_streams, run, run_command
 from costwise.settings import load
 from costwise.telemetry import setup
 
@@ -34,7 +33,7 @@ async def serve() -> Webhooks:
 
 
 async def replay_command(settings: WebhooksSettings, tenant: str, request_id: str | None) -> int:
-    nc = await connect(settings.nats_url, name="webhooks-replay")
+    nc = await connect(settings.nats_url, name="webhooks-replay", patient=False)
     try:
         await ensure_streams(nc.jetstream())
         queued = await replay(nc.jetstream(), tenant, request_id, ack_wait_s=settings.ack_wait_s)
@@ -61,12 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "secret":
         settings = load(WebhooksSettings, "COSTWISE_WEBHOOKS_")
-        return asyncio.run(
-            secret_command(settings, args.action, args.tenant, previous=args.previous, previous_ttl_s=args.previous_ttl)
+        return run_command(
+            secret_command(
+                settings, args.action, args.tenant, previous=args.previous, previous_ttl_s=args.previous_ttl
+            ),
+            name="costwise-webhooks",
         )
     if args.command == "replay":
         settings = load(WebhooksSettings, "COSTWISE_WEBHOOKS_")
-        return asyncio.run(replay_command(settings, args.tenant, args.request_id))
+        return run_command(replay_command(settings, args.tenant, args.request_id), name="costwise-webhooks")
     return run(serve, name="costwise-webhooks")
 
 

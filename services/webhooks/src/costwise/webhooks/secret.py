@@ -26,7 +26,7 @@ async def secret_command(
     previous_ttl_s: float | None = None,
 ) -> int:
     """Run one secret command; prints a new secret once (stdout) and nothing secret otherwise. Exit status."""
-    nc = await connect(settings.nats_url, name="webhooks-secret")
+    nc = await connect(settings.nats_url, name="webhooks-secret", patient=False)
     try:
         js = nc.jetstream()
         await ensure_key_value(js, WEBHOOK_SECRETS)
