@@ -85,23 +85,35 @@ class Stack:
             time.sleep(1)
 
     def sh(self, command: str, **env: str) -> str:
-        done = subprocess.run(
-            ["bash", "-c", command],
-            cwd=self.clone,
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, f"{command!r} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-        return done.stdout
+        code, out, err = _run(["bash", "-c", command], cwd=self.clone, env={**self.env, **env})
+        assert code == 0, f"{command!r} failed ({code}):\n{out}\n{err}"
+        return out
 
     def python(self, program: str) -> str:
-        done = subprocess.run(
-            ["./costwise", "python", "-"], input=program, cwd=self.clone, env=self.env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, f"the README's program failed:\n{program}\n{done.stdout}\n{done.stderr}"
-        return done.stdout
+        code, out, err = _run(["./costwise", "python", "-"], cwd=self.clone, env=self.env, stdin=program)
+        assert code == 0, f"the README's program failed:\n{program}\n{out}\n{err}"
+        return out
+
+
+def _run(argv: list[str], *, cwd: Path, env: dict[str, str], stdin: str | None = None) -> tuple[int, str, str]:
+    """Run a command in a session of its own: one that hangs is killed with everything it started."""
+    with subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(stdin, timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            err += "\n(killed after 300 s)"
+        return proc.returncode, out, err
 
 
 @pytest.fixture(scope="module")
