@@ -221,7 +221,7 @@ class Reader:
             assert out.startswith("ok "), out  # print(result.status, result.output.text)
 
     def _fill(self, command: str) -> str:
-        command = re.sub(r"\[([^\]]*)\]", r"\1", command)  # the optional parts, included
+        command = re.sub(r"\[(--[^\]]*)\]", r"\1", command)  # the optional options, included
         command = command.replace("--request-id R", f"--request-id {self.first_request_id}")
         command = command.replace(README_KEY_ID, self.key_id).replace(README_GATEWAY, self.stack.gateway)
         return command.replace(README_NATS, self.stack.nats)
