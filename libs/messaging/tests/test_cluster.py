@@ -16,6 +16,7 @@ async def test_r3_streams_survive_the_loss_of_the_stream_leader(nats_cluster: Na
     nc = await connect(",".join(nats_cluster.urls), name="cluster-test")
     js = nc.jetstream()
     await ensure_streams(js, replicas=3)
+    await ensure_streams(js)  # what each service does at start, at its default of one replica
     subject = subjects.requests(unique)
 
     def req(i: int) -> InferenceRequest:

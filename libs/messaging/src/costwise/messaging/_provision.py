@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable
 
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -34,7 +35,8 @@ def _stream_config(spec: StreamSpec, replicas: int) -> StreamConfig:
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1, wait_s: float = 15) -> None:
-    """Create ``spec``'s stream or update it to match; retries while a fresh cluster elects its leader."""
+    """Create ``spec``'s stream or update it to match (never to fewer replicas than it has); retries while a
+    fresh cluster elects its leader."""
     config = _stream_config(spec, replicas)
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
@@ -43,7 +45,10 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
             return
         except APIError as exc:
             if exc.err_code == 10058:  # stream name already in use with a different config
-                await js.update_stream(config)
+                # Every service provisions at start: one asking for fewer replicas than an operator's R3
+                # provisioning made must not scale the stream down.
+                current = (await js.stream_info(spec.name)).config.num_replicas or 1
+                await js.update_stream(dataclasses.replace(config, num_replicas=max(replicas, current)))
                 return
             if not _retryable(exc) or asyncio.get_running_loop().time() > deadline:
                 raise

@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         help="set or show a tenant's or an API key's budget (python -m costwise.billing budget --help)",
         add_help=False,
     )
+    sub.add_parser(
+        "nats-config", help="print the nats.conf accounts section (costwise nats-config --help)", add_help=False
+    )
     up = sub.add_parser("up", help="run the embedded stack (nats-server + every service) until Ctrl-C")
     up.add_argument("--data-dir", default=os.environ.get("COSTWISE_DATA_DIR", "var"))
     up.add_argument("--port", type=int, default=4222)
@@ -90,6 +93,10 @@ async def _client_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["nats-config"]:
+        from ._nats_config import main as nats_config
+
+        return nats_config(argv[1:])
     if argv[:1] in (["report"], ["budget"]):
         return subprocess.call([sys.executable, "-m", "costwise.billing", *argv])
     args = _parser().parse_args(argv)
