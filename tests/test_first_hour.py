@@ -180,6 +180,7 @@ class Reader:
         self.first_request_id = ""
         self.key, self.key_id = "", ""
         self.deferred: list[Step] = []
+        self.last_program = ""
 
     def do(self, step: Step) -> None:
         if step.kind == "python":
@@ -212,6 +213,9 @@ class Reader:
             assert json.loads(out)["choices"][0]["message"]["content"], out
 
     def _python(self, program: str) -> None:
+        if not re.search(r"^(import|from) ", program, flags=re.M):  # it goes on from the block before it
+            program = self.last_program + program
+        self.last_program = program
         program = program.replace(README_NATS, self.stack.nats).replace(README_GATEWAY, self.stack.gateway)
         if "api_key=KEY" in program:
             program = f"KEY = {self.key!r}\n{program}"
