@@ -127,3 +127,11 @@ def test_cost_ceiling_filters_dear_backends_and_counts_what_was_spent() -> None:
     assert isinstance(refusal, Refusal) and refusal.code == ErrorCode.COST_CEILING_EXCEEDED
     refusal = _pick(_req(cost_ceiling_usd=0.01), spent_usd=0.01)
     assert isinstance(refusal, Refusal) and refusal.code == ErrorCode.COST_CEILING_EXCEEDED
+
+
+def test_an_idle_pool_is_not_timed_as_if_its_batch_were_full() -> None:
+    # 64 tokens at 800/s alone is 0.08 s; sharing a full batch of 4 it is 0.32 s.
+    assert _name(_pick(_req(deadline_ms=NOW_MS + 200))) == "spot"
+    full = Load(present=True, in_flight=4, idle_pulls=0)
+    refusal = _pick(_req(deadline_ms=NOW_MS + 200), {"spot": full, "on-demand": full}, exclude={"api"})
+    assert isinstance(refusal, Refusal) and refusal.code == ErrorCode.DEADLINE_EXCEEDED

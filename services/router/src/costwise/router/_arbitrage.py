@@ -31,11 +31,14 @@ def _slots(backend: Backend) -> int:
 
 
 def estimated_seconds(backend: Backend, usage: Usage, load: Load) -> float:
-    """Queue wait plus generation time, from the backend's measured speed and its current backlog."""
+    """Queue wait plus generation time, from the backend's measured speed, its occupancy and its backlog."""
     if isinstance(backend, WorkerPool):
-        # decode_tokens_per_s is the whole batch's: one stream of a full batch gets a max_in_flight-th of it.
+        # decode_tokens_per_s is a full batch's: a new stream shares it with the ones already running. Assuming
+        # a full batch always (a max_in_flight-th each) made an idle pool look 16x slower than it is, so a 30 s
+        # deadline refused a 256-token answer that takes a few seconds.
+        sharing = min(backend.max_in_flight, load.in_flight + 1)
         one_job = usage.prompt_tokens / backend.prefill_tokens_per_s + usage.completion_tokens * (
-            backend.max_in_flight / backend.decode_tokens_per_s
+            sharing / backend.decode_tokens_per_s
         )
     else:
         one_job = usage.completion_tokens / backend.tokens_per_s
