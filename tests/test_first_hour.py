@@ -163,7 +163,7 @@ def test_every_readme_command_succeeds_on_make_up_in_a_fresh_clone(stack: Stack)
         ["./costwise", "watch", "--tenant", "demo"], cwd=stack.clone, env=stack.env, stdout=subprocess.PIPE, text=True
     )
     try:
-        for step in readme_steps(README.read_text()):
+        for step in readme_steps((stack.clone / "README.md").read_text()):  # the clone's, as its reader sees it
             reader.do(step)
         reader.finish()
     finally:
@@ -195,7 +195,8 @@ class Reader:
     def finish(self) -> None:
         for step in self.deferred:
             self._sh(step)
-        curl = next(s.text for s in readme_steps(README.read_text()) if s.text.startswith("curl"))
+        readme = (self.stack.clone / "README.md").read_text()
+        curl = next(s.text for s in readme_steps(readme) if s.text.startswith("curl"))
         revoked = self.stack.sh(self._fill(curl), KEY=self.key)
         assert "error" in json.loads(revoked), f"the revoked key still works: {revoked}"
 
