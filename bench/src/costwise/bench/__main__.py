@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     replay.set_defaults(
         module="cache_replay", call=lambda run, a: run(a.queries, a.requests, a.zipf, a.seed, a.text_col, a.label_col)
     )
+    importlib.import_module(".workload", __package__).add_parser(sub)  # its options live with it
     router_eval = sub.add_parser("router-eval", help="learned router + cascade on labelled outcomes (held-out split)")
     router_eval.add_argument("--data", type=Path, required=True, help="a CSV file or a folder of them")
     router_eval.add_argument("--format", default="routellm", choices=["routellm"])

@@ -9,7 +9,6 @@ go through the semantic path (embedding, Qdrant Edge, verifier) exactly as the s
 from __future__ import annotations
 
 import asyncio
-import csv
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,29 +16,20 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from costwise.bench.data_sources import read_labelled, zipf_probs
 from costwise.cache import CachedAnswer, EdgeIndex, Probe, SemanticCache, load_semantic
 from costwise.contracts import ChatMessage, InferenceRequest, Output, Usage
 
 _TENANT, _SCOPE, _FOREVER_MS = "replay", "faq", 2**52
 
 
-def _read(path: Path, text_col: str | None, label_col: str | None) -> list[tuple[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        text = text_col or ("text" if "text" in fields else "utterance")
-        label = label_col or ("category" if "category" in fields else "intent")
-        return sorted({(row[text].strip(), row[label]) for row in reader if row[text].strip()})
-
-
 async def run(
     path: Path, requests: int, zipf_s: float, seed: int, text_col: str | None, label_col: str | None
 ) -> dict[str, Any]:
-    queries = _read(path, text_col, label_col)
+    queries = read_labelled(path, text_col, label_col)
     rng = np.random.default_rng(seed)
     rng.shuffle(queries)  # type: ignore[arg-type]
-    weights = 1.0 / np.arange(1, len(queries) + 1) ** zipf_s
-    stream = rng.choice(len(queries), size=requests, p=weights / weights.sum())
+    stream = rng.choice(len(queries), size=requests, p=zipf_probs(len(queries), zipf_s))
     with tempfile.TemporaryDirectory(prefix="costwise-replay-") as tmp:
         semantic = await asyncio.to_thread(load_semantic, EdgeIndex.open(Path(tmp) / "index"))
         try:
