@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -104,6 +104,26 @@ def _result(tenant: str, rid: str, source: str, tokens: tuple[int, int], *, minu
     )
 
 
+def cache_event(
+    tenant: str, rid: str, kind: str, *, minute: int = 0, seconds: float = 0.0036, **extra: object
+) -> UsageEvent:
+    """What the cache publishes for ``rid``: a semantic lookup that served nothing, or a hit reported wrong."""
+    return UsageEvent(
+        request_id=rid,
+        job_id=rid,
+        tenant=tenant,
+        pool="cache",
+        worker_id="",
+        spot=False,
+        model="",
+        usage=Usage(),
+        engine_s=seconds if kind == "cache_lookup" else 0.0,
+        ts_ms=_T0 + minute * 60_000,
+        api_key_id=str(extra["key"]) if "key" in extra else None,
+        kind=kind,  # type: ignore[arg-type]
+    )
+
+
 def every_lever_traffic(tenant: str) -> Traffic:
     """Ten requests that between them pull every lever (and one failure and one still in flight); three came
     in with API keys (k1 twice, k2 once), one was resumed after preemption (its re-prefill is billed)."""
@@ -120,6 +140,8 @@ def every_lever_traffic(tenant: str) -> Traffic:
         u(tenant, "retry", "small-spot", (230, 40), attempt=2, minute=7, recomputed=230 + 30),
         u(tenant, "failed", "small-spot", (100, 7), minute=8),
         u(tenant, "inflight", "small-on-demand", (90, 9), minute=9),
+        cache_event(tenant, "ondemand", "cache_lookup", minute=2, key="k1"),  # missed the semantic cache first
+        cache_event(tenant, "semantic", "cache_wrong_hit", minute=12),  # its hit was reported wrong
     ]
     results = [
         r(tenant, "spot", "engine", (400, 120), minute=1, pool="small-spot", key="k1"),
@@ -134,6 +156,12 @@ def every_lever_traffic(tenant: str) -> Traffic:
         r(tenant, "semantic", "cache_semantic", (420, 110), minute=11),
     ]
     return usage, results
+
+
+@pytest.fixture(name="cache_event")
+def cache_event_builder() -> Callable[..., UsageEvent]:
+    """:func:`cache_event`, for test modules (conftest cannot be imported under importlib)."""
+    return cache_event
 
 
 @pytest.fixture

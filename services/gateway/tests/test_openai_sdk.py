@@ -106,16 +106,6 @@ async def test_no_result_before_the_clients_timeout_is_504_and_can_be_polled(
     assert polled["status"] == "queued"  # type: ignore[index]
 
 
-async def test_streaming_is_a_clear_400(base_url: str, tenant_key: tuple[str, str]) -> None:
-    _, key = tenant_key
-    with pytest.raises(openai.BadRequestError) as caught:
-        await sdk(base_url, key).chat.completions.create(
-            model="auto", messages=[{"role": "user", "content": "x"}], stream=True
-        )
-    assert caught.value.code == "streaming_unsupported"
-    assert "streaming is not supported yet" in caught.value.message
-
-
 async def test_an_idempotency_key_replays_its_answer_and_refuses_another_prompt(
     base_url: str, tenant_key: tuple[str, str], js: JetStreamContext
 ) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "CacheHit",
     "CacheInvalidation",
     "CachePolicy",
+    "CacheWrongHit",
     "ChatMessage",
     "Checkpoint",
     "Completion",
@@ -32,6 +33,7 @@ __all__ = [
     "Output",
     "Result",
     "SamplingParams",
+    "StreamDelta",
     "Usage",
     "UsageEvent",
     "WebhookFailed",
@@ -109,6 +111,9 @@ class InferenceRequest(_Wire, frozen=True, kw_only=True, tag="inference_request.
     api_key_id: Token | None = None
     """Public id of the API key the request came in with (never the secret): the gateway sets it from the
     authenticated key; a publisher on the queue may set its own. Budgets and the ledger are kept per key."""
+    stream: bool = False
+    """Publish the answer's tokens as :class:`StreamDelta` messages on ``subjects.deltas(tenant, request_id)``
+    while they are generated. The :class:`Result` is published exactly as without it."""
 
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +128,9 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     first_token_ms: EpochMs | None = None
     recomputed_tokens: NonNegInt = 0
     """Prompt tokens earlier resumes of this job prefilled again (a job preempted more than once)."""
+    streamed_tokens: NonNegInt | None = None
+    """For a streamed job: how many of ``token_ids`` its stream carried (a step ending inside a character waits
+    for the next), so the resuming worker's first :class:`StreamDelta` starts there. ``None``: all of them."""
 
 
 class Job(_Wire, frozen=True, kw_only=True, tag="job.v1"):
@@ -273,6 +281,11 @@ class UsageEvent(_Wire, frozen=True, kw_only=True, tag="usage_event.v1"):
     recomputed_prompt_tokens: NonNegInt = 0
     """Tokens this job prefilled again because it resumed from a checkpoint (prompt + checkpointed output, per
     resume): engine work on top of ``usage``, billed at the input price."""
+    kind: Literal["job", "cache_lookup", "cache_wrong_hit"] = "job"
+    """What the event records: a job attempt (``job``); the cache's semantic lookup for a request it then did not
+    answer (``cache_lookup``: ``engine_s`` = the seconds it measured, ``pool`` = ``cache``; billed to the tenant as
+    the cache's overhead); or that a cache hit was reported wrong (``cache_wrong_hit``: nothing consumed, the
+    report counts them). ``job_id`` is then the request id."""
 
 
 class DeadLetter(_Wire, frozen=True, kw_only=True, tag="dead_letter.v1"):
@@ -331,3 +344,42 @@ class CacheInvalidation(_Wire, frozen=True, kw_only=True, tag="cache_invalidatio
     """The request whose answer to forget (as in :attr:`CacheHit.cached_request_id`); ``None`` forgets
     every answer of ``tenant``."""
     reason: Annotated[str, Meta(max_length=256)] = ""
+
+
+class CacheWrongHit(_Wire, frozen=True, kw_only=True, tag="cache_wrong_hit.v1"):
+    """A cache hit served a wrong answer (``subjects.cache_control(tenant)``, beside :class:`CacheInvalidation`).
+
+    The cache forgets the entry that served ``request_id`` (its result's :attr:`CacheHit.cached_request_id`),
+    records the pair for ``tenant`` and, for a semantic hit, raises that tenant's similarity floor above it.
+    A request that was no cache hit, or is unknown, is refused.
+    """
+
+    tenant: Token
+    request_id: RequestId
+    """The request the wrong hit answered (not the cached one)."""
+    reason: Annotated[str, Meta(max_length=256)] = ""
+
+
+class StreamDelta(_Wire, frozen=True, kw_only=True, tag="stream_delta.v1"):
+    """Tokens of a streamed request as they are generated (core NATS, ``subjects.deltas(tenant, request_id)``).
+
+    A delta covers the answer's tokens ``[offset, offset + tokens)`` and ``text`` is exactly what they add to
+    the decoded answer, so concatenating the deltas in offset order gives the result's text. A job resumed from a
+    checkpoint continues where the stream got to (:attr:`Checkpoint.streamed_tokens`); a regenerated one starts
+    at 0 again, so a reader drops offsets it has seen and treats a jump as a gap (the :class:`Result`, which
+    always follows, has the whole text).
+    """
+
+    request_id: RequestId
+    tenant: Token
+    offset: NonNegInt
+    """Token offset of this delta's first token in the answer."""
+    text: str
+    tokens: NonNegInt
+    """How many tokens this delta covers (several when the engine produced them in one step)."""
+    model: str = ""
+    final: bool = False
+    """The generation ended with this delta (the request's result follows; a cascade may still escalate)."""
+    finish_reason: Literal["stop", "length", "abort"] | None = None
+    error: ErrorInfo | None = None
+    """This attempt failed mid-stream; the request may still fail over. The result is the authority."""

@@ -19,6 +19,8 @@ WIRE_TYPES: tuple[type[msgspec.Struct], ...] = (
     messages.UsageEvent,
     messages.DeadLetter,
     messages.CacheInvalidation,
+    messages.CacheWrongHit,
+    messages.StreamDelta,
     messages.WebhookFailed,
 )
 

@@ -22,6 +22,7 @@ __all__ = [
     "BUDGETS",
     "CACHE_CONTROL",
     "CACHE_EXACT",
+    "CACHE_FEEDBACK",
     "CACHE_PENDING",
     "CACHE_REQUESTS",
     "CACHE_RESULTS",
@@ -52,6 +53,7 @@ __all__ = [
     "completions",
     "dead_letters",
     "dedup_id",
+    "deltas",
     "jobs",
     "matches",
     "payload_type",
@@ -152,6 +154,12 @@ def results(tenant: str, request_id: str) -> str:
     return f"{PREFIX}.results.{tenant}.{request_id}"
 
 
+def deltas(tenant: str, request_id: str) -> str:
+    """Where a worker publishes the :class:`StreamDelta` messages of a streamed request: core NATS, captured by no
+    stream (a reader subscribes before it publishes the request; the result carries the whole text anyway)."""
+    return f"{PREFIX}.deltas.{tenant}.{request_id}"
+
+
 def tenant_results(tenant: str) -> str:
     """Wildcard over every result of ``tenant``."""
     return f"{PREFIX}.results.{tenant}.>"
@@ -163,7 +171,7 @@ def usage(tenant: str) -> str:
 
 
 def cache_control(tenant: str) -> str:
-    """Where a :class:`CacheInvalidation` for ``tenant`` is published."""
+    """Where a :class:`CacheInvalidation` or a :class:`CacheWrongHit` for ``tenant`` is published."""
     return f"{PREFIX}.control.cache.{tenant}"
 
 
@@ -263,9 +271,13 @@ ROUTER_HEADS = KeyValueSpec(bucket="costwise-router-heads", max_age_s=90 * 24 * 
 # ``python -m costwise.webhooks secret …``, read by the webhooks service when signing and by the gateway when a
 # request names a callback. Unlike API keys they are stored as they are (an HMAC key must be known to sign).
 WEBHOOK_SECRETS = KeyValueSpec(bucket="costwise-webhook-secrets", max_age_s=0, max_value_size=8 << 10)
+# Wrong-hit feedback per tenant (``<tenant>.hit.<id>`` what a semantic hit matched, ``<tenant>.wrong.<id>`` the
+# reported pairs, ``<tenant>.floor`` the tenant's similarity floor); only the cache reads it.
+CACHE_FEEDBACK = KeyValueSpec(bucket="costwise-cache-feedback", max_age_s=90 * 24 * 3600, max_value_size=64 << 10)
 ALL_KEY_VALUES = (
     CACHE_EXACT,
     CACHE_PENDING,
+    CACHE_FEEDBACK,
     GATEWAY_KEYS,
     GATEWAY_REQUESTS,
     BUDGETS,

@@ -5,6 +5,7 @@ import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
 
+import msgspec
 from nats.aio.client import Client as Nats
 from nats.js.api import DeliverPolicy
 
@@ -21,6 +22,8 @@ from costwise.contracts import (
     subjects,
 )
 from costwise.messaging import connect, publish
+
+from ._stream import Delta, DeltaStream
 
 __all__ = ["Client", "new_request_id"]
 
@@ -70,17 +73,7 @@ class Client:
         Publishing the same request id twice is safe: the stream keeps one copy (idempotency key).
         """
         if request is None:
-            if tenant is None or prompt is None:
-                raise ValueError("give a request, or a tenant and a prompt")
-            request = InferenceRequest(
-                request_id=request_id or new_request_id(),
-                tenant=tenant,
-                model=model,
-                messages=[ChatMessage(role="user", content=prompt)],
-                sampling=SamplingParams(max_tokens=max_tokens),
-                callback_url=callback_url,
-                created_ms=now_ms(),
-            )
+            request = _request(tenant, prompt, model, max_tokens, request_id, callback_url)
         # Struct constructors do not check constraints; a bad tenant would even change the subject.
         data = encode(request)
         try:
@@ -94,6 +87,38 @@ class Client:
             msg_id=subjects.dedup_id(request.tenant, request.request_id),
         )
         return request.request_id
+
+    async def stream(
+        self,
+        request: InferenceRequest | None = None,
+        *,
+        tenant: str | None = None,
+        prompt: str | None = None,
+        model: str = "auto",
+        max_tokens: int = 256,
+        request_id: str | None = None,
+        timeout: float = 60.0,
+    ) -> AsyncIterator[Delta]:
+        """Publish a request with ``stream=True`` and yield its answer's pieces as they are generated; the last
+        :class:`Delta` carries the :class:`Result` (and ``error`` when it failed).
+
+        >>> async for delta in client.stream(tenant="acme", prompt="Tell me a story"):
+        ...     print(delta.text, end="", flush=True)
+        """
+        if request is None:
+            request = _request(tenant, prompt, model, max_tokens, request_id, None)
+        request = msgspec.structs.replace(request, stream=True)
+        deltas = await self.open_deltas(request.tenant, request.request_id)  # before publishing: core NATS
+        try:
+            await self.publish(request)
+            async for delta in deltas.follow(self.result(request.tenant, request.request_id, timeout=timeout)):
+                yield delta
+        finally:
+            await deltas.close()
+
+    async def open_deltas(self, tenant: str, request_id: str) -> DeltaStream:
+        """Subscribe to one request's deltas; do it before publishing the request (close it when done)."""
+        return await DeltaStream.open(self._nc, tenant, request_id)
 
     async def invalidate(self, tenant: str, cached_request_id: str | None = None, *, reason: str = "") -> None:
         """Make the cache forget the answer ``cached_request_id`` produced, or every answer of ``tenant``.
@@ -152,3 +177,24 @@ class Client:
             missing = len(request_ids) - len(found)
             raise TimeoutError(f"{missing} of {len(request_ids)} results missing after {timeout}s") from None
         return found
+
+
+def _request(
+    tenant: str | None,
+    prompt: str | None,
+    model: str,
+    max_tokens: int,
+    request_id: str | None,
+    callback_url: str | None,
+) -> InferenceRequest:
+    if tenant is None or prompt is None:
+        raise ValueError("give a request, or a tenant and a prompt")
+    return InferenceRequest(
+        request_id=request_id or new_request_id(),
+        tenant=tenant,
+        model=model,
+        messages=[ChatMessage(role="user", content=prompt)],
+        sampling=SamplingParams(max_tokens=max_tokens),
+        callback_url=callback_url,
+        created_ms=now_ms(),
+    )

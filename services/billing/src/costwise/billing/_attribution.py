@@ -4,7 +4,9 @@ The chain for a request answered by a model is
 ``baseline → (routing) → tier reference → (provider) → unquantized → (quantization) → on demand → (spot) → tokens
 at the actual price → (+ re-prefill after resumes) → actual``,
 each level a sum of integer nano-dollars stored on the ledger lines, so the parts add up to
-``baseline - actual`` exactly (a telescoping sum). A cache hit replaces the whole chain with one lever.
+``baseline - actual`` exactly (a telescoping sum). A cache hit replaces the whole chain with one lever. A request
+the semantic cache looked up and did not answer paid for that lookup (``overhead``): it is part of its actual
+cost and counts against the semantic cache's lever, so that lever is net of its own cost.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class RequestCost(msgspec.Struct, frozen=True, kw_only=True):
 
 def attribute(t: RequestTotals) -> RequestCost:
     """The attribution of one request from its summed lines (attempts and, once it arrived, its result)."""
-    actual = t.amount_nusd + t.recompute_nusd + t.result_amount_nusd
+    actual = t.amount_nusd + t.recompute_nusd + t.result_amount_nusd + t.overhead_nusd
     savings = dict.fromkeys(LEVERS, 0)
     if t.source in _CACHE:
         baseline = t.result_baseline_nusd
@@ -51,6 +53,7 @@ def attribute(t: RequestTotals) -> RequestCost:
         savings["quantization"] = t.unquantized_nusd - t.on_demand_nusd
         savings["spot"] = t.on_demand_nusd - t.amount_nusd
         savings["resume_prefill"] = -t.recompute_nusd
+        savings["cache_semantic"] = -t.overhead_nusd
     return RequestCost(
         tenant=t.tenant,
         request_id=t.request_id,

@@ -25,7 +25,7 @@ class Line(msgspec.Struct, frozen=True, kw_only=True):
     """One cost line as stored (see ``_schema.LEDGER`` for what each column means)."""
 
     key: str
-    kind: Literal["attempt", "recompute", "result"]
+    kind: Literal["attempt", "recompute", "result", "overhead", "wrong_hit"]
     tenant: str
     request_id: str
     job_id: str = ""
@@ -71,6 +71,8 @@ class RequestTotals(msgspec.Struct, frozen=True, kw_only=True):
     result_amount_nusd: int
     result_baseline_nusd: int
     result_ms: int | None
+    overhead_nusd: int = 0
+    """What the cache's semantic lookup cost when it served nothing (the request then went to a model)."""
 
 
 class RouteTotals(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +124,7 @@ def _totals_query(scope: Scope, requests: Sequence[tuple[str, str]] | None) -> s
         _sum(c.amount_nusd, "result").label("result_amount_nusd"),
         _sum(c.baseline_nusd, "result").label("result_baseline_nusd"),
         sa.cast(_of_result(c.ts_ms), sa.BigInteger).label("result_ms"),
+        _sum(c.amount_nusd, "overhead").label("overhead_nusd"),
     ).group_by(c.tenant, c.request_id)
     if requests is not None:
         # Per tenant, not a row-value IN: SQLite scans the whole index for that; this is index lookups.
@@ -229,6 +232,13 @@ class Ledger:
         with self.engine.connect() as conn:
             routes = [RouteTotals(**row) for row in conn.execute(query).mappings()]
         return sorted(routes, key=lambda r: (r.backend, r.stage))  # in Python: collations differ per database
+
+    def wrong_hits(self, scope: Scope = EVERYTHING) -> dict[str, int]:
+        """Cache hits reported wrong, per tenant (one ``wrong_hit`` line per reported request)."""
+        query = sa.select(LEDGER.c.tenant, sa.cast(sa.func.count(), sa.BigInteger)).where(LEDGER.c.kind == "wrong_hit")
+        with self.engine.connect() as conn:
+            rows = conn.execute(scope.where(query).group_by(LEDGER.c.tenant)).all()
+        return {tenant: int(n) for tenant, n in sorted(rows)}
 
     def tenants(self) -> list[str]:
         with self.engine.connect() as conn:

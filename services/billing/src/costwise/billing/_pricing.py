@@ -61,9 +61,11 @@ class Pricer:
         semantic_hit_usd: Decimal,
         tenants: frozenset[str],
         cpu_usd_per_hour: Decimal = Decimal("0.05"),
+        semantic_lookup_usd: Decimal = Decimal("0.000000044"),
     ) -> None:
         self.catalog = catalog
         self.hit_usd = {"cache_exact": exact_hit_usd, "cache_semantic": semantic_hit_usd}
+        self.lookup_usd = semantic_lookup_usd
         self.tenants = tenants
         self.cpu_usd_per_hour = cpu_usd_per_hour
 
@@ -90,7 +92,10 @@ class Pricer:
         return next((b for b in members if isinstance(b, WorkerPool)), members[0])
 
     def usage(self, event: UsageEvent) -> list[Line]:
-        """The ledger lines of one usage event: its attempt, and what re-prefilling after a resume cost."""
+        """The ledger lines of one usage event: its attempt, and what re-prefilling after a resume cost (or the
+        cache's line: a semantic lookup that served nothing, a hit reported wrong)."""
+        if event.kind != "job":
+            return [self.cache_event(event)]
         line = self.attempt(event)
         if not event.recomputed_prompt_tokens:
             return [line]
@@ -151,6 +156,39 @@ class Pricer:
             ts_ms=event.ts_ms,
             api_key_id=event.api_key_id,
         )
+
+    def cache_event(self, event: UsageEvent) -> Line:
+        """A semantic lookup that served nothing (``overhead``: its measured seconds at the CPU's $/h, or the
+        configured cost of a lookup) or a hit reported wrong (``wrong_hit``: no amount, the report counts it)."""
+        self._check_tenant(event.tenant)
+        wrong = event.kind == "cache_wrong_hit"
+        amount, basis = (0, "cache hit reported wrong") if wrong else self._lookup(event.engine_s)
+        return Line(
+            key="|".join(("w" if wrong else "o", event.tenant, event.request_id)),
+            kind="wrong_hit" if wrong else "overhead",
+            tenant=event.tenant,
+            request_id=event.request_id,
+            job_id=event.job_id,
+            backend=_text(event.pool, _NAME_CHARS),
+            model=_text(event.model, _MODEL_CHARS),
+            source="" if wrong else "cache_semantic",
+            status="ok",
+            engine_us=round(max(event.engine_s, 0.0) * 1e6),
+            basis=basis,
+            amount_nusd=amount,
+            on_demand_nusd=amount,
+            unquantized_nusd=amount,
+            tier_nusd=amount,
+            ts_ms=event.ts_ms,
+            api_key_id=event.api_key_id,
+        )
+
+    def _lookup(self, seconds: float) -> tuple[int, str]:
+        if seconds <= 0:
+            return nusd(self.lookup_usd), "semantic cache lookup that served nothing (configured cost)"
+        measured = Decimal(repr(seconds))
+        amount = nusd(measured * self.cpu_usd_per_hour / _SECONDS_PER_HOUR)
+        return amount, f"semantic cache lookup that served nothing: {measured:.6f} CPU-s at ${self.cpu_usd_per_hour}/h"
 
     def _baseline(self, usage: Usage) -> int:
         return nusd(self.catalog.baseline_price.cost(usage))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 
 import msgspec
@@ -57,6 +57,10 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     cost_per_query_nusd: int
     """Actual cost of the finished requests over their number (in-flight ones are not queries yet)."""
     baseline_per_query_nusd: int
+    cache_overhead_nusd: int = 0
+    """What semantic lookups that served nothing cost (already netted from the semantic cache's lever)."""
+    wrong_hits: dict[str, int] = {}
+    """Cache hits reported wrong (``costwise cache wrong``), per tenant."""
 
 
 def usd(nano: int | Decimal) -> Decimal:
@@ -68,11 +72,16 @@ def ledger_report(
 ) -> Report:
     """The report of ``tenant`` (or everyone; or one API key) from ``since_ms`` on; the database does the summing."""
     scope = Scope(tenant=tenant, api_key_id=api_key_id, since_ms=since_ms)
-    return build_report(ledger.request_totals(scope), ledger.route_totals(scope), scope)
+    return build_report(ledger.request_totals(scope), ledger.route_totals(scope), scope, ledger.wrong_hits(scope))
 
 
-def build_report(totals: Sequence[RequestTotals], routing: Sequence[RouteTotals], scope: Scope) -> Report:
-    """The report from per-request totals and the routing mix."""
+def build_report(
+    totals: Sequence[RequestTotals],
+    routing: Sequence[RouteTotals],
+    scope: Scope,
+    wrong_hits: Mapping[str, int] | None = None,
+) -> Report:
+    """The report from per-request totals, the routing mix and the wrong hits reported per tenant."""
     costs = [attribute(t) for t in totals]
     finished = [c for c in costs if c.status != "open"]
     bucket = _HOUR_MS if _span_ms(costs) <= 2 * _DAY_MS else _DAY_MS
@@ -97,6 +106,8 @@ def build_report(totals: Sequence[RequestTotals], routing: Sequence[RouteTotals]
         bucket_ms=bucket,
         cost_per_query_nusd=per_query(sum(c.actual_nusd for c in finished), len(finished)),
         baseline_per_query_nusd=per_query(sum(c.baseline_nusd for c in finished), len(finished)),
+        cache_overhead_nusd=sum(t.overhead_nusd for t in totals),
+        wrong_hits=dict(wrong_hits or {}),
     )
 
 
@@ -164,4 +175,7 @@ def render_text(report: Report) -> str:
     for lever, amount in report.savings_nusd.items():
         out.append(f"  - {LEVER_NAMES[lever]:<28}${usd(amount):>14.6f}  {_pct(amount, report.baseline_nusd)}")
     out.append(f"  {'= actual':<30}${usd(report.actual_nusd):>14.6f}")
+    out.append(f"  (semantic cache net of its lookups that served nothing: ${usd(report.cache_overhead_nusd):.9f})")
+    out += ["", "cache hits reported wrong (costwise cache wrong)"]
+    out += [f"  {tenant:<28}{n:>8,}" for tenant, n in report.wrong_hits.items()] or ["  none"]
     return "\n".join(out) + "\n"

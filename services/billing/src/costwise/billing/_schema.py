@@ -17,7 +17,8 @@ LEDGER = sa.Table(
     METADATA,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("key", sa.String(400), nullable=False, unique=True),  # idempotency key: a redelivery is a no-op
-    # "attempt" (a usage event), "recompute" (its re-prefill after a resume) or "result"
+    # "attempt" (a usage event), "recompute" (its re-prefill after a resume), "result", "overhead" (a semantic cache
+    # lookup that served nothing) or "wrong_hit" (a cache hit reported wrong: no amount, counted by the report)
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("tenant", sa.String(64), nullable=False),
     sa.Column("request_id", sa.String(128), nullable=False),

@@ -31,6 +31,7 @@ def pricer_for(settings: BillingSettings, catalog: Catalog) -> Pricer:
         catalog,
         exact_hit_usd=Decimal(settings.exact_hit_usd),
         semantic_hit_usd=Decimal(settings.semantic_hit_usd),
+        semantic_lookup_usd=Decimal(settings.semantic_lookup_usd),
         tenants=frozenset(settings.tenants),
         cpu_usd_per_hour=Decimal(settings.cpu_usd_per_hour),
     )

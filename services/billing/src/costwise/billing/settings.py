@@ -27,6 +27,10 @@ class BillingSettings(msgspec.Struct, frozen=True, kw_only=True):
     """What an exact-cache hit costs when it carries no measurement (a cache older than the measurement)."""
     semantic_hit_usd: UsdString = "0"
     """What a semantic-cache hit costs when it carries no measurement."""
+    semantic_lookup_usd: UsdString = "0.000000044"
+    """What a semantic lookup that served nothing costs when it carries no measurement (a measured one is billed its
+    seconds at ``cpu_usd_per_hour``, like a hit). Default: 2 cores ÷ 629 full lookups/s (docs/benchmarks.md, 100k
+    entries, one search thread) = 3.2 ms of CPU per lookup, at the default $0.05 per CPU-hour."""
     batch: Annotated[int, Meta(ge=1, le=1024)] = 256
     """Events pulled and committed in one ledger transaction."""
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None

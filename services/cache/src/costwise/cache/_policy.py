@@ -9,16 +9,33 @@ from typing import NamedTuple
 
 import msgspec
 
-from costwise.contracts import CacheHit, InferenceRequest, Result, Usage
+from costwise.contracts import CacheHit, InferenceRequest, Result, Usage, UsageEvent
 
 from ._semantic import Probe, vector_bytes
 from ._store import CachedAnswer, Pending
 from .keys import is_cacheable
 
-__all__ = ["Plan", "answer_of", "hit_result", "pending_for", "plan", "storable"]
+__all__ = [
+    "FLOOR_MARGIN",
+    "Plan",
+    "above_floor",
+    "answer_of",
+    "hit_result",
+    "lookup_usage",
+    "pending_for",
+    "plan",
+    "storable",
+    "wrong_hit_usage",
+]
 
 # Only answers a model produced are stored: never errors, our own hits, or truncated output.
 _STORABLE_SOURCES = ("engine", "provider")
+_POOL = "cache"  # the "pool" of the cache's own usage events (a label in the ledger, never a job subject)
+
+FLOOR_MARGIN = 1e-3
+"""How far above its tenant's floor a semantic hit's similarity must be. The same two questions embedded again (in
+another batch, by another instance) come back within ~1e-6 of the similarity reported; 1e-3 is far more than that
+and far less than the gap between two different rewordings."""
 
 
 class Plan(NamedTuple):
@@ -78,4 +95,51 @@ def answer_of(result: Result, now_ms: int) -> CachedAnswer:
     assert result.output is not None, "only storable results are kept"
     return CachedAnswer(
         request_id=result.request_id, output=result.output, model=result.model, usage=result.usage, stored_ms=now_ms
+    )
+
+
+def above_floor(similarity: float, floor: float | None) -> bool:
+    """Whether a semantic hit clears its tenant's floor: the highest similarity that tenant reported a wrong hit at.
+
+    The simplest rule that keeps a reported pair from ever hitting again for that tenant, learnt from its own reports
+    only (other tenants are untouched), and that needs no second model pass: the cosine is already known. A stricter
+    verifier probability was the alternative; it would let a pair through again whenever the calibrated probability
+    moves (another target precision, a retrained verifier), a floor on the cosine does not.
+    """
+    return floor is None or similarity > floor + FLOOR_MARGIN
+
+
+def lookup_usage(req: InferenceRequest, seconds: float, now_ms: int) -> UsageEvent:
+    """The usage event of a semantic lookup that served nothing: the tenant pays for it as the cache's overhead."""
+    return UsageEvent(
+        request_id=req.request_id,
+        job_id=req.request_id,
+        tenant=req.tenant,
+        pool=_POOL,
+        worker_id="",
+        spot=False,
+        model="",
+        usage=Usage(),
+        engine_s=seconds,
+        ts_ms=now_ms,
+        api_key_id=req.api_key_id,
+        kind="cache_lookup",
+    )
+
+
+def wrong_hit_usage(result: Result, now_ms: int) -> UsageEvent:
+    """The event that tells billing a hit was reported wrong (nothing consumed; the report counts them)."""
+    return UsageEvent(
+        request_id=result.request_id,
+        job_id=result.request_id,
+        tenant=result.tenant,
+        pool=_POOL,
+        worker_id="",
+        spot=False,
+        model=result.model or "",
+        usage=Usage(),
+        engine_s=0.0,
+        ts_ms=now_ms,
+        api_key_id=result.api_key_id,
+        kind="cache_wrong_hit",
     )

@@ -78,7 +78,7 @@ class SemanticCache:
             return None
         candidate, similarity = str(found.payload["request_id"]), found.similarity
         if similarity < self.verifier.min_similarity:
-            explain("similarity", candidate=candidate, similarity=similarity)
+            explain("similarity", candidate=candidate, similarity=similarity, refused_by="similarity")
             return None
         query_s = time.perf_counter() - started
         cached_question = str(found.payload["question"])
@@ -86,7 +86,8 @@ class SemanticCache:
             self._thread, self._decide, probe.question, cached_question, similarity, req.cache.target_precision
         )
         why = "target_precision_unreachable" if decision is None else decision.reason
-        explain(why, candidate=candidate, similarity=similarity, probability=getattr(decision, "probability", None))
+        probability, refused_by = getattr(decision, "probability", None), getattr(decision, "refused_by", None)
+        explain(why, candidate=candidate, similarity=similarity, probability=probability, refused_by=refused_by)
         if decision is None or not decision.accepted:
             return None
         answer = msgspec.json.decode(found.payload["answer"], type=CachedAnswer)
@@ -128,14 +129,20 @@ def vector_from(data: bytes) -> Vector:
 
 
 def explain(
-    decision: str, *, candidate: str | None = None, similarity: float | None = None, probability: float | None = None
+    decision: str,
+    *,
+    candidate: str | None = None,
+    similarity: float | None = None,
+    probability: float | None = None,
+    refused_by: str | None = None,
 ) -> None:
     """Why a semantic lookup hit or missed, where a user looks for it: on the current span (the cache's consumer
     span) as ``costwise.cache.semantic.*`` and in the debug log. ``decision`` is ``accepted``, ``no_candidate``
     (nothing in scope), ``similarity`` (below the verifier's pre-threshold), ``veto:<check>`` (a lexical check
     refused: numbers, negation, …), ``verifier`` (its probability below the calibrated threshold) or
-    ``target_precision_unreachable``."""
-    found = {"candidate": candidate, "similarity": similarity, "probability": probability}
+    ``target_precision_unreachable``; ``near_repeat`` is a hit the verifier served without its model. A refusal
+    also names the check that refused as ``refused_by`` (``similarity``, a veto's name, ``verifier``)."""
+    found = {"candidate": candidate, "similarity": similarity, "probability": probability, "refused_by": refused_by}
     attributes = {f"costwise.cache.semantic.{k}": v for k, v in found.items() if v is not None}
     get_current_span().set_attributes({"costwise.cache.semantic.decision": decision, **attributes})
     log.debug("semantic %s: %s", decision, " ".join(f"{k}={v}" for k, v in found.items() if v is not None) or "-")

@@ -11,10 +11,18 @@ from nats.aio.client import Client
 from opentelemetry.trace import TracerProvider
 
 from costwise.contracts import Clock
-from costwise.contracts.subjects import CACHE_CONTROL, CACHE_EXACT, CACHE_PENDING, CACHE_REQUESTS, CACHE_RESULTS
+from costwise.contracts.subjects import (
+    CACHE_CONTROL,
+    CACHE_EXACT,
+    CACHE_FEEDBACK,
+    CACHE_PENDING,
+    CACHE_REQUESTS,
+    CACHE_RESULTS,
+)
 from costwise.embed import Backend, Embedder
 from costwise.messaging import cap_key_value, own_connection, provision
 
+from ._feedback import Feedback
 from ._qdrant import QdrantIndex
 from ._semantic import SemanticCache
 from ._service import SERVICE, Cache
@@ -52,12 +60,13 @@ async def build(
             js=js,
             bucket=CACHE_EXACT.bucket,
         )
+        feedback = Feedback(await js.key_value(CACHE_FEEDBACK.bucket))
         if semantic is None and settings.semantic:
             semantic = await _open_semantic(settings)
             stack.push_async_callback(semantic.close)
         owned = stack.pop_all()
     tracer = tracer_provider.get_tracer("costwise.cache") if tracer_provider else None
-    return Cache(settings, nc, store, semantic, clock=clock, tracer=tracer, owned=owned)
+    return Cache(settings, nc, store, semantic, feedback=feedback, clock=clock, tracer=tracer, owned=owned)
 
 
 async def _open_semantic(settings: CacheSettings) -> SemanticCache:

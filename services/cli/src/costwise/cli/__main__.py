@@ -1,4 +1,4 @@
-"""``costwise publish|result|watch|invalidate|report|budget|up`` (also ``python -m costwise.cli``)."""
+"""``costwise publish|result|watch|invalidate|cache|report|budget|up`` (also ``python -m costwise.cli``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import subprocess
 import sys
 
 import msgspec
+from nats.js.errors import NotFoundError
 
 from costwise.client import Client
+from costwise.contracts import CacheWrongHit, DecodeError, Result, decode, encode, subjects
+from costwise.messaging import connect, publish
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -27,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--request-id")
     pub.add_argument("--callback-url")
     pub.add_argument("--wait", action="store_true", help="wait for the result and print it as JSON")
+    pub.add_argument("--stream", action="store_true", help="print the answer's tokens as they are generated")
     pub.add_argument("--timeout", type=float, default=120)
     res = sub.add_parser("result", help="wait for one request's result and print it as JSON")
     res.add_argument("request_id")
@@ -39,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument("--tenant", required=True)
     inv.add_argument("--request-id", help="the request whose cached answer to forget (default: every answer)")
     inv.add_argument("--reason", default="")
+    cache = sub.add_parser("cache", help="tell the cache about its answers (cache wrong --help)")
+    wrong = cache.add_subparsers(dest="cache_command", required=True).add_parser(
+        "wrong", help="report a cache hit's answer wrong: the cache forgets it and tightens the tenant's threshold"
+    )
+    wrong.add_argument("--tenant", required=True)
+    wrong.add_argument("--request-id", required=True, help="the request the wrong cached answer was served to")
+    wrong.add_argument("--reason", default="")
     # Billing owns its ledger; these run its CLI (services never import each other).
     sub.add_parser(
         "report", help="cost per query, savings per lever (python -m costwise.billing report --help)", add_help=False
@@ -66,8 +77,54 @@ def _print(struct: msgspec.Struct) -> None:
     sys.stdout.flush()
 
 
+async def _stream(client: Client, args: argparse.Namespace) -> int:
+    """``publish --stream``: the answer as it is generated on stdout, then a newline; a failure on stderr (exit 1)."""
+    ask = {"tenant": args.tenant, "prompt": args.prompt, "model": args.model, "max_tokens": args.max_tokens}
+    async for delta in client.stream(**ask, request_id=args.request_id, timeout=args.timeout):
+        sys.stdout.write(delta.text)
+        sys.stdout.flush()
+        if delta.error is not None:
+            print(f"\n{delta.error.code}: {delta.error.message}", file=sys.stderr)
+            return 1
+    print(flush=True)
+    return 0
+
+
+class NotACacheHit(ValueError):
+    """``cache wrong`` named a request with no result, or one the cache did not answer: nothing to report."""
+
+
+async def _cache_wrong(args: argparse.Namespace) -> int:
+    """``cache wrong``: refused here unless the request's stored result is a cache hit, then the command is stored
+    on the tenant's cache control subject (the cache checks again when it applies it)."""
+    command = CacheWrongHit(tenant=args.tenant, request_id=args.request_id, reason=args.reason)
+    try:
+        decode(encode(command), CacheWrongHit)  # tenant and id become subject tokens
+    except DecodeError as exc:
+        raise ValueError(f"invalid report: {exc}") from None
+    nc = await connect(args.nats, name="costwise-cli", patient=False)
+    try:
+        js = nc.jetstream()
+        try:
+            msg = await js.get_last_msg(subjects.RESULTS.name, subjects.results(args.tenant, args.request_id))
+        except NotFoundError:
+            raise NotACacheHit(f"request {args.request_id} of {args.tenant} has no result: nothing to report") from None
+        if (source := decode(msg.data or b"", Result).source) not in ("cache_exact", "cache_semantic"):
+            raise NotACacheHit(f"request {args.request_id} of {args.tenant} was answered by {source}, not the cache")
+        msg_id = subjects.dedup_id(args.tenant, args.request_id, "cache_wrong")  # a repeated report is one report
+        await publish(js, subjects.cache_control(args.tenant), command, msg_id=msg_id)
+    finally:
+        await nc.drain()
+    print(f"wrong cache hit {args.request_id} of {args.tenant} reported", flush=True)
+    return 0
+
+
 async def _client_command(args: argparse.Namespace) -> int:
+    if args.command == "cache":
+        return await _cache_wrong(args)
     async with await Client.connect(args.nats, patient=False) as client:
+        if args.command == "publish" and args.stream:
+            return await _stream(client, args)
         if args.command == "publish":
             rid = await client.publish(
                 tenant=args.tenant,

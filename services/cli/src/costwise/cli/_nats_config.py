@@ -106,12 +106,6 @@ def _provisioning() -> list[str]:
     ]
 
 
-def _deltas(tenant: str) -> list[str]:
-    """Streamed answers' pieces (core NATS, no stream), once the contracts define their subject."""
-    deltas = getattr(subjects, "deltas", None)  # being added beside this module; grant it only when it exists
-    return [deltas(tenant, "*")] if callable(deltas) else []
-
-
 def _service(
     publish: Sequence[str], consumes: Sequence[StreamSpec], kv: Sequence[str], subscribe: Sequence[str] = ()
 ) -> Permissions:
@@ -126,9 +120,16 @@ def _roles() -> dict[str, Permissions]:
     every_result = s.results("*", "*")  # any service may answer a request with a typed error result
     return {
         "cache": _service(
-            [s.route("*"), every_result, s.dead_letters("cache")],
+            # usage: semantic lookups and wrong-hit reports are billed; MSG.GET reads a reported request's result.
+            [
+                s.route("*"),
+                every_result,
+                s.usage("*"),
+                s.dead_letters("cache"),
+                f"{JS_API}.STREAM.MSG.GET.{s.RESULTS.name}",
+            ],
             [s.REQUESTS, s.RESULTS, s.CONTROL],
-            _buckets([s.CACHE_EXACT], purge=True) + _buckets([s.CACHE_PENDING]),
+            _buckets([s.CACHE_EXACT], purge=True) + _buckets([s.CACHE_PENDING, s.CACHE_FEEDBACK]),
         ),
         "router": _service(
             [*s.JOBS.subjects, every_result, s.dead_letters("router")],
@@ -143,7 +144,7 @@ def _roles() -> dict[str, Permissions]:
                 s.usage("*"),
                 every_result,
                 *map(s.dead_letters, _WORKERS),
-                *_deltas("*"),
+                s.deltas("*", "*"),
             ],
             [s.JOBS],
             [],
@@ -153,7 +154,7 @@ def _roles() -> dict[str, Permissions]:
             [s.requests("*"), s.dead_letters("gateway")],
             [s.RESULTS],
             _buckets([s.GATEWAY_KEYS, s.GATEWAY_REQUESTS, s.BUDGETS, s.WEBHOOK_SECRETS]),
-            _deltas("*"),
+            (s.deltas("*", "*"),),
         ),
         "webhooks": _service(
             [
@@ -183,7 +184,7 @@ def tenant_permissions(tenant: str) -> Permissions:
     create = f"{JS_API}.CONSUMER.CREATE.{results}"
     return Permissions(
         publish=(subjects.requests(tenant), f"{create}.*.{subjects.tenant_results(tenant)}"),
-        subscribe=(subjects.tenant_results(tenant), f"{tenant_inbox(tenant)}.>", *_deltas(tenant)),
+        subscribe=(subjects.tenant_results(tenant), f"{tenant_inbox(tenant)}.>", subjects.deltas(tenant, "*")),
         publish_deny=tuple(f"{create}.{durable}.>" for durable in _service_durables_on(subjects.RESULTS)),
     )
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import nats.errors
 from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry.trace import TracerProvider
 from starlette.exceptions import HTTPException
@@ -24,8 +24,10 @@ from .schema import (
     AcceptedRequest,
     AsyncCompletionRequest,
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     ErrorResponse,
+    ModelList,
     RequestIdText,
     RequestStatus,
 )
@@ -37,7 +39,7 @@ log = logging.getLogger("costwise.gateway")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": why}
     for status, why in {
-        400: "Invalid request (bad JSON, unknown field, out-of-range value, streaming)",
+        400: "Invalid request (bad JSON, unknown field, out-of-range value)",
         401: "Missing or invalid API key",
         402: "Budget exhausted",
         404: "Unknown model/tier or request",
@@ -51,6 +53,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _KEYED: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Idempotency-Key already used with a different body"}
 }
+# The 200 of a streamed completion: one ``data: <chunk>`` event per piece of the answer, then ``data: [DONE]``.
+_STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A `chat.completion`, or with `stream: true` Server-Sent Events: `data: <chat.completion.chunk>` "
+        'per piece, then `data: [DONE]`; a failure once streaming has begun is a `data: {"error": …}` event.',
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string", "description": "`data: ` + a ChatCompletionChunk (JSON) per event"}
+            }
+        },
+    }
+}
+# Proxies must not buffer the events (nginx honours X-Accel-Buffering).
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _bearer = HTTPBearer(auto_error=False, description="An API key from `python -m costwise.gateway keys create`")
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=256)]
 ClientTimeout = Annotated[float | None, Header(alias="x-stainless-read-timeout", gt=0, le=86400)]
@@ -87,16 +103,25 @@ def create_app(
     if tracer_provider is not None:  # outermost, so refused requests are traced too
         app.add_middleware(TraceRequests, tracer_provider=tracer_provider)
 
-    @app.post("/v1/chat/completions", responses=_ERRORS | _KEYED)
+    @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=_STREAMED | _ERRORS | _KEYED)
     async def chat_completions(
         body: ChatCompletionRequest,
         gateway: Service,
         caller: Authenticated,
         idempotency_key: IdempotencyKey = None,
         timeout: ClientTimeout = None,
-    ) -> ChatCompletion:
-        """OpenAI-compatible chat completion: queued, answered when the pipeline's result arrives."""
+    ) -> ChatCompletion | StreamingResponse:
+        """OpenAI-compatible chat completion: queued, answered when the pipeline's result arrives, or with
+        ``stream: true`` as Server-Sent Events while it is generated."""
+        if body.stream:
+            sse = await gateway.stream(caller, body, idempotency_key=idempotency_key, timeout_s=timeout)
+            return StreamingResponse(sse, media_type="text/event-stream", headers=_SSE_HEADERS)
         return await gateway.complete(caller, body, idempotency_key=idempotency_key, timeout_s=timeout)
+
+    @app.get("/v1/models", responses={401: _ERRORS[401]})
+    async def models(gateway: Service, caller: Authenticated) -> ModelList:
+        """What ``model`` may name: ``auto``, the catalog's tiers and aliases, and its backends' models."""
+        return gateway.models
 
     @app.post("/v1/requests", status_code=202, responses=_ERRORS | _KEYED)
     async def submit(
@@ -112,7 +137,7 @@ def create_app(
         """A request's status and, once there, its result (only the tenant's own requests)."""
         return await gateway.status(caller.tenant, request_id)
 
-    app.openapi_schema = _tidy(app.openapi())
+    app.openapi_schema = _with_chunk(_tidy(app.openapi()))
     return app
 
 
@@ -152,6 +177,17 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid request"))
     code = "unknown_field" if first.get("type") == "extra_forbidden" else "invalid_request"
     return ApiError(400, code, message, param=where or None)
+
+
+def _with_chunk(doc: dict[str, Any]) -> dict[str, Any]:
+    """Publish the streamed event's data (``ChatCompletionChunk``) among the schemas: no operation returns it as
+    JSON, so FastAPI would leave it out."""
+    chunk = ChatCompletionChunk.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in chunk.pop("$defs", {}).items():
+        schemas.setdefault(name, schema)
+    schemas["ChatCompletionChunk"] = chunk
+    return doc
 
 
 def _tidy(doc: dict[str, Any]) -> dict[str, Any]:

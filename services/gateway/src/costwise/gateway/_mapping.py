@@ -6,6 +6,7 @@ import hashlib
 
 import msgspec
 
+from costwise.catalog import AUTO, Catalog
 from costwise.contracts import (
     CachePolicy,
     ChatMessage,
@@ -24,9 +25,11 @@ from .schema import (
     CompletionUsage,
     CostwiseInfo,
     InputMessage,
+    ModelCard,
+    ModelList,
 )
 
-__all__ = ["completion_id", "fingerprint", "result_error", "to_completion", "to_request"]
+__all__ = ["completion_id", "fingerprint", "model_list", "result_error", "to_completion", "to_request"]
 
 COMPLETION_PREFIX = "chatcmpl-"
 
@@ -63,10 +66,6 @@ def to_request(
     callback_url: str | None = None,
 ) -> InferenceRequest:
     """The wire request for ``body`` (the client library checks it against the contract when publishing)."""
-    if body.stream:
-        raise ApiError(
-            400, "streaming_unsupported", "streaming is not supported yet: send stream=false", param="stream"
-        )
     extra = body.costwise
     metadata = dict(extra.metadata or {}) if extra else {}
     if body.user:
@@ -86,6 +85,7 @@ def to_request(
         cost_ceiling_usd=extra.cost_ceiling_usd if extra else None,
         created_ms=now_ms,
         metadata=metadata,
+        stream=bool(body.stream),
     )
 
 
@@ -93,9 +93,11 @@ def fingerprint(request: InferenceRequest) -> str:
     """What makes a request sent again under one Idempotency-Key "the same": a hash of the request as the
     gateway built it, its caller (tenant, API key) included. Left out is only what says when and how the answer
     is delivered, never what it is: the id (the key itself), the times (now, and the deadline the client's
-    timeout sets) and the callback URL (so a key queued with ``POST /v1/requests`` can be fetched with
-    ``POST /v1/chat/completions``)."""
-    what = msgspec.structs.replace(request, request_id="-", created_ms=0, deadline_ms=None, callback_url=None)
+    timeout sets), the callback URL (so a key queued with ``POST /v1/requests`` can be fetched with
+    ``POST /v1/chat/completions``) and whether it streams."""
+    what = msgspec.structs.replace(
+        request, request_id="-", created_ms=0, deadline_ms=None, callback_url=None, stream=False
+    )
     return hashlib.sha256(msgspec.json.encode(what, order="sorted")).hexdigest()
 
 
@@ -128,3 +130,13 @@ def to_completion(result: Result, *, requested_model: str) -> ChatCompletion:
 def result_error(result: Result) -> ApiError:
     """The HTTP error an error result maps to."""
     return from_error_info(result.error) if result.error else ApiError(500, "internal", "result without output")
+
+
+def model_list(catalog: Catalog) -> ModelList:
+    """What ``model`` may name, in OpenAI's list format: ``auto``, every tier and alias, every backend's model."""
+    cards = [ModelCard(id=AUTO, costwise_kind="auto")]
+    cards += [ModelCard(id=tier.name, costwise_kind="tier") for tier in catalog.tiers]
+    cards += [ModelCard(id=alias, costwise_kind="alias") for alias in catalog.aliases]
+    models = dict.fromkeys(backend.model for backend in catalog.backends)  # once each, in catalog order
+    cards += [ModelCard(id=model, costwise_kind="model") for model in models]
+    return ModelList(data=cards)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 
 import msgspec
 from nats.js import JetStreamContext
@@ -21,9 +22,17 @@ from costwise.contracts.subjects import RESULTS
 from costwise.telemetry import record_result
 
 from ._mapping import fingerprint, result_error, to_completion, to_request
+from ._streaming import Chunks, closing, events
 from .errors import ApiError, budget_exceeded, idempotency_key_reused
 from .keys import Caller, KeyStore
-from .schema import AsyncCompletionRequest, ChatCompletion, ChatCompletionRequest, ErrorBody, RequestStatus
+from .schema import (
+    AsyncCompletionRequest,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ErrorBody,
+    ModelList,
+    RequestStatus,
+)
 from .settings import GatewaySettings
 
 __all__ = ["Accepted", "Gateway"]
@@ -52,6 +61,7 @@ class Gateway:
         accepted: KeyValue,
         budgets: Budgets,
         price: Price,
+        models: ModelList,
         guard: Guard,
         webhook_secrets: SecretStore,
         clock: Clock,
@@ -65,6 +75,8 @@ class Gateway:
         self._accepted = accepted
         self._price = price
         """The catalog's baseline: what a request is estimated at before the router picks its backend."""
+        self.models = models
+        """``GET /v1/models``: what ``model`` may name, from the catalog."""
         self._guard = guard
         self.webhook_secrets = webhook_secrets
         self._clock = clock
@@ -93,9 +105,39 @@ class Gateway:
         record_result(done, requested_model=body.model)
         return to_completion(done, requested_model=body.model)
 
+    async def stream(
+        self, caller: Caller, body: ChatCompletionRequest, *, idempotency_key: str | None, timeout_s: float | None
+    ) -> AsyncIterator[bytes]:
+        """Queue ``body`` with ``stream=True`` and return its Server-Sent Events. What fails before it is queued
+        (key reuse, budget, a bad request) raises :class:`ApiError` here, while an HTTP status can still say it."""
+        request_id = self._request_id(idempotency_key)
+        wait_s = self._wait_s(timeout_s)
+        now = now_ms(self._clock)
+        request = to_request(
+            body, caller=caller, request_id=request_id, now_ms=now, deadline_ms=now + int(wait_s * 1000)
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            # Both before it is queued: a result or a delta however soon it comes is not missed.
+            arriving = await stack.enter_async_context(self._waiter.expect(request.tenant, request.request_id))
+            deltas = await self._client.open_deltas(request.tenant, request.request_id)
+            stack.push_async_callback(deltas.close)
+            done = await self._start(request, keyed=idempotency_key is not None)
+            owned = stack.pop_all()  # from here the event stream owns them and closes them when it ends
+        result = asyncio.sleep(0, done) if done is not None else self._wait(request, arriving, wait_s)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = Chunks(request_id, model=body.model, created=now // 1000, include_usage=include_usage)
+        return closing(events(deltas.follow(result), chunks, requested_model=body.model), owned)
+
     async def submit(self, caller: Caller, body: AsyncCompletionRequest, *, idempotency_key: str | None) -> str:
         """Queue ``body`` without waiting; its result is polled or delivered to ``callback_url`` (checked first:
         a callback that could never be delivered is refused with 400 before anything is reserved or queued)."""
+        if body.stream:
+            raise ApiError(
+                400,
+                "streaming_unsupported",
+                "POST /v1/requests answers with an id: stream with POST /v1/chat/completions",
+                param="stream",
+            )
         if body.callback_url is not None:
             await self.check_callback(caller.tenant, body.callback_url)
         request_id = self._request_id(idempotency_key)

@@ -21,6 +21,7 @@ from costwise.contracts.subjects import GATEWAY_KEYS, GATEWAY_REQUESTS, WEBHOOK_
 from costwise.messaging import own_connection, provision
 
 from ._http import create_app
+from ._mapping import model_list
 from ._service import Gateway
 from .keys import KeyStore
 from .settings import GatewaySettings
@@ -120,7 +121,7 @@ async def build(
     """Load the catalog, connect (unless ``nc`` is given), provision streams and buckets, and wire the HTTP
     app (``start()`` serves it). A bad catalog raises ``CatalogError``, a bad ``callback_allow`` ValueError,
     before anything is opened. ``resolver`` resolves callback hosts (tests inject one)."""
-    price = load_catalog(settings.catalog).baseline_price
+    catalog = load_catalog(settings.catalog)
     guard = Guard(settings.callback_allow, resolver)
     async with contextlib.AsyncExitStack() as stack:  # closes what was opened if building fails half-way
         nc = await own_connection(stack, settings.nats_url, nc, name=SERVICE)
@@ -136,7 +137,8 @@ async def build(
             keys=KeyStore(await js.key_value(GATEWAY_KEYS.bucket), clock=clock),
             accepted=await js.key_value(GATEWAY_REQUESTS.bucket),
             budgets=await open_budgets(js, clock=clock),
-            price=price,
+            price=catalog.baseline_price,
+            models=model_list(catalog),
             guard=guard,
             webhook_secrets=SecretStore(await js.key_value(WEBHOOK_SECRETS.bucket), clock=clock),
             clock=clock,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field
 
 from costwise.contracts import CachePolicy, ChatMessage, InferenceRequest, SamplingParams
 from costwise.contracts.messages import RequestId
@@ -20,6 +20,7 @@ __all__ = [
     "AcceptedRequest",
     "AsyncCompletionRequest",
     "ChatCompletion",
+    "ChatCompletionChunk",
     "ChatCompletionRequest",
     "Choice",
     "CompletionUsage",
@@ -27,8 +28,11 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "InputMessage",
+    "ModelCard",
+    "ModelList",
     "RequestIdText",
     "RequestStatus",
+    "StreamOptions",
 ]
 
 # The contract's request id (a subject token), as an HTTP path parameter.
@@ -84,6 +88,11 @@ class CostwiseOptions(_Strict):
     ) = None
 
 
+class StreamOptions(_Strict):
+    include_usage: bool | None = None
+    """Send one more chunk before ``[DONE]``, with no choices and the request's usage."""
+
+
 class ChatCompletionRequest(_Strict):
     """OpenAI's chat completion request (the subset costwise serves)."""
 
@@ -98,13 +107,12 @@ class ChatCompletionRequest(_Strict):
     stop: StopText | Annotated[list[StopText], bounded(wire(SamplingParams, "stop"))] | None = None
     seed: Annotated[int, Field(ge=-(2**63), lt=2**63)] | None = None
     n: Literal[1] | None = None
-    # Documented as false-only (that is what is served); ``true`` still parses, to get its own clear 400.
-    stream: Annotated[
-        bool | None,
-        WithJsonSchema(
-            {"anyOf": [{"const": False}, {"type": "null"}], "description": "Streaming is not supported yet."}
-        ),
-    ] = None
+    stream: bool | None = Field(
+        None,
+        description="Answer with Server-Sent Events: `chat.completion.chunk`s as tokens are generated, then "
+        '`data: [DONE]` (an error mid-stream is an `{"error": …}` event). `POST /v1/requests` refuses it.',
+    )
+    stream_options: StreamOptions | None = None
     user: MetadataText | None = None
     costwise: CostwiseOptions | None = None
 
@@ -154,6 +162,45 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: CompletionUsage
     costwise: CostwiseInfo
+
+
+class ChunkDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChunkDelta
+    finish_reason: Literal["stop", "length", "abort"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One Server-Sent Event of a streamed chat completion (``data: <this>``)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: CompletionUsage | None = None
+    costwise: CostwiseInfo | None = None
+    """On the last chunk (with ``finish_reason``): where the answer came from and what it cost."""
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "costwise"
+    costwise_kind: Literal["auto", "tier", "alias", "model"]
+    """``auto`` (the router decides), a catalog tier or an alias of one, or a concrete model a backend runs."""
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 class ErrorBody(BaseModel):

@@ -8,6 +8,7 @@ from opentelemetry.trace import Link, get_current_span
 
 from costwise.contracts import Job
 
+from ._stream import DeltaPublisher
 from .engine import Progress
 
 __all__ = ["Running", "retry_links"]
@@ -19,6 +20,8 @@ class Running:
 
     job: Job
     progress: Progress
+    deltas: DeltaPublisher | None = None
+    """Set when the job streams its tokens (``None``: nothing is published per step)."""
 
 
 def retry_links(job: Job, delivered: int) -> list[Link]:

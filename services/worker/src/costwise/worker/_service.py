@@ -30,6 +30,7 @@ from ._admission import admission
 from ._completion import completion_of
 from ._own import OwnQueue
 from ._running import Running, retry_links
+from ._stream import DeltaPublisher, streams
 from .engine import Engine, Generation, Progress
 from .settings import WorkerSettings
 
@@ -106,9 +107,18 @@ class Worker:
             if refusal is not None:
                 await reject_current(self.js, service=SERVICE, code=refusal.code, reason=refusal.reason)
                 return
-            run = Running(job, Progress.from_checkpoint(job.checkpoint))
+            run = self._running(job)
             gen = await self._generate(run, prompt_ids)
+            if run.deltas is not None:  # the last tokens reach the stream before the completion is published
+                await run.deltas.finish(run.progress, gen.finish_reason)
             await self._complete(run, gen)
+
+    def _running(self, job: Job) -> Running:
+        progress = Progress.from_checkpoint(job.checkpoint)
+        if not streams(job):
+            return Running(job, progress)
+        deltas = DeltaPublisher(self.nc, job, progress, decode=self.engine.decode, model=self.engine.model_name)
+        return Running(job, progress, deltas)
 
     @contextlib.contextmanager
     def _span(self, job: Job) -> Iterator[None]:
@@ -124,7 +134,11 @@ class Worker:
     async def _generate(self, run: Running, prompt_ids: list[int]) -> Generation:
         self.running[id(run)] = run
         try:
-            return await self.engine.generate(prompt_ids, run.job.request.sampling, run.progress)
+            if run.deltas is None:
+                return await self.engine.generate(prompt_ids, run.job.request.sampling, run.progress)
+            return await self.engine.generate(
+                prompt_ids, run.job.request.sampling, run.progress, on_step=run.deltas.step
+            )
         except asyncio.CancelledError:  # stopped past the grace: a spot notice, or a SIGKILL (abandon) in tests
             if not self._abandoned:
                 await self._hand_back(run)
@@ -139,6 +153,9 @@ class Worker:
         """
         job, progress = run.job, run.progress
         ckpt = progress.checkpoint(self.engine.decode(progress.token_ids), self.settings.worker_id)
+        if run.deltas is not None:  # the resuming worker continues the stream where it got to
+            await run.deltas.flush(progress)
+            ckpt = msgspec.structs.replace(ckpt, streamed_tokens=run.deltas.offset)
         # Per delivery: this delivery handed back again (after a crash before the ack) is stored once.
         seq = current_message().metadata.sequence.stream
         msg_id = subjects.dedup_id(job.request.tenant, job.job_id, "ckpt", str(seq))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,8 +135,16 @@ class Engine:
     def decode(self, token_ids: list[int]) -> str:
         return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams, progress: Progress) -> Generation:
-        """Generate into ``progress`` (which may already hold a checkpoint's tokens, then generation resumes)."""
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        progress: Progress,
+        on_step: Callable[[Progress], Awaitable[None]] | None = None,
+    ) -> Generation:
+        """Generate into ``progress`` (which may already hold a checkpoint's tokens, then generation resumes).
+
+        ``on_step`` is awaited after each engine step's tokens are added (a streamed job publishes them)."""
         from vllm import SamplingParams as VllmParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -164,6 +173,8 @@ class Engine:
             if step.token_ids and progress.first_token_s is None:
                 progress.first_token_s = time.perf_counter() - started
             progress.add(list(step.token_ids), step.logprobs)
+            if on_step is not None:
+                await on_step(progress)
             if out.finished:
                 finish = step.finish_reason or "stop"
                 cached = out.num_cached_tokens or 0

@@ -1,0 +1,283 @@
+"""Streaming end to end: the official openai SDK with ``stream=True`` against the gateway on uvicorn, in front of
+the cache, the router and a vLLM worker on the session's nats-server and engine; and ``Client.stream``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import openai
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as Nats
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from costwise.cache import CacheSettings
+from costwise.cache import build as build_cache
+from costwise.catalog import Catalog, default_catalog
+from costwise.client import Client
+from costwise.contracts import Result, decode, subjects
+from costwise.gateway import GatewaySettings
+from costwise.gateway import build as build_gateway
+from costwise.router import RouterSettings
+from costwise.router import build as build_router
+from costwise.worker import WorkerSettings
+from costwise.worker import build as build_worker
+
+BYPASS = {"costwise": {"cache": {"mode": "bypass"}}}
+QUESTION: Any = [{"role": "user", "content": "Tell me a long story about a river."}]
+
+
+@dataclass
+class Stack:
+    tenant: str
+    sdk: openai.AsyncOpenAI
+
+
+def _catalog(pool: str) -> Catalog:
+    # The router checks each request's deadline against the pool's measured speed: the tiny model is far faster
+    # than the default pool's figures, and long answers must fit in the SDK's timeout.
+    catalog = default_catalog(pool)
+    fast = msgspec.structs.replace(catalog.backends[0], decode_tokens_per_s=5000.0)
+    return msgspec.structs.replace(catalog, backends=[fast])
+
+
+@contextlib.asynccontextmanager
+async def _pipeline(
+    nats_url: str, nc: Nats, pool: str, semantic_cache: Any, tracer_provider: Any, engine: Any | None
+) -> AsyncIterator[Stack]:
+    """Cache, router, the gateway serving on a free port and, given an ``engine``, one in-process worker."""
+    services: list[Any] = [
+        await build_cache(CacheSettings(nats_url=nats_url), semantic=semantic_cache),
+        await build_router(RouterSettings(nats_url=nats_url), catalog=_catalog(pool)),
+    ]
+    if engine is not None:
+        services.append(await build_worker(WorkerSettings(pool=pool, max_model_len=2048), nc=nc, engine=engine))
+    gateway = await build_gateway(GatewaySettings(nats_url=nats_url), nc=nc, tracer_provider=tracer_provider)
+    for service in services:
+        await service.start()
+    serving = await gateway.serve(port=0)
+    key = await gateway.gateway.keys.create(pool)
+    sdk = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{serving.port}/v1", api_key=key.secret, max_retries=0)
+    try:
+        yield Stack(pool, sdk.with_options(timeout=300))
+    finally:
+        await serving.stop()
+        await gateway.close()
+        for service in reversed(services):
+            await (service.drain(0) if hasattr(service, "drain") else service.stop())
+
+
+@pytest_asyncio.fixture
+async def stack(
+    nats_url: str, nc: Nats, engine: Any, unique: str, semantic_cache: Any, tracer_provider: Any
+) -> AsyncIterator[Stack]:
+    async with _pipeline(nats_url, nc, unique, semantic_cache, tracer_provider, engine) as running:
+        yield running
+
+
+async def _stored(js: JetStreamContext, tenant: str, request_id: str) -> Result | None:
+    try:
+        msg = await js.get_last_msg(subjects.RESULTS.name, subjects.results(tenant, request_id))
+    except NotFoundError:
+        return None
+    return decode(msg.data, Result)
+
+
+async def test_a_stream_arrives_before_the_result_and_equals_the_greedy_answer(
+    stack: Stack, js: JetStreamContext, span_exporter: InMemorySpanExporter
+) -> None:
+    whole = await stack.sdk.chat.completions.create(model="auto", messages=QUESTION, max_tokens=300, extra_body=BYPASS)  # type: ignore[arg-type]
+    stream = await stack.sdk.chat.completions.create(
+        model="auto",
+        messages=QUESTION,  # type: ignore[arg-type]
+        max_tokens=300,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body=BYPASS,
+    )
+    chunks, stored_at_first_text = [], "unset"
+    async for chunk in stream:
+        if stored_at_first_text == "unset" and chunk.choices and chunk.choices[0].delta.content:
+            stored_at_first_text = str(await _stored(js, stack.tenant, chunk.id.removeprefix("chatcmpl-")))
+        chunks.append(chunk)
+    assert stored_at_first_text == "None"  # the first tokens came while the answer was still being generated
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and len(text) > 0
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 10  # token by token, not a lump
+    result = await _stored(js, stack.tenant, chunks[0].id.removeprefix("chatcmpl-"))
+    assert result is not None and result.source == "engine"
+    usage = chunks[-1].usage  # what billing's ledger takes from the result
+    assert chunks[-1].choices == [] and usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        result.usage.prompt_tokens,
+        result.usage.completion_tokens,
+    )
+    assert usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    served = [s for s in span_exporter.get_finished_spans() if s.name == "POST /v1/chat/completions"]
+    assert any("gen_ai.server.time_to_first_token" in (s.attributes or {}) for s in served)
+
+
+async def test_a_cache_hit_streams(stack: Stack) -> None:
+    # Only answers that ended on their own are cached; the random tiny model stops at one of these soon enough.
+    ask: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "A colour?"}], "max_tokens": 64}
+    ask["stop"] = ["a", "e", "o", " "]
+    first = await stack.sdk.chat.completions.create(**ask)
+    source = "engine"
+    while source == "engine":  # the cache stores the answer when it consumes the result, a moment later
+        await asyncio.sleep(0.2)
+        again = await stack.sdk.chat.completions.create(**ask)
+        source = (again.model_extra or {})["costwise"]["source"]
+    streamed: Any = await stack.sdk.chat.completions.create(**ask, stream=True)
+    chunks = [chunk async for chunk in streamed]
+    last = [c for c in chunks if c.choices][-1]
+    assert (last.model_extra or {})["costwise"]["source"] == "cache_exact"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == first.choices[0].message.content
+    assert last.choices[0].finish_reason == "stop"
+
+
+async def test_an_error_result_streams_an_error_event(stack: Stack) -> None:
+    stream = await stack.sdk.chat.completions.create(
+        model="no-such-model",
+        messages=QUESTION,
+        max_tokens=4,
+        stream=True,  # type: ignore[arg-type]
+    )
+    with pytest.raises(openai.APIError) as caught:
+        async for _ in stream:
+            pass
+    assert caught.value.code == "unknown_pool"
+
+
+async def test_the_client_streams_pieces_then_the_result(stack: Stack, nc: Nats) -> None:
+    deltas = [d async for d in Client(nc).stream(tenant=stack.tenant, prompt="Count to ten.", max_tokens=64)]
+    *pieces, last = deltas
+    assert last.result is not None and last.error is None and last.result.output is not None
+    assert "".join(d.text for d in pieces) == last.result.output.text
+    assert all(d.offset is not None for d in pieces) and len(pieces) > 1  # the engine's own pieces, as they came
+    offsets = [d.offset for d in pieces]
+    assert offsets == sorted(offsets) and offsets[0] == 0
+
+
+async def test_the_cli_prints_the_stream(stack: Stack, nats_url: str, js: JetStreamContext) -> None:
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "costwise.cli",
+        "--nats",
+        nats_url,
+        "publish",
+        "Count to ten.",
+        "--tenant",
+        stack.tenant,
+        "--request-id",
+        "cli-stream",
+        "--max-tokens",
+        "48",
+        "--stream",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await cli.communicate()
+    result = await _stored(js, stack.tenant, "cli-stream")
+    assert cli.returncode == 0 and result is not None and result.output is not None
+    assert out.decode() == result.output.text + "\n"
+
+
+def _spawn(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:  # its own process group: the engine-core child goes with it
+        return subprocess.Popen(
+            [sys.executable, "-m", "costwise.worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@pytest.mark.timeout(900)
+async def test_a_stream_outlives_a_sigtermed_worker_process(
+    nats_url: str,
+    nc: Nats,
+    js: JetStreamContext,
+    engine: Any,
+    tiny_model: str,
+    unique: str,
+    semantic_cache: Any,
+    tracer_provider: Any,
+    tmp_path: Any,
+) -> None:
+    env = dict(os.environ)
+    env.update(
+        COSTWISE_WORKER_NATS_URL=nats_url,
+        COSTWISE_WORKER_POOL=unique,
+        COSTWISE_WORKER_MODEL=tiny_model,
+        COSTWISE_WORKER_SERVED_MODEL_NAME="tiny-llama",
+        COSTWISE_WORKER_GRACE_S="0",
+    )
+    log = tmp_path / "worker.log"
+    proc = _spawn(env, log)
+    worker = None
+    try:
+        async with _pipeline(nats_url, nc, unique, semantic_cache, tracer_provider, None) as running:
+            while "serving pool" not in log.read_text(errors="replace"):  # the engine loads for tens of seconds
+                assert proc.poll() is None, log.read_text(errors="replace")
+                await asyncio.sleep(0.5)
+            ask: dict[str, Any] = {"model": "auto", "messages": QUESTION, "max_tokens": 1500, "extra_body": BYPASS}
+            stream: Any = await running.sdk.chat.completions.create(
+                **ask, stream=True, stream_options={"include_usage": True}
+            )
+            chunks = []
+            async for chunk in stream:
+                chunks.append(chunk)
+                if len(chunks) == 20:
+                    proc.send_signal(signal.SIGTERM)  # the spot notice, mid-stream
+                    assert await asyncio.to_thread(proc.wait, 60) == 0
+                    # The pool refills: a worker on the session's engine resumes the handed-back job.
+                    worker = await build_worker(WorkerSettings(pool=unique, max_model_len=2048), nc=nc, engine=engine)
+                    await worker.start()
+            assert worker is not None, "the stream ended before the notice"
+            whole = await running.sdk.chat.completions.create(**ask)  # the same question, uninterrupted
+            await worker.drain(0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "handed back" in log.read_text(errors="replace")
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    stored = await _stored(js, unique, chunks[0].id.removeprefix("chatcmpl-"))
+    assert stored is not None and chunks[-1].usage is not None  # the usage chunk is the result's, which billing takes
+    assert chunks[-1].usage.completion_tokens == stored.usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+
+
+async def test_a_stream_outlives_a_sigkilled_worker_without_repeating_text(
+    nats_url: str, nc: Nats, engine: Any, unique: str, semantic_cache: Any, tracer_provider: Any
+) -> None:
+    quick = WorkerSettings(pool=unique, max_model_len=2048, ack_wait_s=2, heartbeat_s=0.5)  # redelivered in 2 s
+    async with _pipeline(nats_url, nc, unique, semantic_cache, tracer_provider, None) as running:
+        first = await build_worker(quick, nc=nc, engine=engine)
+        await first.start()
+        ask: dict[str, Any] = {"model": "auto", "messages": QUESTION, "max_tokens": 1500, "extra_body": BYPASS}
+        stream: Any = await running.sdk.chat.completions.create(**ask, stream=True)
+        chunks, second = [], None
+        async for chunk in stream:
+            chunks.append(chunk)
+            if len(chunks) == 20:
+                await first.abandon()  # as SIGKILL: no hand-back, no nak; JetStream redelivers after ack_wait
+                second = await build_worker(quick, nc=nc, engine=engine)
+                await second.start()
+        assert second is not None, "the stream ended before the kill"
+        whole = await running.sdk.chat.completions.create(**ask)  # the same question, uninterrupted
+        await second.drain(0)
+    # The redelivered job was generated again from the start; what the client already had was not sent twice.
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
