@@ -178,6 +178,7 @@ class Reader:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.first_request_id = ""
+        self.semantic_hit_id = ""
         self.key, self.key_id = "", ""
         self.deferred: list[Step] = []
         self.last_program = ""
@@ -206,6 +207,8 @@ class Reader:
             assert f'"{field}":"{value}"' in out, f"{step.text}: the README shows {field}={value}, got:\n{out}"
         if "publish" in step.text and not self.first_request_id:
             self.first_request_id = out.split()[0]
+        if "publish" in step.text and '"source":"cache_semantic"' in out:
+            self.semantic_hit_id = out.split()[0]
         if "gateway keys create" in step.text:
             self.key_id, self.key = _printed("key id", out), _printed("key", out)
         if "webhooks secret create" in step.text:
@@ -227,7 +230,9 @@ class Reader:
 
     def _fill(self, command: str) -> str:
         command = re.sub(r"\[(--[^\]]*)\]", r"\1", command)  # the optional options, included
-        command = command.replace("--request-id R", f"--request-id {self.first_request_id}")
+        # R: a request whose answer was cached (invalidate), or one a cache hit answered (cache wrong).
+        r = self.semantic_hit_id if "cache wrong" in command else self.first_request_id
+        command = command.replace("--request-id R", f"--request-id {r}")
         command = command.replace(README_KEY_ID, self.key_id).replace(README_GATEWAY, self.stack.gateway)
         return command.replace(README_NATS, self.stack.nats)
 
