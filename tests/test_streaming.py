@@ -9,8 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,6 +23,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from costwise.billing import BillingSettings, Ledger, open_ledger
+from costwise.billing import build as build_billing
 from costwise.cache import CacheSettings
 from costwise.cache import build as build_cache
 from costwise.catalog import Catalog, default_catalog
@@ -42,6 +45,7 @@ QUESTION: Any = [{"role": "user", "content": "Tell me a long story about a river
 class Stack:
     tenant: str
     sdk: openai.AsyncOpenAI
+    ledger: Ledger
 
 
 def _catalog(pool: str) -> Catalog:
@@ -54,12 +58,13 @@ def _catalog(pool: str) -> Catalog:
 
 @contextlib.asynccontextmanager
 async def _pipeline(
-    nats_url: str, nc: Nats, pool: str, semantic_cache: Any, tracer_provider: Any, engine: Any | None
+    nats_url: str, nc: Nats, pool: str, semantic_cache: Any, tracer_provider: Any, engine: Any | None, ledger: Ledger
 ) -> AsyncIterator[Stack]:
-    """Cache, router, the gateway serving on a free port and, given an ``engine``, one in-process worker."""
+    """Cache, router, billing, the gateway serving on a free port and, given an ``engine``, one in-process worker."""
     services: list[Any] = [
         await build_cache(CacheSettings(nats_url=nats_url), semantic=semantic_cache),
         await build_router(RouterSettings(nats_url=nats_url), catalog=_catalog(pool)),
+        await build_billing(BillingSettings(nats_url=nats_url), nc=nc, catalog=_catalog(pool), ledger=ledger),
     ]
     if engine is not None:
         services.append(await build_worker(WorkerSettings(pool=pool, max_model_len=2048), nc=nc, engine=engine))
@@ -70,7 +75,7 @@ async def _pipeline(
     key = await gateway.gateway.keys.create(pool)
     sdk = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{serving.port}/v1", api_key=key.secret, max_retries=0)
     try:
-        yield Stack(pool, sdk.with_options(timeout=300))
+        yield Stack(pool, sdk.with_options(timeout=300), ledger)
     finally:
         await serving.stop()
         await gateway.close()
@@ -78,12 +83,29 @@ async def _pipeline(
             await (service.drain(0) if hasattr(service, "drain") else service.stop())
 
 
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    opened = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield opened
+    opened.close()
+
+
 @pytest_asyncio.fixture
 async def stack(
-    nats_url: str, nc: Nats, engine: Any, unique: str, semantic_cache: Any, tracer_provider: Any
+    nats_url: str, nc: Nats, engine: Any, unique: str, semantic_cache: Any, tracer_provider: Any, ledger: Ledger
 ) -> AsyncIterator[Stack]:
-    async with _pipeline(nats_url, nc, unique, semantic_cache, tracer_provider, engine) as running:
+    async with _pipeline(nats_url, nc, unique, semantic_cache, tracer_provider, engine, ledger) as running:
         yield running
+
+
+async def _billed_tokens_out(ledger: Ledger, tenant: str, request_id: str) -> int:
+    """The output tokens billing's ledger holds for ``request_id`` once its result line is in."""
+    for _ in range(300):
+        lines = [line for line in ledger.lines(tenant=tenant) if line.request_id == request_id]
+        if any(line.kind == "result" for line in lines):
+            return sum(line.tokens_out for line in lines if line.kind == "attempt")
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"billing never recorded {request_id}'s result")
 
 
 async def _stored(js: JetStreamContext, tenant: str, request_id: str) -> Result | None:
@@ -124,6 +146,7 @@ async def test_a_stream_arrives_before_the_result_and_equals_the_greedy_answer(
         result.usage.completion_tokens,
     )
     assert usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    assert await _billed_tokens_out(stack.ledger, stack.tenant, result.request_id) == usage.completion_tokens
     served = [s for s in span_exporter.get_finished_spans() if s.name == "POST /v1/chat/completions"]
     assert any("gen_ai.server.time_to_first_token" in (s.attributes or {}) for s in served)
 
@@ -215,6 +238,7 @@ async def test_a_stream_outlives_a_sigtermed_worker_process(
     semantic_cache: Any,
     tracer_provider: Any,
     tmp_path: Any,
+    ledger: Ledger,
 ) -> None:
     env = dict(os.environ)
     env.update(
@@ -228,7 +252,7 @@ async def test_a_stream_outlives_a_sigtermed_worker_process(
     proc = _spawn(env, log)
     worker = None
     try:
-        async with _pipeline(nats_url, nc, unique, semantic_cache, tracer_provider, None) as running:
+        async with _pipeline(nats_url, nc, unique, semantic_cache, tracer_provider, None, ledger) as running:
             while "serving pool" not in log.read_text(errors="replace"):  # the engine loads for tens of seconds
                 assert proc.poll() is None, log.read_text(errors="replace")
                 await asyncio.sleep(0.5)
@@ -258,13 +282,15 @@ async def test_a_stream_outlives_a_sigtermed_worker_process(
     stored = await _stored(js, unique, chunks[0].id.removeprefix("chatcmpl-"))
     assert stored is not None and chunks[-1].usage is not None  # the usage chunk is the result's, which billing takes
     assert chunks[-1].usage.completion_tokens == stored.usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    # Billed like any other request, preempted and resumed included: the tokens the client was streamed.
+    assert await _billed_tokens_out(ledger, unique, stored.request_id) == chunks[-1].usage.completion_tokens
 
 
 async def test_a_stream_outlives_a_sigkilled_worker_without_repeating_text(
-    nats_url: str, nc: Nats, engine: Any, unique: str, semantic_cache: Any, tracer_provider: Any
+    nats_url: str, nc: Nats, engine: Any, unique: str, semantic_cache: Any, tracer_provider: Any, ledger: Ledger
 ) -> None:
     quick = WorkerSettings(pool=unique, max_model_len=2048, ack_wait_s=2, heartbeat_s=0.5)  # redelivered in 2 s
-    async with _pipeline(nats_url, nc, unique, semantic_cache, tracer_provider, None) as running:
+    async with _pipeline(nats_url, nc, unique, semantic_cache, tracer_provider, None, ledger) as running:
         first = await build_worker(quick, nc=nc, engine=engine)
         await first.start()
         ask: dict[str, Any] = {"model": "auto", "messages": QUESTION, "max_tokens": 1500, "extra_body": BYPASS}

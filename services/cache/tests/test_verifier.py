@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from costwise.cache.verify import Verifier, veto
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from costwise.cache import CachedAnswer, EdgeIndex, Probe, load_semantic
+from costwise.cache.verify import LEGACY_CHECKS, Verifier, near_repeat, normalise, veto
 from costwise.cache.verify.lexical import codes_differ, entities_differ, negation_differs, numbers, numbers_differ
 from costwise.cache.verify.similarity import cosine_similarities
+from costwise.contracts import ChatMessage, InferenceRequest, Output, Usage
 from costwise.embed import Backend, space_of
 
 PARAPHRASE = ("How can I lose weight quickly?", "What is the fastest way to lose weight?")
@@ -102,3 +109,119 @@ def test_negation_and_entities() -> None:
     assert entities_differ("How do I learn Python fast?", "How do I learn Java fast?")
     assert not entities_differ("Is Trump a good president?", "Is Donald Trump a good president?")
     assert veto(*PARAPHRASE) is None
+
+
+# ---- issue 16: traps refused by a named check, near-repeats served ---------------------------------------------
+
+TRAPS = {
+    "negation": [
+        ("My card has arrived, what now?", "My card hasn't arrived, what now?"),
+        ("why werent my funds added", "Why were my funds added?"),
+    ],
+    "antonym": [
+        ("How do I activate my card?", "How do I deactivate my card?"),
+        ("How do I turn on notifications?", "How do I turn off notifications?"),
+        ("Should I eat eggs before a run?", "Should I avoid eggs before a run?"),
+        ("What are the pros and cons of renting?", "What are the cons and cons of renting?"),
+    ],
+    "kinds": [
+        ("can i top up with euros", "can i top up with dollars"),
+        ("Does my wife need her own card?", "Does my son need his own card?"),
+    ],
+    "dates": [("I was charged twice on Monday", "I was charged twice on Friday")],
+    "quantities": [("Why was I charged twice?", "Why was I charged once?")],
+    "numbers": [("Can I transfer 50 euros?", "Can I transfer 70 euros?")],
+    "scope": [
+        ("How do I freeze my card?", "How do I freeze all my cards?"),
+        ("What is my spending limit this month?", "What is my spending limit this year?"),
+        ("Can I open an account?", "Can I open a joint account?"),
+        ("How do I cancel my subscription?", "How do I cancel someone else's subscription?"),
+    ],
+}
+NEAR_REPEATS = [
+    ("What's the capital city of France?", "whats the capital city of france"),  # the known miss of issue 16
+    ("How do I change my delivery address?", "How do I change my delivery adress?"),  # typo
+    ("I got my new card. How do I activate it?", "How do I activate it, I got my new card?"),  # clause order
+    ("Where is my refund?", "Hi, where is my refund? Thanks in advance."),  # courtesy
+    ("I can't log in to the app", "I cannot log in to the app"),  # contraction
+    ("Why is my top-up still pending?", "why is my topup still pending"),  # case and punctuation
+]
+TRAP_CASES = [(check, pair) for check, pairs in TRAPS.items() for pair in pairs]
+
+
+@pytest.fixture(scope="module")
+def near_repeat_similarity(backend: Backend) -> dict[tuple[str, str], float]:
+    return dict(zip(NEAR_REPEATS, cosine_similarities(NEAR_REPEATS, backend=backend), strict=True))
+
+
+@pytest.mark.parametrize(("check", "pair"), TRAP_CASES, ids=[f"{c}:{p[1]}" for c, p in TRAP_CASES])
+def test_each_trap_kind_is_refused_by_a_check_that_names_itself(
+    verifier: Verifier, check: str, pair: tuple[str, str]
+) -> None:
+    # A cosine of 0.99: as if the index had found the pair, so the named check, not the pre-threshold, decides.
+    for query, cached in (pair, pair[::-1]):
+        decision = verifier.decide(query, cached, 0.99)
+        assert not decision.accepted and decision.refused_by == check, decision
+        assert decision.reason == f"veto:{check}"
+
+
+@pytest.mark.parametrize("pair", NEAR_REPEATS, ids=lambda p: p[1])
+def test_near_repeats_are_served(
+    verifier: Verifier, near_repeat_similarity: dict[tuple[str, str], float], pair: tuple[str, str]
+) -> None:
+    similarity = near_repeat_similarity[pair]
+    assert similarity >= verifier.min_similarity, "the index would not even propose this candidate"
+    for query, cached in (pair, pair[::-1]):
+        decision = verifier.decide(query, cached, similarity)
+        assert decision.accepted and decision.refused_by is None, decision
+
+
+def test_the_model_still_decides_what_is_no_near_repeat(verifier: Verifier) -> None:
+    decision = verifier.decide(*PARAPHRASE, 0.95)
+    assert decision.reason in {"accepted", "verifier"} and decision.probability is not None
+    assert (decision.refused_by == "verifier") is (not decision.accepted)
+
+
+def test_the_verifier_shipped_before_issue_16_is_still_selectable(backend: Backend) -> None:
+    old = Verifier.load(threads=1, space=space_of(backend), checks=LEGACY_CHECKS, near_repeats=False)
+    assert old.checks == LEGACY_CHECKS and not old.near_repeats
+    # It reads "werent" as not negated, so its negation check refuses a pair that only drops an apostrophe.
+    assert old.decide("Why weren't my funds added?", "why werent my funds added", 0.99).refused_by == "negation_v1"
+
+
+def test_normalisation_ignores_how_a_question_is_typed_but_not_what_it_asks() -> None:
+    assert normalise("What\u2019s the FEE? Thank you!").startswith("what is the fee?")
+    assert normalise("Whats the fee") == "what is the fee" and "thank" not in normalise("Thanks in advance")
+    assert near_repeat("I don't know my PIN", "i do not know my pin")
+    assert not near_repeat("Where is my order?", "Where are my orders?")  # plural: scope, not a typo
+    assert not near_repeat("Transfer from savings to checking", "Transfer from checking to savings")  # roles
+    assert not near_repeat("What is the fee for $10?", "What is the fee for 10?")  # a currency is a word
+    assert veto("I lost my card", "I found my card") == "antonym"
+    assert veto("Is the US open?", "Is it open for us?") is None  # "us" the pronoun is no country
+
+
+async def test_the_refusing_check_is_named_on_the_cache_span(tmp_path: Path, backend: Backend) -> None:
+    """Through the semantic cache's own lookup: a trap's refusal puts the check's name on the current span."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    semantic = load_semantic(EdgeIndex.open(tmp_path / "index"), backend, embed_workers=1)
+    try:
+        cached, asked = "How do I freeze my card?", "How do I freeze all my cards?"
+        answer = CachedAnswer(
+            request_id="r1", output=Output(text="-", finish_reason="stop"), model=None, usage=Usage(), stored_ms=0
+        )
+        stored = Probe(question=cached, scope="s", vector=await semantic.embedder.embed(cached))
+        await semantic.store("t", "k1", stored, answer, expires_ms=2**52)
+        req = InferenceRequest(request_id="q1", tenant="t", messages=[ChatMessage(role="user", content=asked)])
+        probe = Probe(question=asked, scope="s", vector=await semantic.embedder.embed(asked))
+        with provider.get_tracer("test").start_as_current_span("lookup"):
+            assert await semantic.lookup(req, probe, now_ms=0) is None
+    finally:
+        await semantic.close()
+    (span,) = exporter.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["costwise.cache.semantic.candidate"] == "r1"
+    assert float(attributes["costwise.cache.semantic.similarity"]) >= semantic.verifier.min_similarity
+    assert attributes["costwise.cache.semantic.decision"] == "veto:scope"
+    assert attributes["costwise.cache.semantic.refused_by"] == "scope"

@@ -64,6 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         module="cache_pairs",
         call=lambda run, a: run(a.pairs, a.limit, a.split, a.target_precision, a.embed_backend),
     )
+    traps = sub.add_parser("cache-traps", help="semantic cache on a trap set: per-category hits and served traps")
+    traps.add_argument("--pairs", type=Path, required=True, help='JSONL of {"text_a","text_b","label","category"}')
+    traps.add_argument("--limit", type=int, default=None)
+    traps.add_argument("--compare", action="store_true", help="also run the verifier as shipped before issue 16")
+    traps.add_argument("--target-precision", type=float, default=None)
+    traps.add_argument("--embed-backend", default=None, help="torch, onnx or onnx-int8 (default: the service's)")
+    traps.add_argument("--json", action="store_true", help="print only the JSON object (the default output)")
+    traps.set_defaults(
+        module="cache_traps",
+        call=lambda run, a: run(a.pairs, a.limit, a.compare, a.target_precision, a.embed_backend),
+    )
     lookup = sub.add_parser("cache-lookup", help="semantic lookups/s and latency at 10k and 100k entries")
     lookup.add_argument("--entries", default="10000,100000")
     lookup.add_argument("--queries", type=int, default=2000)

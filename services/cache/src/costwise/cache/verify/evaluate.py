@@ -19,8 +19,9 @@ import numpy as np
 from costwise.embed import Backend, space_of
 
 from .data import Split, load_pairs
-from .lexical import CHECKS
+from .lexical import CHECKS, LEGACY_CHECKS
 from .metrics import operating_point
+from .normalise import near_repeat
 from .similarity import cosine_similarities
 from .verifier import ARTIFACT_DIR, BASE_SPACE, META_FILE, Verifier
 
@@ -47,6 +48,7 @@ def evaluate(
     logits = verifier.logits(texts)
     prob = np.array(verifier.combine(logits, cos.tolist()))
     vetoed = {name: np.array([check(a, b) for a, b in texts]) for name, check in CHECKS.items()}
+    near = np.array([near_repeat(b, a) for a, b in texts])  # text_b is the new question, as in the cache
 
     def any_veto(names: Sequence[str]) -> np.ndarray:
         return np.zeros(len(pairs), dtype=bool) | np.any([vetoed[n] for n in names], axis=0)
@@ -65,7 +67,7 @@ def evaluate(
             params = {"min_similarity": c, "target_precision": t, "verifier_threshold": round(th, 4)}
             rows.append(_row("verifier", y, base, **params))
             rows.append(_row("verifier + vetoes", y, base & ~all_vetoes, **params))
-    default = _default_rows(verifier, y, cos, prob, vetoed)
+    default = _default_rows(verifier, y, cos, prob, vetoed, near)
     scorers = {"cosine": cos, "cross-encoder": np.asarray(logits), "cross-encoder + cosine": prob}
     at_recall = [
         {
@@ -110,13 +112,23 @@ def _wrong_at_recall(y: np.ndarray, score: np.ndarray, vetoed: np.ndarray | None
 
 
 def _default_rows(
-    verifier: Verifier, y: np.ndarray, cos: np.ndarray, prob: np.ndarray, vetoed: dict[str, np.ndarray]
+    verifier: Verifier,
+    y: np.ndarray,
+    cos: np.ndarray,
+    prob: np.ndarray,
+    vetoed: dict[str, np.ndarray],
+    near: np.ndarray,
 ) -> list[dict[str, Any]]:
-    """The shipped operating point, then the same point with each veto removed or used alone."""
+    """The shipped operating point (near-repeats served without the model when the artifact says so), the
+    verifier as shipped before issue 16 on the same scores, then the shipped point with each veto removed or
+    used alone."""
     th = verifier.threshold()
-    base = (cos >= verifier.min_similarity) & (prob >= th)
+    passed = cos >= verifier.min_similarity
+    base = passed & ((prob >= th) | (near if verifier.near_repeats else False))
     params = {"min_similarity": verifier.min_similarity, "target_precision": verifier.default_target_precision}
     rows = [_row("default", y, base & ~np.logical_or.reduce([vetoed[n] for n in verifier.checks]), **params)]
+    legacy = passed & (prob >= th) & ~np.logical_or.reduce([vetoed[n] for n in LEGACY_CHECKS])
+    rows.append(_row("before issue 16 (legacy vetoes, no near-repeat rule)", y, legacy, **params))
     rows.append(_row("default, no vetoes", y, base, **params))
     for name in verifier.checks:
         others = [vetoed[n] for n in verifier.checks if n != name] or [np.zeros_like(base)]

@@ -14,6 +14,7 @@ import torch
 from .lexical import veto
 from .metrics import threshold_for
 from .model import PairClassifier, encode, load_tokenizer
+from .normalise import near_repeat
 
 __all__ = ["ARTIFACT_DIR", "BASE_SPACE", "Decision", "Verifier"]
 
@@ -32,9 +33,12 @@ class Decision:
 
     accepted: bool
     reason: str
-    """"accepted", "similarity" (below the pre-threshold), "veto:<check>", or "verifier"."""
+    """"accepted", "near_repeat" (accepted: the same question typed differently), "similarity" (below the
+    pre-threshold), "veto:<check>", or "verifier"."""
     probability: float | None = None
     """The verifier's same-question probability, when it ran."""
+    refused_by: str | None = None
+    """The check that refused: "similarity", a veto's name ("numbers", "negation", "scope", …) or "verifier"."""
 
 
 class Verifier:
@@ -43,9 +47,20 @@ class Verifier:
     A hit needs all three: cosine similarity at or above ``min_similarity``, no lexical veto, and a
     probability at or above the threshold calibrated for the wanted precision. The probability combines the
     cross-encoder's logit with the cosine (the two err differently; together they rank better than either).
+    With ``near_repeats``, a pair no veto refused that is the same question typed differently (case,
+    punctuation, contractions, courtesy, a typo, clause order: :func:`.normalise.near_repeat`) is served
+    without the model.
     """
 
-    def __init__(self, model: PairClassifier, tokenizer: Any, meta: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: PairClassifier,
+        tokenizer: Any,
+        meta: dict[str, Any],
+        *,
+        checks: Sequence[str] | None = None,
+        near_repeats: bool | None = None,
+    ) -> None:
         self._model = model.eval()
         self._tokenizer = tokenizer
         self.meta = meta
@@ -53,15 +68,27 @@ class Verifier:
         self.max_length = int(meta["max_length"])
         self.min_similarity = float(meta["min_similarity"])
         self.default_target_precision = float(meta["default_target_precision"])
-        self.checks: tuple[str, ...] = tuple(meta["vetoes"])
+        self.checks: tuple[str, ...] = tuple(meta["vetoes"] if checks is None else checks)
+        self.near_repeats = bool(meta.get("near_repeats", False) if near_repeats is None else near_repeats)
         self._table: list[dict[str, float]] = meta["calibration"]["table"]
         self._combiner: dict[str, float] = meta["calibration"]["combiner"]
         if self._table:
             self.threshold()  # an artifact whose default target was never calibrated must not load
 
     @classmethod
-    def load(cls, path: Path | None = None, *, threads: int = 1, space: str = BASE_SPACE) -> Verifier:
+    def load(
+        cls,
+        path: Path | None = None,
+        *,
+        threads: int = 1,
+        space: str = BASE_SPACE,
+        checks: Sequence[str] | None = None,
+        near_repeats: bool | None = None,
+    ) -> Verifier:
         """Load an artifact directory (default: the one shipped in this package) onto the base MiniLM weights.
+
+        ``checks`` / ``near_repeats`` override the artifact's vetoes and near-repeat rule (to compare settings,
+        e.g. ``checks=LEGACY_CHECKS, near_repeats=False`` is the verifier as shipped before issue 16).
 
         ``threads`` is applied with :func:`torch.set_num_threads`, which is process-wide. ``space``: the
         embedding space of the cosines it will be given (``Embedder.space``); the pre-threshold and the
@@ -72,7 +99,7 @@ class Verifier:
         meta = for_space(json.loads((path / META_FILE).read_text(encoding="utf-8")), space, path)
         model = PairClassifier.from_base(trainable_layers=int(meta["trainable_layers"]))
         model.load_trained(path / WEIGHTS_FILE)
-        return cls(model, load_tokenizer(), meta)
+        return cls(model, load_tokenizer(), meta, checks=checks, near_repeats=near_repeats)
 
     @torch.inference_mode()
     def logits(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 64) -> list[float]:
@@ -118,15 +145,19 @@ class Verifier:
         )
 
     def decide(self, query: str, cached: str, similarity: float, *, target_precision: float | None = None) -> Decision:
-        """Run the checks cheapest-first and say which one refused, if any."""
+        """Run the checks cheapest-first and say which one refused, if any (``Decision.refused_by``)."""
         threshold = self.threshold(target_precision)  # fail fast on an unreachable target
         if similarity < self.min_similarity:
-            return Decision(False, "similarity")
+            return Decision(False, "similarity", refused_by="similarity")
         vetoed = veto(query, cached, self.checks)
         if vetoed is not None:
-            return Decision(False, f"veto:{vetoed}")
+            return Decision(False, f"veto:{vetoed}", refused_by=vetoed)
+        if self.near_repeats and near_repeat(query, cached):
+            return Decision(True, "near_repeat")
         probability = self.score([(query, cached)], [similarity])[0]
-        return Decision(probability >= threshold, "accepted" if probability >= threshold else "verifier", probability)
+        if probability >= threshold:
+            return Decision(True, "accepted", probability)
+        return Decision(False, "verifier", probability, refused_by="verifier")
 
     def accept(self, query: str, cached: str, similarity: float, *, target_precision: float | None = None) -> bool:
         """Whether ``cached``'s answer may be served for ``query`` (``similarity``: their embedding cosine)."""
