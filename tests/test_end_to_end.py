@@ -97,13 +97,17 @@ async def test_a_repeated_question_is_answered_by_the_cache(nc: Nats, stack: str
 
     first = await ask()
     assert first.output is not None and first.output.finish_reason == "stop"
-    # The cache stores the answer when it consumes the result, a moment after the client got it.
+    # The cache stores the answer when it consumes the result, a moment after the client got it; a question asked
+    # while it does may miss the exact store and find the semantic index already written (the same answer).
+    sources = []
     for _ in range(20):
         again = await ask()
-        if again.source != "engine":
+        sources.append(again.source)
+        if again.source == "cache_exact":
             break
         await asyncio.sleep(0.2)
-    assert first.source == "engine" and again.source == "cache_exact"
+    assert first.source == "engine" and again.source == "cache_exact", sources
+    assert set(sources) <= {"engine", "cache_semantic", "cache_exact"}
     assert again.output == first.output and again.cache is not None
     assert again.cache.saved == first.usage and again.usage.completion_tokens == 0
 
