@@ -154,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     billing.add_argument("--repeats", type=int, default=3, help="rounds per configuration; medians are reported")
     billing.add_argument("--json", action="store_true", help="print only the JSON object (the default output)")
     billing.set_defaults(module="billing", call=lambda run, a: run(a.events, a.repeats))
+    failover = sub.add_parser("cluster-failover", help="SIGKILL stream leaders of a 3-node cluster under load")
+    failover.add_argument("--requests", type=int, default=3000)
+    failover.add_argument("--window", type=int, default=500, help="requests kept in flight")
+    failover.set_defaults(module="cluster_failover", call=lambda run, a: run(a.requests, a.window))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     # Imported on demand: each benchmark pulls in different heavy parts (vLLM, torch, the embedding model).

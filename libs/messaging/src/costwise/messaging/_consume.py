@@ -27,7 +27,7 @@ from costwise.telemetry import extract
 
 from ._current import decode_failure, handling, poison, retry_or_give_up, tenant_mismatch
 from ._provision import ensure_consumer
-from ._publish import MSG_ID
+from ._publish import ELECTION_WAIT_S, MSG_ID, bus_unavailable
 from ._slots import Slots, keep_alive, pull_while_free
 
 __all__ = ["Consumer", "Refusal"]
@@ -232,10 +232,21 @@ class Consumer:
         payload = await self._typed(msg)
         if payload is None:
             return
-        try:
-            await self.handler(payload)
-        except Exception as exc:
-            await retry_or_give_up(self._js, msg, self.service, self.spec, exc)
+        deadline = asyncio.get_running_loop().time() + ELECTION_WAIT_S
+        while True:
+            try:
+                await self.handler(payload)
+                return
+            except Exception as exc:
+                # A stream (or KV bucket) electing a leader fails every call at once: redelivering would spend the
+                # message's deliveries within seconds, before the election ends. Handle it again here instead.
+                if bus_unavailable(exc) and not self._stopping and asyncio.get_running_loop().time() < deadline:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
+                    await asyncio.sleep(0.5)
+                    continue
+                await retry_or_give_up(self._js, msg, self.service, self.spec, exc)
+                return
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
         await self._in_slot(msgs, self._batch(msgs))

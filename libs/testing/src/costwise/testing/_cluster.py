@@ -3,6 +3,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from nats.js import JetStreamContext
+
 from costwise.messaging import NatsServer
 
 __all__ = ["NatsCluster"]
@@ -28,6 +30,12 @@ class NatsCluster:
     @property
     def urls(self) -> list[str]:
         return [s.url for s in self.servers]
+
+    async def leader_of(self, js: JetStreamContext, stream: str) -> NatsServer:
+        """The server that leads ``stream`` now (the one to kill to force an election)."""
+        info = await js.stream_info(stream)
+        leader = info.cluster.leader if info.cluster else None
+        return next(s for s in self.servers if s.name == leader)
 
     def start(self) -> NatsCluster:
         for server in self.servers:
