@@ -10,8 +10,11 @@ import pytest
 import pytest_asyncio
 from nats.js import JetStreamContext
 
-from costwise.contracts import ErrorCode, InferenceRequest, Result
+from costwise.client import new_request_id
+from costwise.contracts import CacheHit, CacheWrongHit, ErrorCode, InferenceRequest, Result, subjects
 from costwise.gateway import GatewayApp
+from costwise.messaging import publish
+from costwise.testing import first_stored
 
 from .conftest import failed, responding
 
@@ -190,3 +193,31 @@ async def test_openai_message_forms_map_onto_the_contract(
     assert (request.sampling.max_tokens, request.sampling.stop) == (9, ["END"])
     assert (request.quality_floor, request.cost_ceiling_usd) == (0.8, 0.01)
     assert request.metadata == {"team": "search", "user": "u-17"}
+
+
+async def _stored_result(js: JetStreamContext, tenant: str, source: str) -> str:
+    request_id = new_request_id()
+    hit = CacheHit(kind="semantic", cached_request_id=new_request_id(), similarity=0.93)
+    cached = source.startswith("cache_")
+    result = Result(request_id=request_id, tenant=tenant, status="ok", source=source, cache=hit if cached else None)  # type: ignore[arg-type]
+    await publish(js, subjects.results(tenant, request_id), result, msg_id=subjects.dedup_id(tenant, request_id))
+    return request_id
+
+
+async def test_a_wrong_cache_hit_is_reported_for_the_tenants_own_cache_hits_only(
+    http: httpx.AsyncClient, gateway: GatewayApp, tenant_key: tuple[str, str], js: JetStreamContext, unique: str
+) -> None:
+    tenant = tenant_key[0]
+    hit = await _stored_result(js, tenant, "cache_semantic")
+    response = await http.post(f"/v1/requests/{hit}/wrong", json={"reason": "asked about closing, not opening"})
+    assert response.status_code == 202 and response.json()["status"] == "reported", response.text
+    stored = await first_stored(js, subjects.cache_control(tenant), CacheWrongHit, lambda c: c.request_id == hit)
+    assert stored.reason == "asked about closing, not opening"
+    engine = await _stored_result(js, tenant, "engine")
+    assert error_of(await http.post(f"/v1/requests/{engine}/wrong", json={}), 404)["code"] == "not_a_cache_hit"
+    other = await gateway.gateway.keys.create(unique + "w")
+    stranger = {"Authorization": f"Bearer {other.secret}"}
+    assert (
+        error_of(await http.post(f"/v1/requests/{hit}/wrong", json={}, headers=stranger), 404)["param"] == "request_id"
+    )
+    assert error_of(await http.post(f"/v1/requests/{hit}/wrong", json={"why": 1}), 400)["code"] == "unknown_field"

@@ -7,8 +7,8 @@
 ...         print(delta.text, end="")
 """
 
-from ._client import Client, new_request_id
+from ._client import Client, NotACacheHit, new_request_id
 from ._stream import Delta, DeltaStream, chunks
 from ._waiter import ResultWaiter
 
-__all__ = ["Client", "Delta", "DeltaStream", "ResultWaiter", "chunks", "new_request_id"]
+__all__ = ["Client", "Delta", "DeltaStream", "NotACacheHit", "ResultWaiter", "chunks", "new_request_id"]

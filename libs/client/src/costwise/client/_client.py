@@ -8,9 +8,11 @@ from types import TracebackType
 import msgspec
 from nats.aio.client import Client as Nats
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from costwise.contracts import (
     CacheInvalidation,
+    CacheWrongHit,
     ChatMessage,
     DecodeError,
     InferenceRequest,
@@ -25,7 +27,11 @@ from costwise.messaging import connect, publish
 
 from ._stream import Delta, DeltaStream
 
-__all__ = ["Client", "new_request_id"]
+__all__ = ["Client", "NotACacheHit", "new_request_id"]
+
+
+class NotACacheHit(LookupError):
+    """A wrong-hit report named a request with no result, or one the cache did not answer: nothing to report."""
 
 
 def new_request_id() -> str:
@@ -132,6 +138,31 @@ class Client:
         except DecodeError as exc:
             raise ValueError(f"invalid invalidation: {exc}") from None
         await publish(self._js, subjects.cache_control(tenant), data, msg_id=new_request_id())
+
+    async def report_wrong_hit(self, tenant: str, request_id: str, *, reason: str = "") -> None:
+        """Tell the cache the answer it served ``request_id`` was wrong: it forgets that entry, records the pair and
+        tightens ``tenant``'s semantic threshold. Raises :class:`NotACacheHit` unless the request's stored result
+        came from the cache (the cache checks again when it applies the report). Reporting twice is one report."""
+        command = CacheWrongHit(tenant=tenant, request_id=request_id, reason=reason)
+        try:
+            decode(encode(command), CacheWrongHit)  # tenant and id become subject tokens
+        except DecodeError as exc:
+            raise ValueError(f"invalid report: {exc}") from None
+        stored = await self.stored_result(tenant, request_id)
+        if stored is None:
+            raise NotACacheHit(f"request {request_id} of {tenant} has no result: nothing to report")
+        if stored.cache is None:
+            raise NotACacheHit(f"request {request_id} of {tenant} was answered by {stored.source}, not the cache")
+        msg_id = subjects.dedup_id(tenant, request_id, "cache_wrong")
+        await publish(self._js, subjects.cache_control(tenant), command, msg_id=msg_id)
+
+    async def stored_result(self, tenant: str, request_id: str) -> Result | None:
+        """The result ``request_id`` got, if it has one yet (no waiting; see :meth:`result`)."""
+        try:
+            msg = await self._js.get_last_msg(subjects.RESULTS.name, subjects.results(tenant, request_id))
+        except NotFoundError:
+            return None
+        return None if msg.data is None else decode(msg.data, Result)
 
     async def result(self, tenant: str, request_id: str, *, timeout: float = 60.0) -> Result:
         """Wait for the result of one request (also returns one that arrived before the call)."""

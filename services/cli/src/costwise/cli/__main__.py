@@ -9,11 +9,8 @@ import subprocess
 import sys
 
 import msgspec
-from nats.js.errors import NotFoundError
 
 from costwise.client import Client
-from costwise.contracts import CacheWrongHit, DecodeError, Result, decode, encode, subjects
-from costwise.messaging import connect, publish
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -90,39 +87,12 @@ async def _stream(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-class NotACacheHit(ValueError):
-    """``cache wrong`` named a request with no result, or one the cache did not answer: nothing to report."""
-
-
-async def _cache_wrong(args: argparse.Namespace) -> int:
-    """``cache wrong``: refused here unless the request's stored result is a cache hit, then the command is stored
-    on the tenant's cache control subject (the cache checks again when it applies it)."""
-    command = CacheWrongHit(tenant=args.tenant, request_id=args.request_id, reason=args.reason)
-    try:
-        decode(encode(command), CacheWrongHit)  # tenant and id become subject tokens
-    except DecodeError as exc:
-        raise ValueError(f"invalid report: {exc}") from None
-    nc = await connect(args.nats, name="costwise-cli", patient=False)
-    try:
-        js = nc.jetstream()
-        try:
-            msg = await js.get_last_msg(subjects.RESULTS.name, subjects.results(args.tenant, args.request_id))
-        except NotFoundError:
-            raise NotACacheHit(f"request {args.request_id} of {args.tenant} has no result: nothing to report") from None
-        if (source := decode(msg.data or b"", Result).source) not in ("cache_exact", "cache_semantic"):
-            raise NotACacheHit(f"request {args.request_id} of {args.tenant} was answered by {source}, not the cache")
-        msg_id = subjects.dedup_id(args.tenant, args.request_id, "cache_wrong")  # a repeated report is one report
-        await publish(js, subjects.cache_control(args.tenant), command, msg_id=msg_id)
-    finally:
-        await nc.drain()
-    print(f"wrong cache hit {args.request_id} of {args.tenant} reported", flush=True)
-    return 0
-
-
 async def _client_command(args: argparse.Namespace) -> int:
-    if args.command == "cache":
-        return await _cache_wrong(args)
     async with await Client.connect(args.nats, patient=False) as client:
+        if args.command == "cache":
+            await client.report_wrong_hit(args.tenant, args.request_id, reason=args.reason)
+            print(f"wrong cache hit {args.request_id} of {args.tenant} reported", flush=True)
+            return 0
         if args.command == "publish" and args.stream:
             return await _stream(client, args)
         if args.command == "publish":
@@ -163,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_stack(args)
     try:
         return asyncio.run(_client_command(args))
-    except (TimeoutError, ValueError, OSError) as exc:
+    except (TimeoutError, ValueError, LookupError, OSError) as exc:
         print(f"costwise: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -30,6 +30,8 @@ from .schema import (
     ModelList,
     RequestIdText,
     RequestStatus,
+    WrongHitReport,
+    WrongHitRequest,
 )
 
 __all__ = ["create_app"]
@@ -136,6 +138,14 @@ def create_app(
     ) -> RequestStatus:
         """A request's status and, once there, its result (only the tenant's own requests)."""
         return await gateway.status(caller.tenant, request_id)
+
+    @app.post("/v1/requests/{request_id}/wrong", status_code=202, responses=_ERRORS)
+    async def wrong(
+        request_id: Annotated[RequestIdText, Path()], body: WrongHitRequest, gateway: Service, caller: Authenticated
+    ) -> WrongHitReport:
+        """Report that the cache's answer to one of the tenant's requests was wrong: the cache forgets the entry and
+        tightens the tenant's semantic threshold (``costwise cache wrong``). 404 unless the cache answered it."""
+        return await gateway.report_wrong_hit(caller.tenant, request_id, body.reason)
 
     app.openapi_schema = _with_chunk(_tidy(app.openapi()))
     return app

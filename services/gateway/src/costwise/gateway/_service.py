@@ -9,16 +9,15 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from costwise.budget import BudgetExceeded, Budgets, estimate_usd
 from costwise.callbacks import CallbackRefused, Guard, SecretStore
 from costwise.catalog import Price
-from costwise.client import Client, ResultWaiter, new_request_id
-from costwise.contracts import Clock, ErrorCode, InferenceRequest, Result, decode, now_ms, subjects
+from costwise.client import Client, NotACacheHit, ResultWaiter, new_request_id
+from costwise.contracts import Clock, ErrorCode, InferenceRequest, Result, now_ms
 from costwise.contracts.messages import RequestId
-from costwise.contracts.subjects import RESULTS
 from costwise.telemetry import record_result
 
 from ._mapping import fingerprint, result_error, to_completion, to_request
@@ -32,6 +31,7 @@ from .schema import (
     ErrorBody,
     ModelList,
     RequestStatus,
+    WrongHitReport,
 )
 from .settings import GatewaySettings
 
@@ -198,11 +198,15 @@ class Gateway:
 
     async def result(self, tenant: str, request_id: str) -> Result | None:
         """The stored result of one request (results are kept in the RESULTS stream, one subject each)."""
+        return await self._client.stored_result(tenant, request_id)
+
+    async def report_wrong_hit(self, tenant: str, request_id: str, reason: str) -> WrongHitReport:
+        """``costwise cache wrong`` over HTTP: only ``tenant``'s own requests; 404 unless the cache answered it."""
         try:
-            msg = await self._js.get_last_msg(RESULTS.name, subjects.results(tenant, request_id))
-        except NotFoundError:
-            return None
-        return None if msg.data is None else decode(msg.data, Result)
+            await self._client.report_wrong_hit(tenant, request_id, reason=reason)
+        except NotACacheHit as exc:
+            raise ApiError(404, "not_a_cache_hit", str(exc), param="request_id") from None
+        return WrongHitReport(id=request_id)
 
     async def _start(self, request: InferenceRequest, *, keyed: bool) -> Result | None:
         """Queue ``request``; unless its id came from an Idempotency-Key and already has a result (returned):

@@ -220,6 +220,17 @@ class AcceptedRequest(BaseModel):
     status: Literal["queued"] = "queued"
 
 
+class WrongHitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="", max_length=500)
+
+
+class WrongHitReport(BaseModel):
+    id: str
+    object: Literal["costwise.wrong_hit"] = "costwise.wrong_hit"
+    status: Literal["reported"] = "reported"
+
+
 class RequestStatus(BaseModel):
     id: str
     object: Literal["costwise.request"] = "costwise.request"
