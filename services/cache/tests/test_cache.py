@@ -108,8 +108,9 @@ async def _cached_result(nc: Nats, req: InferenceRequest) -> Result | None:
 
 
 async def _stored(nc: Nats, req: InferenceRequest) -> None:
-    # The answer is stored after the cache consumes the result; wait until a probe hits.
-    for _ in range(50):
+    # The answer is stored after the cache consumes the result; wait until a probe hits (each probe that misses
+    # takes its own round trip: on a loaded 2-core machine storing has taken more than 5 s).
+    for _ in range(150):
         if await _outcome(nc, msgspec.structs.replace(req, request_id=new_request_id())) == "hit":
             return
         await asyncio.sleep(0.1)
