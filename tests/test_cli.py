@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,18 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from costwise.testing import free_port
+
 COSTWISE = [sys.executable, "-m", "costwise.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.timeout(600)
 def test_up_then_publish_from_the_shell(tmp_path: Path, tiny_model: str) -> None:
-    port, gateway_port, tracing_port = _free_port(), _free_port(), _free_port()
+    port, gateway_port, tracing_port = free_port(), free_port(), free_port()
     env = dict(os.environ, COSTWISE_WORKER_MAX_MODEL_LEN="1024")
     up = subprocess.Popen(
         [
@@ -151,7 +146,7 @@ def _await_log(path: Path, needle: bytes, proc: subprocess.Popen[bytes], timeout
     ],
 )
 def test_a_command_with_no_stack_to_talk_to_says_so_instead_of_hanging(argv: list[str]) -> None:
-    url = f"nats://127.0.0.1:{_free_port()}"  # nothing listens there
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
     command = [sys.executable, *argv[1:]] if argv[0] == "python" else [*COSTWISE, *argv]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COSTWISE_")} | {"COSTWISE_NATS_URL": url}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from costwise.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -57,12 +58,6 @@ def readme_steps(text: str) -> list[Step]:
             command, _, shown = chunk.partition("\n")
             steps.append(Step("sh", command.split(" #")[0].strip(), shown))
     return steps
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -126,7 +121,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env["PATH"] = PATH
     for tool in ("uv", "nats-server", "costwise"):
         assert subprocess.run(["bash", "-c", f"command -v {tool}"], env=env).returncode != 0, f"{tool} is on {PATH}"
-    nats, gateway, tracing = _free_port(), _free_port(), _free_port()
+    nats, gateway, tracing = free_port(), free_port(), free_port()
     args = f"ARGS=--port {nats} --gateway-port {gateway} --tracing-port {tracing}"
     log = base / "make-up.log"
     with open(log, "wb") as out:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,17 +26,11 @@ from costwise.gateway import GatewaySettings
 from costwise.gateway import build as build_gateway
 from costwise.router import RouterSettings
 from costwise.router import build as build_router
-from costwise.testing import span_names
+from costwise.testing import free_port, span_names
 from costwise.webhooks import WebhooksSettings
 from costwise.webhooks import build as build_webhooks
 from costwise.worker import WorkerSettings
 from costwise.worker import build as build_worker
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest_asyncio.fixture
@@ -54,7 +47,7 @@ async def hooks() -> AsyncIterator[tuple[str, asyncio.Queue[dict[str, str]]]]:
     app.router.add_post("/hook", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield f"http://127.0.0.1:{port}/hook", calls
     await runner.cleanup()

@@ -20,14 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from costwise.testing import free_port
+
 COSTWISE = [sys.executable, "-m", "costwise.cli"]
 TENANT = "supervised"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -73,9 +69,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> Iterator[Stack]:
-    data, port = tmp_path_factory.mktemp("up"), _free_port()
+    data, port = tmp_path_factory.mktemp("up"), free_port()
     argv = [*COSTWISE, "up", "--data-dir", str(data), "--port", str(port), "--model", tiny_model]
-    argv += ["--gateway-port", str(_free_port()), "--tracing-port", "0"]
+    argv += ["--gateway-port", str(free_port()), "--tracing-port", "0"]
     env = dict(os.environ, COSTWISE_WORKER_MAX_MODEL_LEN="1024")
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     up = Stack(proc, data, port)

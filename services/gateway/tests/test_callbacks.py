@@ -4,7 +4,6 @@ reserved or anything queued; the webhooks service checks again at delivery."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -15,19 +14,14 @@ from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 
 from costwise.gateway import GatewayApp, GatewaySettings, build
+from costwise.testing import free_port
 
 from .conftest import resolve, responding
 
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-RECEIVER_PORT = _free_port()
+RECEIVER_PORT = free_port()
 """A webhook receiver on loopback (as in the webhooks tests), allow-listed by ``host:port``."""
 
 

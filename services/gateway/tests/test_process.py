@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 
 import httpx
 import pytest
@@ -14,14 +13,9 @@ from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 
 from costwise.gateway import GatewayApp, GatewaySettings, build
+from costwise.testing import free_port
 
 from .conftest import gateway_process, responding
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_until_up(url: str, timeout: float = 30) -> None:

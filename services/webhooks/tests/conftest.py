@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from costwise.testing import free_port
 from costwise.webhooks import Webhooks, WebhooksSettings, build
 
 # Tiny backoff and timeouts so retries, windows and give-ups happen in about a second.
@@ -92,16 +92,10 @@ class Receiver:
         return web.Response(status=status, body=b"x" * size, headers=location)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest_asyncio.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     """A receiver on a free port, not yet started (a test may want it down first)."""
-    rec = Receiver(port=_free_port())
+    rec = Receiver(port=free_port())
     yield rec
     await rec.stop()
 

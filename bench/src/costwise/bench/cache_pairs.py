@@ -24,7 +24,7 @@ from costwise.embed import Backend
 from ._harness import percentile
 
 _FAR_FUTURE_MS = 2**52  # entries that never expire during the run
-_SCOPE = "bench"
+SCOPE = "bench"  # every stored and asked question shares one scope: only the text decides
 
 
 async def run(
@@ -36,7 +36,7 @@ async def run(
     with tempfile.TemporaryDirectory(prefix="costwise-cache-pairs-") as tmp:
         semantic = await asyncio.to_thread(load_semantic, EdgeIndex.open(Path(tmp) / "index"), backend)
         try:
-            await _store_all(semantic, [p.text_a for p in pairs])
+            await store_all(semantic, [p.text_a for p in pairs])
             verdicts, latencies = await _look_up_all(semantic, [p.text_b for p in pairs], target_precision)
         finally:
             await semantic.close()
@@ -64,16 +64,27 @@ async def run(
     }
 
 
-async def _store_all(semantic: SemanticCache, texts: list[str], batch: int = 256) -> None:
+async def store_all(semantic: SemanticCache, texts: list[str], batch: int = 256) -> None:
+    """Store ``texts[i]`` as tenant ``p{i}``'s cached question (one tenant per pair: a pair meets only itself)."""
     output = Output(text="-", finish_reason="stop")
     answer = CachedAnswer(request_id="bench", output=output, model=None, usage=Usage(), stored_ms=0)
     with tqdm(total=len(texts), desc="store text_a", unit="q") as bar:
         for start in range(0, len(texts), batch):
             vectors = await asyncio.to_thread(semantic.embedder.embed_many, texts[start : start + batch])
             for i, vector in enumerate(vectors, start):
-                probe = Probe(question=texts[i], scope=_SCOPE, vector=vector)
+                probe = Probe(question=texts[i], scope=SCOPE, vector=vector)
                 await semantic.store(f"p{i}", f"p{i}.a", probe, answer, expires_ms=_FAR_FUTURE_MS)
             bar.update(len(vectors))
+
+
+def pair_request(i: int, text: str, target_precision: float | None) -> InferenceRequest:
+    """Pair ``i``'s question as a request of tenant ``p{i}`` (whose cache holds only pair ``i``'s other side)."""
+    return InferenceRequest(
+        request_id=f"q{i}",
+        tenant=f"p{i}",
+        messages=[ChatMessage(role="user", content=text)],
+        cache=CachePolicy(target_precision=target_precision),
+    )
 
 
 async def _look_up_all(
@@ -81,14 +92,9 @@ async def _look_up_all(
 ) -> tuple[list[bool], list[float]]:
     verdicts, latencies = [], []
     for i, text in enumerate(tqdm(texts, desc="look up text_b", unit="q")):
-        req = InferenceRequest(
-            request_id=f"q{i}",
-            tenant=f"p{i}",
-            messages=[ChatMessage(role="user", content=text)],
-            cache=CachePolicy(target_precision=target_precision),
-        )
+        req = pair_request(i, text, target_precision)
         start = time.perf_counter()
-        probe = Probe(question=text, scope=_SCOPE, vector=await semantic.embedder.embed(text))
+        probe = Probe(question=text, scope=SCOPE, vector=await semantic.embedder.embed(text))
         hit = await semantic.lookup(req, probe, now_ms=0)
         latencies.append((time.perf_counter() - start) * 1000)
         verdicts.append(hit is not None)

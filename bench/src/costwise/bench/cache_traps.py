@@ -19,16 +19,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from costwise.cache import CachedAnswer, CacheSettings, EdgeIndex, Probe, SemanticCache, load_semantic
+from costwise.cache import CacheSettings, EdgeIndex, Probe, SemanticCache, load_semantic
 from costwise.cache.verify import LEGACY_CHECKS, Verifier
-from costwise.contracts import CachePolicy, ChatMessage, InferenceRequest, Output, Usage
 from costwise.embed import Backend
 
 from ._harness import percentile
+from .cache_pairs import SCOPE, pair_request, store_all
 from .trap_set import CATEGORIES, TrapPair, read_pairs
-
-_FAR_FUTURE_MS = 2**52  # entries that never expire during the run
-_SCOPE = "bench"
 
 
 @dataclass
@@ -64,7 +61,7 @@ async def run(
             )
             caches["old"] = SemanticCache(semantic.embedder, semantic.index, old)  # same index and embedder
         try:
-            await _store_all(semantic, [p.text_a for p in pairs])
+            await store_all(semantic, [p.text_a for p in pairs])
             verdicts, reasons, latencies = await _look_up_all(caches, pairs, target_precision)
         finally:
             await semantic.close()  # closes the shared index; the old cache's idle thread ends with the process
@@ -122,18 +119,6 @@ def summarise(pairs: list[TrapPair], hits: list[bool], reasons: list[str], laten
     }
 
 
-async def _store_all(semantic: SemanticCache, texts: list[str], batch: int = 256) -> None:
-    output = Output(text="-", finish_reason="stop")
-    answer = CachedAnswer(request_id="bench", output=output, model=None, usage=Usage(), stored_ms=0)
-    with tqdm(total=len(texts), desc="store text_a", unit="q") as bar:
-        for start in range(0, len(texts), batch):
-            vectors = await asyncio.to_thread(semantic.embedder.embed_many, texts[start : start + batch])
-            for i, vector in enumerate(vectors, start):
-                probe = Probe(question=texts[i], scope=_SCOPE, vector=vector)
-                await semantic.store(f"p{i}", f"p{i}.a", probe, answer, expires_ms=_FAR_FUTURE_MS)
-            bar.update(len(vectors))
-
-
 async def _look_up_all(
     caches: dict[str, SemanticCache], pairs: list[TrapPair], target_precision: float | None
 ) -> tuple[dict[str, list[bool]], dict[str, list[str]], dict[str, list[float]]]:
@@ -145,13 +130,8 @@ async def _look_up_all(
         cache.verifier = recorders[name]
     order = list(caches)
     for i, pair in enumerate(tqdm(pairs, desc="look up text_b", unit="q")):
-        req = InferenceRequest(
-            request_id=f"q{i}",
-            tenant=f"p{i}",
-            messages=[ChatMessage(role="user", content=pair.text_b)],
-            cache=CachePolicy(target_precision=target_precision),
-        )
-        probe = Probe(question=pair.text_b, scope=_SCOPE, vector=await caches["new"].embedder.embed(pair.text_b))
+        req = pair_request(i, pair.text_b, target_precision)
+        probe = Probe(question=pair.text_b, scope=SCOPE, vector=await caches["new"].embedder.embed(pair.text_b))
         for name in order if i % 2 == 0 else order[::-1]:  # alternate which verifier runs first
             recorders[name].last = "similarity"  # what it stays when the lookup never reaches decide()
             start = time.perf_counter()

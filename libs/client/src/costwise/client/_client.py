@@ -80,12 +80,7 @@ class Client:
         """
         if request is None:
             request = _request(tenant, prompt, model, max_tokens, request_id, callback_url)
-        # Struct constructors do not check constraints; a bad tenant would even change the subject.
-        data = encode(request)
-        try:
-            decode(data, InferenceRequest)
-        except DecodeError as exc:
-            raise ValueError(f"invalid request: {exc}") from None
+        data = _checked(request, "request")
         await publish(
             self._js,
             subjects.requests(request.tenant),
@@ -132,29 +127,21 @@ class Client:
         Returns once the command is stored; the cache applies it moments later.
         """
         command = CacheInvalidation(tenant=tenant, cached_request_id=cached_request_id, reason=reason)
-        data = encode(command)
-        try:
-            decode(data, CacheInvalidation)
-        except DecodeError as exc:
-            raise ValueError(f"invalid invalidation: {exc}") from None
+        data = _checked(command, "invalidation")
         await publish(self._js, subjects.cache_control(tenant), data, msg_id=new_request_id())
 
     async def report_wrong_hit(self, tenant: str, request_id: str, *, reason: str = "") -> None:
         """Tell the cache the answer it served ``request_id`` was wrong: it forgets that entry, records the pair and
         tightens ``tenant``'s semantic threshold. Raises :class:`NotACacheHit` unless the request's stored result
         came from the cache (the cache checks again when it applies the report). Reporting twice is one report."""
-        command = CacheWrongHit(tenant=tenant, request_id=request_id, reason=reason)
-        try:
-            decode(encode(command), CacheWrongHit)  # tenant and id become subject tokens
-        except DecodeError as exc:
-            raise ValueError(f"invalid report: {exc}") from None
+        data = _checked(CacheWrongHit(tenant=tenant, request_id=request_id, reason=reason), "report")
         stored = await self.stored_result(tenant, request_id)
         if stored is None:
             raise NotACacheHit(f"request {request_id} of {tenant} has no result: nothing to report")
         if stored.cache is None:
             raise NotACacheHit(f"request {request_id} of {tenant} was answered by {stored.source}, not the cache")
         msg_id = subjects.dedup_id(tenant, request_id, "cache_wrong")
-        await publish(self._js, subjects.cache_control(tenant), command, msg_id=msg_id)
+        await publish(self._js, subjects.cache_control(tenant), data, msg_id=msg_id)
 
     async def stored_result(self, tenant: str, request_id: str) -> Result | None:
         """The result ``request_id`` got, if it has one yet (no waiting; see :meth:`result`)."""
@@ -208,6 +195,17 @@ class Client:
             missing = len(request_ids) - len(found)
             raise TimeoutError(f"{missing} of {len(request_ids)} results missing after {timeout}s") from None
         return found
+
+
+def _checked(message: msgspec.Struct, what: str) -> bytes:
+    """``message`` encoded, once it decodes again under its own constraints (Struct constructors do not check
+    them, and a bad tenant or id would even change the subject it is published on); ValueError if not."""
+    data = encode(message)
+    try:
+        decode(data, type(message))
+    except DecodeError as exc:
+        raise ValueError(f"invalid {what}: {exc}") from None
+    return data
 
 
 def _request(

@@ -3,10 +3,10 @@
 Enable with ``pytest_plugins = ["costwise.testing.plugin"]`` in a root conftest.py.
 """
 
-from ._cluster import NatsCluster
+from ._cluster import NatsCluster, free_port
 from ._fake_openai import FakeOpenAI
 from ._names import unique_token
 from ._spans import span_names
 from ._streams import first_stored
 
-__all__ = ["FakeOpenAI", "NatsCluster", "first_stored", "span_names", "unique_token"]
+__all__ = ["FakeOpenAI", "NatsCluster", "first_stored", "free_port", "span_names", "unique_token"]

@@ -10,7 +10,8 @@ from costwise.messaging import NatsServer
 __all__ = ["NatsCluster"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on right now (127.0.0.1), for a server a test starts."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -20,7 +21,7 @@ class NatsCluster:
     """Three ``nats-server`` processes clustered on loopback, each with its own JetStream store."""
 
     def __init__(self, root: Path, size: int = 3, name: str = "costwise-test") -> None:
-        cluster_ports = [_free_port() for _ in range(size)]
+        cluster_ports = [free_port() for _ in range(size)]
         routes = [f"nats://127.0.0.1:{p}" for p in cluster_ports]
         self.servers = [
             NatsServer(root / f"n{i}", name=f"n{i}", cluster=(name, cport), routes=routes)

@@ -5,7 +5,7 @@ Pure functions of the request (or result) and the time, so every rule is unit-te
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -109,37 +109,43 @@ def above_floor(similarity: float, floor: float | None) -> bool:
     return floor is None or similarity > floor + FLOOR_MARGIN
 
 
+CacheEventKind = Literal["cache_lookup", "cache_wrong_hit"]
+
+
 def lookup_usage(req: InferenceRequest, seconds: float, now_ms: int) -> UsageEvent:
     """The usage event of a semantic lookup that served nothing: the tenant pays for it as the cache's overhead."""
-    return UsageEvent(
-        request_id=req.request_id,
-        job_id=req.request_id,
-        tenant=req.tenant,
-        pool=_POOL,
-        worker_id="",
-        spot=False,
-        model="",
-        usage=Usage(),
-        engine_s=seconds,
-        ts_ms=now_ms,
-        api_key_id=req.api_key_id,
-        kind="cache_lookup",
-    )
+    return _cache_event(req.request_id, req.tenant, req.api_key_id, "cache_lookup", now_ms, engine_s=seconds)
 
 
 def wrong_hit_usage(result: Result, now_ms: int) -> UsageEvent:
     """The event that tells billing a hit was reported wrong (nothing consumed; the report counts them)."""
+    return _cache_event(
+        result.request_id, result.tenant, result.api_key_id, "cache_wrong_hit", now_ms, model=result.model or ""
+    )
+
+
+def _cache_event(
+    request_id: str,
+    tenant: str,
+    api_key_id: str | None,
+    kind: CacheEventKind,
+    now_ms: int,
+    *,
+    engine_s: float = 0.0,
+    model: str = "",
+) -> UsageEvent:
+    # The cache runs no job: its events are the request's, under the cache's own pool label, with no tokens.
     return UsageEvent(
-        request_id=result.request_id,
-        job_id=result.request_id,
-        tenant=result.tenant,
+        request_id=request_id,
+        job_id=request_id,
+        tenant=tenant,
         pool=_POOL,
         worker_id="",
         spot=False,
-        model=result.model or "",
+        model=model,
         usage=Usage(),
-        engine_s=0.0,
+        engine_s=engine_s,
         ts_ms=now_ms,
-        api_key_id=result.api_key_id,
-        kind="cache_wrong_hit",
+        api_key_id=api_key_id,
+        kind=kind,
     )
