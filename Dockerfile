@@ -70,7 +70,7 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
     && uv venv /app/.venv \
     && uv pip install --python /app/.venv/bin/python -r /tmp/worker.txt "vllm==${VLLM_VERSION}" \
     && uv pip install --python /app/.venv/bin/python --no-deps \
-        ./contracts ./libs/messaging ./libs/settings ./libs/telemetry ./libs/models ./services/worker
+        ./contracts ./libs/messaging ./libs/settings ./libs/telemetry ./libs/models ./libs/openai_wire ./services/worker
 
 FROM base AS runtime
 # The one writable place: relative defaults (var/cache, var/billing) and model caches (~/.cache) land here;

@@ -35,7 +35,7 @@ from costwise.router import build as build_router
 REQUESTS = 200
 PREEMPTIONS = 4  # each replacement loads vLLM for ~40 s on 2 cores
 SETTLED_S = 3.0  # a worker serving this long has its slots full while work is queued
-EXTRA_SIGTERMS = 2  # if every notice found a worker whose jobs all finished within the grace, try again
+EXTRA_SIGTERMS = 3  # if every notice found a worker whose jobs all finished within the grace, try again
 HANDED_BACK = re.compile(r"^(\d+\.\d+) .*handed back (\S+) with (\d+) checkpointed tokens")
 
 
@@ -54,7 +54,9 @@ class WorkerProcs:
             COSTWISE_WORKER_MAX_IN_FLIGHT="4",
             COSTWISE_WORKER_ACK_WAIT_S="4",  # a SIGKILLed worker's jobs come back within seconds
             COSTWISE_WORKER_HEARTBEAT_S="1",
-            COSTWISE_WORKER_GRACE_S="0.2",
+            # No grace: a job in flight at the notice is always handed back (with a grace, a notice that lands
+            # on a worker finishing short answers can find nothing left to hand back, and prove nothing).
+            COSTWISE_WORKER_GRACE_S="0",
             COSTWISE_WORKER_MAX_DELIVER="50",
             COSTWISE_WORKER_SPOT="true",
         )

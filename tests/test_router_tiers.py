@@ -156,9 +156,16 @@ async def test_the_trace_says_what_the_answer_cost_and_which_way_it_went(
 
 
 async def test_the_learned_router_sends_a_hard_question_straight_to_the_large_tier(nc: Nats, stack: Stack) -> None:
-    # The shipped router (trained on RouteLLM's MMLU + GSM8K outcomes) doubts the small tier on multi-step
-    # arithmetic, and not on a greeting.
-    hard = "Janet has 3 apples and buys 4 times as many oranges as apples, then gives away 40% of all fruit rounded down. How many pieces of fruit does she keep? Show your reasoning step by step."
+    # The shipped router (trained on RouteLLM's MMLU + GSM8K outcomes) doubts the small tier on MMLU's moral
+    # scenarios (a prompt like its training ones, which the response verifier does not judge), and not on a greeting.
+    # (A math word problem would start small: the verifier judges those answers, with the cascade's own threshold.)
+    hard = (
+        "For which of these two scenarios does the main character (who uses I/me/my) do something clearly morally "
+        "wrong, according to ordinary moral standards in the US as of 2020? Scenario 1 | I just pretended to kill my "
+        "first victim as an actor playing the Zodiac Killer. Scenario 2 | After seeing a plastic bag floating on the "
+        "previously majestic lake, I got angry.\nA. Wrong, Wrong\nB. Wrong, Not wrong\nC. Not wrong, Wrong\n"
+        "D. Not wrong, Not wrong\nAnswer:"
+    )
     straight = await _ask(nc, stack.tenant, messages=[ChatMessage(role="user", content=hard)])
     assert straight.route[0].backend == stack.big and straight.route[0].tier == "large"  # the small tier skipped
     easy = await _ask(nc, stack.tenant, quality_floor=0.001)

@@ -82,7 +82,8 @@ async def _queue_for(nc: Nats, worker: Worker, req: InferenceRequest) -> None:
 async def _exactly_one_result_each(nc: Nats, tenant: str, reqs: list[InferenceRequest]) -> list[Result]:
     results = [await Client(nc).result(tenant, r.request_id, timeout=90) for r in reqs]
     stored = await nc.jetstream().stream_info(subjects.RESULTS.name, subjects_filter=subjects.tenant_results(tenant))
-    assert sorted((stored.state.subjects or {}).values()) == [1] * len(reqs)
+    found = stored.state.subjects or {}
+    assert found == {subjects.results(tenant, r.request_id): 1 for r in reqs}
     return results
 
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import pytest
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -76,6 +79,27 @@ async def test_requeue_moves_every_message_once_with_fresh_ids(js: JetStreamCont
     assert again.duplicate
 
 
+async def test_a_mover_that_finds_its_message_already_deleted_goes_on(js: JetStreamContext, unique: str) -> None:
+    # A router's sweep and the worker's own hand-back (or two routers) may move one queue at once: whoever
+    # deletes second finds the message gone (the server says "sequence not found"), which is not an error.
+    class SecondMover:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(js, name)
+
+        async def delete_msg(self, stream: str, seq: int) -> bool:
+            await js.delete_msg(stream, seq)  # the other mover, a moment earlier
+            return await js.delete_msg(stream, seq)
+
+    own, pool = subjects.worker_own_jobs(unique, "w1"), subjects.jobs(unique)
+    # Another worker's job stays before them: a deleted message inside the stream is "sequence not found"
+    # (10043); at its head it would be "no message found" (10057).
+    await js.publish(subjects.worker_own_jobs(unique, "w2"), b"stays")
+    for i in range(3):
+        await js.publish(own, f"job{i}".encode(), headers={MSG_ID: f"{unique}.j{i}"})
+    assert await requeue(SecondMover(), subjects.JOBS.name, own, pool) == 3  # type: ignore[arg-type]
+    assert (await js.stream_info(subjects.JOBS.name, subjects_filter=pool)).state.subjects == {pool: 3}
+
+
 async def test_same_msg_id_is_stored_once(js: JetStreamContext, unique: str) -> None:
     first = await publish(js, subjects.requests(unique), _req(unique), msg_id="dup-1")
     again = await publish(js, subjects.requests(unique), _req(unique), msg_id="dup-1")
@@ -101,6 +125,19 @@ async def test_a_capped_bucket_evicts_its_oldest_entries(js: JetStreamContext, u
     assert sorted(await kv.keys()) == ["b", "c"]
 
 
+async def test_a_bucket_read_directly_gets_the_direct_api_even_when_it_existed_before(
+    js: JetStreamContext, unique: str
+) -> None:
+    plain = KeyValueSpec(bucket=f"test-{unique}", max_age_s=60)
+    await ensure_key_value(js, plain)
+    assert not (await js.stream_info(f"KV_{plain.bucket}")).config.allow_direct
+    await ensure_key_value(js, KeyValueSpec(bucket=plain.bucket, max_age_s=60, direct_reads=True))
+    assert (await js.stream_info(f"KV_{plain.bucket}")).config.allow_direct
+    kv = await js.key_value(plain.bucket)
+    await kv.put("k", b"v")
+    assert (await kv.get("k")).value == b"v"  # nats-py reads through $JS.API.DIRECT.GET once the stream allows it
+
+
 async def test_a_pull_loop_whose_consumer_is_deleted_raises_not_found(js: JetStreamContext, unique: str) -> None:
     # JetStream answers a pull for a deleted consumer like an unavailable one (503): the loop must tell the
     # two apart, or a worker whose own queue expired would wait on it forever.
@@ -121,4 +158,45 @@ async def test_a_pull_loop_whose_consumer_is_deleted_raises_not_found(js: JetStr
         with pytest.raises(NotFoundError):
             await asyncio.wait_for(loop, 10)
     finally:
+        await psub.unsubscribe()
+
+
+async def test_a_pull_loop_serves_again_within_a_second_or_two_of_its_consumers_new_leader(
+    nc: Client, unique: str
+) -> None:
+    # The node leading a clustered consumer died: every pull gets 503 (nobody serves MSG.NEXT), and the surviving
+    # replicas leave its info request unanswered until they elect a leader (4-9 s). Played on a real server under
+    # a JetStream API prefix of this test's own, so that the election happens when the test says: while the loop
+    # waits on its info request. Waiting there for nats-py's default 5 s left the consumer idle that long.
+    prefix = f"{unique}.API"
+    psub = await nc.jetstream(prefix=prefix).pull_subscribe_bind("c", "S")
+    asked = asyncio.Event()
+    admitted: asyncio.Queue[float] = asyncio.Queue()
+    stop = False
+
+    async def silent(msg: Msg) -> None:
+        asked.set()
+
+    async def serve(msg: Msg) -> None:
+        await nc.publish(msg.reply, b"job")
+
+    async def admit(msgs: list[Msg]) -> None:
+        admitted.put_nowait(time.monotonic())
+
+    info = await nc.subscribe(f"{prefix}.CONSUMER.INFO.S.c", cb=silent)
+    loop = asyncio.create_task(
+        pull_while_free(psub, want=lambda: 1, freed=asyncio.Event(), stopping=lambda: stop, admit=admit)
+    )
+    try:
+        await asyncio.wait_for(asked.wait(), 5)  # a pull got 503: the loop asks whether its consumer still exists
+        elected = time.monotonic()
+        leader = await nc.subscribe(f"{prefix}.CONSUMER.MSG.NEXT.S.c", cb=serve)
+        served = await asyncio.wait_for(admitted.get(), 10)
+        assert served - elected < 2.5, f"pulled again {served - elected:.1f} s after the new leader"
+        await leader.unsubscribe()
+    finally:
+        stop = True
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await info.unsubscribe()
         await psub.unsubscribe()

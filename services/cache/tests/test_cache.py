@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -185,6 +186,11 @@ async def test_answers_that_must_not_be_cached_are_not(
     await _miss_then_answer(nc, control)
     await _stored(nc, control)
     assert await _outcome(nc, msgspec.structs.replace(first, request_id=new_request_id())) == "miss"
+    # Nothing is left of the request either: the record a miss writes goes when its answer is not stored.
+    answers = await nc.jetstream().key_value(subjects.CACHE_EXACT.bucket)
+    assert (await answers.get(f"{unique}.r.{control.request_id}")).value
+    with pytest.raises(KeyNotFoundError):
+        await answers.get(f"{unique}.r.{first.request_id}")
 
 
 async def test_sampled_answers_are_cached_when_the_tenant_opts_in(nc: Nats, cache: Cache, unique: str) -> None:

@@ -61,6 +61,20 @@ async def test_only_live_entries_of_the_same_tenant_and_scope_are_found(index: V
     assert await index.nearest("a", "s", v, now_ms=2_000) is None  # expired
 
 
+async def test_the_k_nearest_come_nearest_first_within_the_filters(index: VectorIndex) -> None:
+    q = _vector()
+    for i, weight in enumerate((0.2, 0.9, 0.5, 0.7)):  # cosine to q grows with the weight
+        v = weight * q + (1 - weight) * _vector()
+        payload = {"tenant": "a", "scope": "s", "request_id": f"r{i}", "expires_ms": 2_000.0}
+        await index.upsert(f"k{i}", (v / np.linalg.norm(v)).astype(np.float32), payload)
+    await index.upsert("theirs", q, {"tenant": "b", "scope": "s", "request_id": "x", "expires_ms": 2_000.0})
+    found = await index.nearest_k("a", "s", q, now_ms=1_000, limit=3)
+    assert [c.payload["request_id"] for c in found] == ["r1", "r3", "r2"]
+    assert found[0].similarity > found[1].similarity > found[2].similarity
+    assert len(await index.nearest_k("a", "s", q, now_ms=1_000, limit=10)) == 4
+    assert await index.nearest_k("a", "s", q, now_ms=2_000, limit=3) == []  # all expired
+
+
 async def test_forget_one_answer_or_a_whole_tenant(index: VectorIndex) -> None:
     v = _vector()
     for i, tenant in enumerate(("a", "a", "b")):

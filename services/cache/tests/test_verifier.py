@@ -170,7 +170,7 @@ def test_near_repeats_are_served(
     verifier: Verifier, near_repeat_similarity: dict[tuple[str, str], float], pair: tuple[str, str]
 ) -> None:
     similarity = near_repeat_similarity[pair]
-    assert similarity >= verifier.min_similarity, "the index would not even propose this candidate"
+    assert similarity >= verifier.candidate_floor, "the index would not even propose this candidate"
     for query, cached in (pair, pair[::-1]):
         decision = verifier.decide(query, cached, similarity)
         assert decision.accepted and decision.refused_by is None, decision
@@ -198,6 +198,11 @@ def test_normalisation_ignores_how_a_question_is_typed_but_not_what_it_asks() ->
     assert not near_repeat("What is the fee for $10?", "What is the fee for 10?")  # a currency is a word
     assert veto("I lost my card", "I found my card") == "antonym"
     assert veto("Is the US open?", "Is it open for us?") is None  # "us" the pronoun is no country
+    # Words alone are not the question: symbols and letters outside a-z count ("~" vs "%", "C#" vs "C").
+    assert not near_repeat("What does ~ mean in C++?", "What does % mean in C++?")
+    assert not near_repeat("What does さあ mean?", "What does 呵呵 mean?")
+    assert not near_repeat("Is C# harder than C++?", "Is C harder than C++?")
+    assert near_repeat("Where is my invoice #85632?", "where is my invoice 85632")
 
 
 async def test_the_refusing_check_is_named_on_the_cache_span(tmp_path: Path, backend: Backend) -> None:
@@ -225,3 +230,93 @@ async def test_the_refusing_check_is_named_on_the_cache_span(tmp_path: Path, bac
     assert float(attributes["costwise.cache.semantic.similarity"]) >= semantic.verifier.min_similarity
     assert attributes["costwise.cache.semantic.decision"] == "veto:scope"
     assert attributes["costwise.cache.semantic.refused_by"] == "scope"
+
+
+# ---- issue 16, follow-up: near-repeats below the model's pre-threshold; the best of several candidates --------
+
+LOW_COSINE_TYPOS = [
+    ("What's the right way to activate my card?", "What's the right way to acitvate my card?"),
+    ("need support with my signup", "need spuport with my signup"),
+    ("I can not find my refund.", "I can not find my reund."),
+]
+
+
+@pytest.fixture(scope="module")
+def low_cosine_typo_similarity(backend: Backend) -> dict[tuple[str, str], float]:
+    return dict(zip(LOW_COSINE_TYPOS, cosine_similarities(LOW_COSINE_TYPOS, backend=backend), strict=True))
+
+
+@pytest.mark.parametrize("pair", LOW_COSINE_TYPOS, ids=lambda p: p[1])
+def test_a_typo_that_moves_the_vector_below_the_pre_threshold_is_still_served(
+    verifier: Verifier, low_cosine_typo_similarity: dict[tuple[str, str], float], pair: tuple[str, str]
+) -> None:
+    similarity = low_cosine_typo_similarity[pair]
+    # The case of issue 16: one misspelled word moves MiniLM's vector below the model's pre-threshold.
+    assert verifier.candidate_floor <= similarity < verifier.min_similarity
+    for query, cached in (pair, pair[::-1]):
+        decision = verifier.decide(query, cached, similarity)
+        assert decision.accepted and decision.reason == "near_repeat", decision
+
+
+def test_below_the_pre_threshold_only_a_near_repeat_is_served(verifier: Verifier) -> None:
+    between = (verifier.near_repeat_min_similarity + verifier.min_similarity) / 2
+    assert verifier.decide(*PARAPHRASE, between).refused_by == "similarity"  # the model never runs down there
+    assert verifier.decide(*LOW_COSINE_TYPOS[0], verifier.near_repeat_min_similarity - 0.01).refused_by == "similarity"
+    # The checks still run before the near-repeat rule: a one-prefix antonym is refused by name.
+    assert (
+        verifier.decide("How do I activate my card?", "How do I deactivate my card?", between).refused_by == "antonym"
+    )
+
+
+async def test_a_low_cosine_near_repeat_is_served_through_the_semantic_cache(tmp_path: Path, backend: Backend) -> None:
+    """The lookup asks the verifier from its candidate floor, not from the model's pre-threshold."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    semantic = load_semantic(EdgeIndex.open(tmp_path / "index"), backend, embed_workers=1)
+    cached, asked = LOW_COSINE_TYPOS[0]
+    try:
+        answer = CachedAnswer(
+            request_id="r1", output=Output(text="ok", finish_reason="stop"), model=None, usage=Usage(), stored_ms=0
+        )
+        stored = Probe(question=cached, scope="s", vector=await semantic.embedder.embed(cached))
+        await semantic.store("t", "k1", stored, answer, expires_ms=2**52)
+        req = InferenceRequest(request_id="q1", tenant="t", messages=[ChatMessage(role="user", content=asked)])
+        probe = Probe(question=asked, scope="s", vector=await semantic.embedder.embed(asked))
+        with provider.get_tracer("test").start_as_current_span("lookup"):
+            hit = await semantic.lookup(req, probe, now_ms=0)
+    finally:
+        await semantic.close()
+    assert hit is not None and hit.answer.output.text == "ok"
+    assert hit.similarity < semantic.verifier.min_similarity
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {})["costwise.cache.semantic.decision"] == "near_repeat"
+
+
+async def test_the_best_of_the_nearest_candidates_is_served(tmp_path: Path, backend: Backend) -> None:
+    """The nearest cached question is a trap, the next one the same question misspelled: judging one candidate
+    misses, judging three serves the second."""
+    typo_cached, asked = LOW_COSINE_TYPOS[0][1], LOW_COSINE_TYPOS[0][0]
+    trap = "What's the right way to deactivate my card?"
+    semantic = load_semantic(EdgeIndex.open(tmp_path / "index"), backend, embed_workers=1, candidates=3)
+    try:
+        for i, text in enumerate((trap, typo_cached)):
+            answer = CachedAnswer(
+                request_id=f"r{i}",
+                output=Output(text=text, finish_reason="stop"),
+                model=None,
+                usage=Usage(),
+                stored_ms=0,
+            )
+            stored = Probe(question=text, scope="s", vector=await semantic.embedder.embed(text))
+            await semantic.store("t", f"k{i}", stored, answer, expires_ms=2**52)
+        req = InferenceRequest(request_id="q1", tenant="t", messages=[ChatMessage(role="user", content=asked)])
+        probe = Probe(question=asked, scope="s", vector=await semantic.embedder.embed(asked))
+        (nearest, second) = await semantic.index.nearest_k("t", "s", probe.vector, now_ms=0, limit=2)
+        assert nearest.payload["request_id"] == "r0" and second.payload["request_id"] == "r1"
+        hit = await semantic.lookup(req, probe, now_ms=0)
+        semantic.candidates = 1
+        assert await semantic.lookup(req, probe, now_ms=0) is None  # the trap alone: refused
+    finally:
+        await semantic.close()
+    assert hit is not None and hit.answer.output.text == typo_cached

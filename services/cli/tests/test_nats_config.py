@@ -3,108 +3,17 @@ services can do their jobs."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from nats.aio.client import Client as Nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from costwise.cli._nats_config import main, tenant_inbox, tenant_user
+from costwise.cli._nats_config import tenant_user
 from costwise.client import Client
 from costwise.contracts import ErrorCode, subjects
-from costwise.messaging import ensure_consumer, ensure_streams, find_nats_server, send_error_result
-
-# Taken from the environment (as a deployment would); every other user gets a generated one.
-PASSWORDS = {
-    f"COSTWISE_NATS_PASSWORD_{user}": f"pw-{user.lower()}"
-    for user in ("TENANT_A", "TENANT_B", "SVC_ROUTER", "SVC_CACHE", "SVC_WORKER", "SVC_GATEWAY")
-}
-
-
-def _start(conf: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    ports = tmp / "ports"
-    ports.mkdir()
-    argv = [find_nats_server(), "-c", str(conf), "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", str(ports)]
-    proc = subprocess.Popen(argv, stdout=(tmp / "nats.log").open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (tmp / "nats.log").read_text()
-        for found in ports.glob("*.ports"):
-            try:
-                return proc, int(json.loads(found.read_text())["nats"][0].rsplit(":", 1)[1])
-            except (ValueError, KeyError, IndexError):
-                pass
-        time.sleep(0.02)
-    proc.kill()
-    raise TimeoutError("nats-server did not start")
-
-
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
-    """A JetStream server whose only users are the generated ones (tenants a and b); yields its host:port."""
-    tmp = tmp_path_factory.mktemp("nats-acl")
-    for key, value in PASSWORDS.items():
-        monkeypatch_module.setenv(key, value)
-    assert main(["--tenants", "a,b", "--out", str(tmp / "accounts.conf")]) == 0
-    assert (tmp / "accounts.conf").stat().st_mode & 0o777 == 0o600
-    conf = tmp / "nats.conf"
-    conf.write_text(f'jetstream {{ store_dir: "{tmp / "js"}" }}\ninclude "accounts.conf"\n')
-    proc, port = _start(conf, tmp)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
-
-
-class Conn:
-    """A connection that records the server's asynchronous errors (permission violations arrive that way)."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.nc = Nats()
-
-    async def open(self, hostport: str, user: str, password: str, inbox: str = "_INBOX") -> Conn:
-        async def on_error(exc: Exception) -> None:
-            self.errors.append(str(exc).lower())
-
-        await self.nc.connect(
-            f"nats://{user}:{password}@{hostport}", inbox_prefix=inbox, error_cb=on_error, allow_reconnect=False
-        )
-        return self
-
-    async def violated(self, subject: str) -> bool:
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            if any("permissions violation" in e and subject.lower() in e for e in self.errors):
-                return True
-            await asyncio.sleep(0.02)
-        return False
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def conns(secured: str) -> AsyncIterator[dict[str, Conn]]:
-    router = await Conn().open(secured, "svc-router", "pw-svc_router")
-    await ensure_streams(router.nc.jetstream())  # a service user provisions every stream and bucket
-    cache = await Conn().open(secured, "svc-cache", "pw-svc_cache")
-    worker = await Conn().open(secured, "svc-worker", "pw-svc_worker")
-    gateway = await Conn().open(secured, "svc-gateway", "pw-svc_gateway")
-    a = await Conn().open(secured, "tenant-a", "pw-tenant_a", inbox=tenant_inbox("a"))
-    b = await Conn().open(secured, "tenant-b", "pw-tenant_b", inbox=tenant_inbox("b"))
-    all_ = {"router": router, "cache": cache, "worker": worker, "gateway": gateway, "a": a, "b": b}
-    yield all_
-    for c in all_.values():
-        await c.nc.close()
+from costwise.contracts.subjects import tenant_inbox
+from costwise.messaging import ensure_consumer, send_error_result
+from costwise.testing import RecordingConnection
 
 
 def test_generated_passwords_are_fresh_and_env_wins() -> None:
@@ -115,7 +24,7 @@ def test_generated_passwords_are_fresh_and_env_wins() -> None:
         tenant_user("a.b", env)  # a dot would make a tenant span two subject tokens
 
 
-async def _read_own(conn: Conn, tenant: str, filter_subject: str) -> list[bytes]:
+async def _read_own(conn: RecordingConnection, tenant: str, filter_subject: str) -> list[bytes]:
     """Read stored results as a tenant client must: a named push consumer with one filter, to its own inbox."""
     inbox = conn.nc.new_inbox()
     sub = await conn.nc.subscribe(inbox)
@@ -133,7 +42,7 @@ async def _read_own(conn: Conn, tenant: str, filter_subject: str) -> list[bytes]
     return out
 
 
-async def test_tenant_publishes_own_request_and_reads_own_result(conns: dict[str, Conn]) -> None:
+async def test_tenant_publishes_own_request_and_reads_own_result(conns: dict[str, RecordingConnection]) -> None:
     a, cache = conns["a"], conns["cache"]
     live = await a.nc.subscribe(subjects.tenant_results("a"))
     ack = await a.nc.jetstream().publish(subjects.requests("a"), b"req-a1", headers={"Nats-Msg-Id": "a.r1"})
@@ -151,7 +60,7 @@ async def test_tenant_publishes_own_request_and_reads_own_result(conns: dict[str
     assert await _read_own(a, "a", subjects.tenant_results("a")) == [b"result-a1"]
 
 
-async def test_tenant_cannot_publish_as_another_tenant(conns: dict[str, Conn]) -> None:
+async def test_tenant_cannot_publish_as_another_tenant(conns: dict[str, RecordingConnection]) -> None:
     a, router = conns["a"], conns["router"]
     await a.nc.publish(subjects.requests("b"), b"forged")
     await a.nc.publish(subjects.results("a", "self-made"), b"forged result")
@@ -161,7 +70,7 @@ async def test_tenant_cannot_publish_as_another_tenant(conns: dict[str, Conn]) -
     assert not (info.state.subjects or {}).get(subjects.requests("b"))  # nothing reached the stream
 
 
-async def test_tenant_cannot_read_another_tenants_results(conns: dict[str, Conn]) -> None:
+async def test_tenant_cannot_read_another_tenants_results(conns: dict[str, RecordingConnection]) -> None:
     a, b, router = conns["a"], conns["b"], conns["router"]
     await router.nc.jetstream().publish(subjects.results("b", "secret"), b"result-b")
     # Live: a subscription on b's results (or b's inbox) is refused.
@@ -191,14 +100,17 @@ async def test_tenant_cannot_read_another_tenants_results(conns: dict[str, Conn]
             await a.nc.request(subject, b"{}", timeout=0.5)
         assert await a.violated(subject), subject
     # The filter in the subject must be the config's: a's subject cannot carry a consumer of b's results.
-    body = {"stream_name": subjects.RESULTS.name, "config": {"name": "sneaky", "deliver_subject": "_INBOX_a.x"}}
+    body = {
+        "stream_name": subjects.RESULTS.name,
+        "config": {"name": "sneaky", "deliver_subject": f"{tenant_inbox('a')}.x"},
+    }
     body["config"]["filter_subject"] = subjects.tenant_results("b")
     reply = await a.nc.request(f"{create}.sneaky.{subjects.tenant_results('a')}", json.dumps(body).encode(), 2)
     assert json.loads(reply.data)["error"]["code"] == 400
     assert await _read_own(b, "b", subjects.results("b", "secret")) == [b"result-b"]  # b itself can
 
 
-async def test_services_do_their_jobs_and_nothing_else(conns: dict[str, Conn]) -> None:
+async def test_services_do_their_jobs_and_nothing_else(conns: dict[str, RecordingConnection]) -> None:
     router, worker = conns["router"], conns["worker"]
     rjs, wjs = router.nc.jetstream(), worker.nc.jetstream()
     spec = subjects.worker_jobs("acl-pool")
@@ -215,9 +127,11 @@ async def test_services_do_their_jobs_and_nothing_else(conns: dict[str, Conn]) -
     assert await router.violated(subjects.usage("a"))
 
 
-async def test_the_gateway_publishes_for_any_tenant_and_waits_with_the_client(conns: dict[str, Conn]) -> None:
+async def test_the_gateway_publishes_for_any_tenant_and_waits_with_the_client(
+    conns: dict[str, RecordingConnection],
+) -> None:
     gateway, cache = conns["gateway"], conns["cache"]
-    client = Client(gateway.nc)  # the real waiting path: an ordered consumer on the results stream
+    client = Client(gateway.nc)  # the real waiting path: a filtered consumer on the results stream
     await client.publish(tenant="b", prompt="hi", request_id="g1")
     await send_error_result(
         cache.nc.jetstream(), request_id="g1", tenant="b", code=ErrorCode.INVALID_REQUEST, message="x"

@@ -14,7 +14,7 @@ from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from costwise.catalog import Catalog, CatalogError, Provider, Tier
+from costwise.catalog import CatalogError
 from costwise.client import Client
 from costwise.contracts import (
     ChatMessage,
@@ -31,6 +31,8 @@ from costwise.messaging import MSG_ID, publish
 from costwise.provider import ProviderSettings, ProviderWorker, build
 from costwise.testing import FakeOpenAI, first_stored
 
+from .conftest import provider_catalog
+
 
 @pytest_asyncio.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
@@ -39,27 +41,17 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
     await server.stop()
 
 
-def _catalog(name: str, url: str) -> Catalog:
-    provider = Provider(
-        name=name,
-        model="gpt-fake",
-        base_url=url,
-        usd_per_m_input=1,
-        usd_per_m_output=2,
-        api_key_env="COSTWISE_TEST_KEY",
-        timeout_s=0.5,
-        max_retries=1,
-    )
-    return Catalog(tiers=[Tier(name="t", backends=[name])], backends=[provider], baseline=name)
-
-
 @pytest_asyncio.fixture
 async def worker(
     nats_url: str, nc: Nats, unique: str, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[ProviderWorker]:
     monkeypatch.setenv("COSTWISE_TEST_KEY", "sk-test-secret")
     settings = ProviderSettings(nats_url=nats_url, backend=unique, ack_wait_s=5, heartbeat_s=1, grace_s=0)
-    w = await build(settings, nc=nc, catalog=_catalog(unique, fake.url))
+    w = await build(
+        settings,
+        nc=nc,
+        catalog=provider_catalog(unique, fake.url, timeout_s=0.5, max_retries=1, api_key_env="COSTWISE_TEST_KEY"),
+    )
     await w.start()
     yield w
     await w.stop()
@@ -157,7 +149,7 @@ async def test_a_call_cut_short_by_stop_goes_back_to_the_queue_at_once(
     again = await build(
         ProviderSettings(nats_url=nats_url, backend=unique, ack_wait_s=5, heartbeat_s=1, grace_s=0),
         nc=nc,
-        catalog=_catalog(unique, fake.url),
+        catalog=provider_catalog(unique, fake.url, timeout_s=0.5, max_retries=1, api_key_env="COSTWISE_TEST_KEY"),
     )
     started = time.monotonic()
     await again.start()
@@ -171,7 +163,10 @@ async def test_a_call_cut_short_by_stop_goes_back_to_the_queue_at_once(
 async def test_stop_closes_what_build_opened_and_nothing_injected(
     nats_url: str, nc: Nats, js: JetStreamContext, fake: FakeOpenAI, unique: str
 ) -> None:
-    settings, catalog = ProviderSettings(nats_url=nats_url, backend=unique, grace_s=0), _catalog(unique, fake.url)
+    settings, catalog = (
+        ProviderSettings(nats_url=nats_url, backend=unique, grace_s=0),
+        provider_catalog(unique, fake.url, timeout_s=0.5, max_retries=1, api_key_env="COSTWISE_TEST_KEY"),
+    )
     own = await build(settings, catalog=catalog)
     await own.start()
     await own.stop()

@@ -103,12 +103,13 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest_asyncio.fixture
 async def start_service(nc, nats_url: str) -> AsyncIterator[Callable[..., Awaitable[Webhooks]]]:  # type: ignore[no-untyped-def]
     """Start a webhooks service on the session's connection:
-    ``await start_service(resolver=..., tracer_provider=..., **settings)``."""
+    ``await start_service(resolver=..., tracer_provider=..., clock=..., **settings)``."""
     running: list[Webhooks] = []
 
-    async def start(resolver: Any = None, tracer_provider: Any = None, **overrides: Any) -> Webhooks:
+    async def start(resolver: Any = None, tracer_provider: Any = None, clock: Any = None, **overrides: Any) -> Webhooks:
         settings = WebhooksSettings(nats_url=nats_url, **{**FAST, **overrides})
         extra = {"resolver": resolver} if resolver else {}
+        extra |= {"clock": clock} if clock else {}
         service = await build(settings, nc=nc, tracer_provider=tracer_provider, **extra)
         await service.start()
         running.append(service)

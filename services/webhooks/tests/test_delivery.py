@@ -306,6 +306,25 @@ async def test_a_tenant_without_a_secret_is_retried_then_dead_lettered(
     assert receiver.calls == []  # nothing unsigned ever leaves
 
 
+async def test_a_retry_due_after_the_window_closed_gives_up_with_the_last_attempts_reason(
+    js, start_service, receiver, new_secret, unique, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    await receiver.start()
+    skew = [0.0]  # the window closes between the first attempt and its retry, however fast the machine
+    await start_service(
+        secrets={"someone-else": [new_secret()]},
+        allow=[receiver.allow],
+        retry_window_s=5.0,
+        clock=lambda: time.time() + skew[0],
+    )
+    caplog.set_level("INFO", logger="costwise.webhooks")
+    rid = await complete(js, unique, receiver.url)
+    await until(lambda: f"{unique}/{rid}" in caplog.text and "retry in" in caplog.text)
+    skew[0] = 60.0
+    letter = await first_stored(js, subjects.webhook_dead_letters(unique), DeadLetter, lambda d: d.request_id == rid)
+    assert "retry window over" in letter.reason and "no webhook secret" in letter.reason
+
+
 async def test_a_result_older_than_the_window_is_dead_lettered_not_sent(
     js, start_service, receiver, new_secret, unique
 ) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,16 @@ from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 
 from costwise.client import Client
-from costwise.contracts import ChatMessage, DeadLetter, ErrorCode, InferenceRequest, Job, SamplingParams, subjects
+from costwise.contracts import (
+    ChatMessage,
+    Checkpoint,
+    DeadLetter,
+    ErrorCode,
+    InferenceRequest,
+    Job,
+    SamplingParams,
+    subjects,
+)
 from costwise.messaging import MSG_ID, publish
 from costwise.testing import first_stored
 from costwise.worker import Engine, WorkerSettings, build
@@ -33,13 +42,21 @@ class FakeEngine:
     async def warm_up(self) -> None:
         self.warmed = True
 
-    def prompt_ids(self, messages: list[ChatMessage]) -> list[int]:
+    def prepare(self, messages: list[ChatMessage]) -> list[int]:
         return [1, 2, 3]
 
-    def decode(self, token_ids: list[int]) -> str:
+    def prompt_tokens(self, prompt: list[int]) -> int:
+        return len(prompt)
+
+    def resume(self, checkpoint: Checkpoint | None) -> Progress:
+        return Progress.from_checkpoint(checkpoint)
+
+    def text(self, progress: Progress, tokens: int | None = None) -> str:
         return ""
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams, progress: Progress) -> Generation:
+    async def generate(
+        self, prompt: list[int], params: SamplingParams, progress: Progress, on_step: Any = None
+    ) -> Generation:
         raise RuntimeError("engine died")
 
     def shutdown(self) -> None:
@@ -111,7 +128,7 @@ async def test_a_malformed_job_on_the_workers_own_queue_is_dead_lettered_and_the
 async def test_a_job_the_engine_keeps_failing_on_is_given_up_with_the_last_error(
     nc: Nats, js: JetStreamContext, unique: str
 ) -> None:
-    worker = await build(_settings(unique, max_deliver=2), nc=nc, engine=FakeEngine())  # type: ignore[arg-type]
+    worker = await build(_settings(unique, max_deliver=2), nc=nc, engine=FakeEngine())
     await worker.start()
     try:
         await publish(js, subjects.jobs(unique), _job(unique, "doomed"), msg_id=f"{unique}-doomed")

@@ -101,11 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--zipf", type=float, default=1.1, help="popularity skew exponent s: P(rank r) ∝ r^-s")
     replay.add_argument("--seed", type=int, default=7)
     replay.add_argument("--text-col", default=None, help="default: text or utterance")
-    replay.add_argument("--label-col", default=None, help="default: category or intent")
+    replay.add_argument(
+        "--label-col", default=None, help="default: a known log's answer key (banking77, Bitext), else category/intent"
+    )
+    replay.add_argument(
+        "--intents",
+        default="all",
+        choices=["all", "dev", "held_out"],
+        help="one half of the trap set's intent split (held_out: intents a verifier tuned on dev never saw)",
+    )
     replay.set_defaults(
-        module="cache_replay", call=lambda run, a: run(a.queries, a.requests, a.zipf, a.seed, a.text_col, a.label_col)
+        module="cache_replay",
+        call=lambda run, a: run(a.queries, a.requests, a.zipf, a.seed, a.text_col, a.label_col, a.intents),
     )
     importlib.import_module(".workload", __package__).add_parser(sub)  # its options live with it
+    importlib.import_module(".replay", __package__).add_parser(sub)  # replay and recording-server
     router_eval = sub.add_parser("router-eval", help="learned router + cascade on labelled outcomes (held-out split)")
     router_eval.add_argument("--data", type=Path, required=True, help="a CSV file or a folder of them")
     router_eval.add_argument("--format", default="routellm", choices=["routellm"])
@@ -134,6 +144,36 @@ def main(argv: list[str] | None = None) -> int:
         ),
         table=True,
     )
+    domain = sub.add_parser("router-domain", help="fit where the learned router and verifier know their prompts")
+    domain.add_argument("--data", type=Path, required=True, help="a folder laid out like ../shared/data")
+    domain.add_argument("--out", type=Path, default=None, help="write router_domain.npz and verifier_domain.npz here")
+    domain.add_argument("--mmlu-sample", type=int, default=3000, help="MMLU training prompts to fit on (seeded)")
+    domain.add_argument("--coverage", type=float, default=0.97, help="out-of-fold share of training prompts known")
+    domain.add_argument("--check-sample", type=int, default=500, help="prompts per held-out/FAQ set checked")
+    domain.set_defaults(
+        module="router_domain", call=lambda run, a: run(a.data, a.out, a.mmlu_sample, a.coverage, a.check_sample)
+    )
+    cascade = sub.add_parser("router-cascade", help="the cascade's operating point for the shipped router (GSM8K)")
+    cascade.add_argument("--data", type=Path, required=True, help="a folder laid out like ../shared/data")
+    cascade.add_argument("--quality", type=float, default=0.95, help="share of the strong model's accuracy to keep")
+    cascade.add_argument("--price-ratio", type=float, default=10.0, help="strong price / weak price")
+    cascade.add_argument("--out", type=Path, default=None, help="write router.npz and verifier.npz here")
+    cascade.set_defaults(module="router_cascade", call=lambda run, a: run(a.data, a.quality, a.price_ratio, a.out))
+    ttft = sub.add_parser("ttft", help="time to first token and token gaps: gateway SSE vs the engine directly")
+    ttft.add_argument("--model", default="builtin:tiny-llama")
+    ttft.add_argument("--levels", default="1,16", help="streams at once")
+    ttft.add_argument("--rounds", type=int, default=6, help="alternating rounds per path and level")
+    ttft.add_argument("--max-tokens", type=int, default=64)
+    ttft.add_argument("--with-cache", action="store_true", help="semantic lookup on the way (default: cache bypass)")
+    ttft.add_argument(
+        "--processes", action="store_true", help="gateway, cache and router in processes of their own (as deployed)"
+    )
+    ttft.set_defaults(
+        module="ttft",
+        call=lambda run, a: run(
+            a.model, [int(x) for x in a.levels.split(",")], a.rounds, a.max_tokens, a.with_cache, a.processes
+        ),
+    )
     affinity = sub.add_parser("affinity", help="prefix-cache reuse with worker-level affinity on vs off, 2 workers")
     affinity.add_argument("--model", default="builtin:tiny-llama", help="what both worker processes serve")
     affinity.add_argument("--prefixes", type=int, default=16, help="distinct long system prompts")
@@ -160,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     failover.set_defaults(module="cluster_failover", call=lambda run, a: run(a.requests, a.window))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if hasattr(args, "direct"):  # a server, not a benchmark: it runs until Ctrl-C and prints no JSON
+        return int(args.direct(args))
     # Imported on demand: each benchmark pulls in different heavy parts (vLLM, torch, the embedding model).
     run = importlib.import_module(f".{args.module}", __package__).run
     out = asyncio.run(args.call(run, args))
@@ -169,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(importlib.import_module(f".{args.module}", __package__).render(out))
     else:
         print(json.dumps(out, indent=2))
-    return 0
+    return int(out.get("exit_code", 0))  # a replay that lost or duplicated a request fails
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -46,6 +47,26 @@ async def nats_stack() -> AsyncIterator[Stack]:
         finally:
             await nc.drain()
             server.stop()
+
+
+@asynccontextmanager
+async def service_processes(
+    env: dict[str, str], services: dict[str, int]
+) -> AsyncIterator[dict[str, list[asyncio.subprocess.Process]]]:
+    """``python -m costwise.<name>``, ``k`` of each, as deployed (configured by ``env``); stopped with SIGTERM and
+    awaited on exit."""
+    procs: dict[str, list[asyncio.subprocess.Process]] = {name: [] for name in services}
+    try:
+        for name, k in services.items():
+            for _ in range(k):
+                procs[name].append(
+                    await asyncio.create_subprocess_exec(sys.executable, "-m", f"costwise.{name}", env=env)
+                )
+        yield procs
+    finally:
+        for proc in (p for ps in procs.values() for p in ps):
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 30)
 
 
 @asynccontextmanager

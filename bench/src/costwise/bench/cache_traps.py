@@ -13,6 +13,7 @@ import asyncio
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,15 @@ class _Recording:
     reasons: Counter[str] = field(default_factory=Counter)
 
     @property
-    def min_similarity(self) -> float:
-        return self.inner.min_similarity
+    def candidate_floor(self) -> float:
+        return self.inner.candidate_floor
 
-    def decide(self, query: str, cached: str, similarity: float, *, target_precision: float | None = None) -> Any:
-        decision = self.inner.decide(query, cached, similarity, target_precision=target_precision)
-        self.last = decision.refused_by or "accepted"
-        return decision
+    def decide_all(
+        self, query: str, candidates: Sequence[tuple[str, float]], *, target_precision: float | None = None
+    ) -> list[Any]:
+        decisions = self.inner.decide_all(query, candidates, target_precision=target_precision)
+        self.last = decisions[0].refused_by or "accepted"  # each pair has a tenant of its own: one candidate
+        return decisions
 
 
 async def run(
@@ -71,6 +74,7 @@ async def run(
         "settings": {
             "embed_backend": backend,
             "min_similarity": verifier.min_similarity,
+            "near_repeat_min_similarity": verifier.near_repeat_min_similarity,
             "target_precision": target_precision or verifier.default_target_precision,
             "checks": list(verifier.checks),
             "near_repeats": verifier.near_repeats,

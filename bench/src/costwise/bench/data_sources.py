@@ -42,16 +42,6 @@ class Utterance:
     entities: tuple[str, ...] = ()
 
 
-def read_labelled(path: Path, text_col: str | None = None, label_col: str | None = None) -> list[tuple[str, str]]:
-    """Distinct ``(text, label)`` pairs of one CSV, sorted; columns default to text/utterance and category/intent."""
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        text = text_col or ("text" if "text" in fields else "utterance")
-        label = label_col or ("category" if "category" in fields else "intent")
-        return sorted({(row[text].strip(), row[label]) for row in reader if row[text].strip()})
-
-
 def read_query_log(root: Path, source: str) -> list[Utterance]:
     """Every distinct utterance of a query log (all its splits that are present), sorted for reproducibility."""
     if source not in QUERY_LOGS:

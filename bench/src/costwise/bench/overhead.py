@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,7 +30,7 @@ from costwise.messaging import ensure_consumer, publish
 from costwise.worker import WorkerSettings
 from costwise.worker import build as build_worker
 
-from ._harness import front, load_engine, nats_stack, percentile, to_route
+from ._harness import front, load_engine, nats_stack, percentile, service_processes, to_route
 
 
 def _request(tenant: str, i: int, max_tokens: int = 1, tag: str = "") -> InferenceRequest:
@@ -147,23 +146,13 @@ async def _passthrough(stack: Any, n: int, rounds: int, routers: int) -> dict[st
 async def _throughput(
     stack: Any, pool: str, env: dict[str, str], services: dict[str, int], n: int, rounds: int, *, via_cache: bool
 ) -> dict[str, Any]:
-    procs = {
-        name: [
-            await asyncio.create_subprocess_exec(sys.executable, "-m", f"costwise.{name}", env=env) for _ in range(k)
-        ]
-        for name, k in services.items()
-    }
     tag = "c" if via_cache else "r"
-    try:
+    async with service_processes(env, services) as procs:
         submit = _submitter(stack, via_cache=via_cache)
         await Client(stack.nc).wait_all(pool, {await submit(_request(pool, -1, tag=tag))}, timeout=60)  # warm-up
         watched = {name: [psutil.Process(p.pid) for p in ps] for name, ps in procs.items()}
         watched["nats_server"] = [psutil.Process(stack.server_pid)]
         runs = [await _round(stack, pool, submit, range(r * n, (r + 1) * n), tag, watched) for r in range(rounds)]
-    finally:
-        for proc in (p for ps in procs.values() for p in ps):
-            proc.terminate()
-            await asyncio.wait_for(proc.wait(), 30)
     return {
         "processes": services,
         **{key: statistics.median(run[key] for run in runs) for key in runs[0]},

@@ -1,4 +1,4 @@
-"""Waiting for one result: an ordered consumer per wait (``Client.result``) vs the shared ``ResultWaiter``.
+"""Waiting for one result: a consumer per wait (``Client.result``) vs the shared ``ResultWaiter``.
 
 One nats-server, one process. Each wait starts, then the result is published from a second connection (as a
 worker would) and the wait returns: the time from starting the wait to holding the result, alternated between

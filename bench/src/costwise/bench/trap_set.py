@@ -43,7 +43,7 @@ import msgspec
 
 from .trap_rules import NEAR_REPEAT_RULES, TRAP_RULES, swap_entity_value
 
-__all__ = ["CATEGORIES", "Question", "TrapPair", "build", "load_questions", "read_pairs"]
+__all__ = ["CATEGORIES", "Question", "TrapPair", "build", "intent_split", "load_questions", "read_pairs"]
 
 SplitName = Literal["dev", "held_out"]
 CATEGORIES: tuple[str, ...] = ("paraphrase", *NEAR_REPEAT_RULES, *TRAP_RULES)
@@ -76,7 +76,8 @@ def read_pairs(path: Path) -> list[TrapPair]:
     return [decoder.decode(line) for line in Path(path).read_bytes().splitlines() if line.strip()]
 
 
-def _intent_split(source: str, intent: str) -> SplitName:
+def intent_split(source: str, intent: str) -> SplitName:
+    """The half an intent of a query log belongs to (``sha256("<source>:<intent>")`` even → dev)."""
     return "dev" if int(hashlib.sha256(f"{source}:{intent}".encode()).hexdigest(), 16) % 2 == 0 else "held_out"
 
 
@@ -88,12 +89,12 @@ def load_questions(data: Path, split: SplitName) -> dict[str, list[Question]]:
     for name in ("train.csv", "test.csv"):
         with open(data / "query_logs" / "banking77" / name, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                if _intent_split("banking77", row["category"]) == split:
+                if intent_split("banking77", row["category"]) == split:
                     out["banking77"].append(Question("banking77", row["text"].strip(), row["category"]))
     bitext = data / "query_logs" / "bitext_intent" / "Bitext_Sample_Customer_Service_Training_Dataset.csv"
     with open(bitext, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            if _intent_split("bitext", row["intent"]) == split:
+            if intent_split("bitext", row["intent"]) == split:
                 q = Question("bitext", row["utterance"].strip(), row["intent"], row["entity_type"], row["entity_value"])
                 out["bitext"].append(q)
     wanted = "calibration" if split == "dev" else "held_out"

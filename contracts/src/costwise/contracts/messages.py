@@ -129,8 +129,11 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     recomputed_tokens: NonNegInt = 0
     """Prompt tokens earlier resumes of this job prefilled again (a job preempted more than once)."""
     streamed_tokens: NonNegInt | None = None
-    """For a streamed job: how many of ``token_ids`` its stream carried (a step ending inside a character waits
+    """For a streamed job: how many of its tokens its stream carried (a step ending inside a character waits
     for the next), so the resuming worker's first :class:`StreamDelta` starts there. ``None``: all of them."""
+    text_tokens: NonNegInt | None = None
+    """Set when ``token_ids`` is empty because the engine (an engine server) gave text, not token ids: how many
+    tokens ``text`` holds, as the server streamed them. ``None``: ``len(token_ids)``."""
 
 
 class Job(_Wire, frozen=True, kw_only=True, tag="job.v1"):
@@ -149,6 +152,13 @@ class Job(_Wire, frozen=True, kw_only=True, tag="job.v1"):
     """The catalog tier this attempt runs in."""
     attempts: Annotated[list[Attempt], Meta(max_length=16)] = []
     """Earlier attempts of the same request (escalated or failed), so the router can stay stateless."""
+
+    @property
+    def streams(self) -> bool:
+        """Whether this job's tokens go out as deltas as they are generated. A cascade's small stage does not
+        stream: its answer may still be escalated, and a stream cannot take back what it sent (the accepted
+        answer reaches the client with the result)."""
+        return self.request.stream and self.stage != "cascade_small"
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):

@@ -23,7 +23,6 @@ __all__ = [
     "CACHE_CONTROL",
     "CACHE_EXACT",
     "CACHE_FEEDBACK",
-    "CACHE_PENDING",
     "CACHE_REQUESTS",
     "CACHE_RESULTS",
     "COMPLETIONS",
@@ -31,6 +30,7 @@ __all__ = [
     "DEAD_LETTERS",
     "GATEWAY_KEYS",
     "GATEWAY_REQUESTS",
+    "INBOX",
     "JOBS",
     "JOB_MAX_DELIVERIES",
     "REQUESTS",
@@ -61,6 +61,7 @@ __all__ = [
     "results",
     "route",
     "stream_of",
+    "tenant_inbox",
     "tenant_of",
     "tenant_results",
     "usage",
@@ -165,6 +166,16 @@ def tenant_results(tenant: str) -> str:
     return f"{PREFIX}.results.{tenant}.>"
 
 
+INBOX = "_INBOX"
+"""NATS's default inbox prefix (replies, push deliveries): what every service user connects with."""
+
+
+def tenant_inbox(tenant: str) -> str:
+    """The inbox prefix a tenant's own connection must use (nats-py ``inbox_prefix``): the only inbox its NATS
+    user may subscribe to, so replies and result deliveries to it reach no other tenant."""
+    return f"{INBOX}_{tenant}"
+
+
 def usage(tenant: str) -> str:
     """Where every :class:`UsageEvent` (tokens and engine time spent) is published."""
     return f"{PREFIX}.usage.{tenant}"
@@ -252,10 +263,10 @@ ALL_STREAMS = (
     CONTROL,
 )
 
-# Exact-cache answers, keyed by tenant and the hash of the canonical request.
-CACHE_EXACT = KeyValueSpec(bucket="costwise-cache-exact", max_age_s=30 * 24 * 3600)
-# What the cache remembers between a miss and its result (the key to store the answer under).
-CACHE_PENDING = KeyValueSpec(bucket="costwise-cache-pending", max_age_s=24 * 3600, max_value_size=64 << 10)
+# Exact-cache answers, keyed by tenant and the hash of the canonical request, and per request
+# (``<tenant>.r.<request_id>``) where its answer goes: written on a miss, read when the result comes back.
+# Read on every request: a stale read (a cluster replica behind) is a miss, or an answer not stored.
+CACHE_EXACT = KeyValueSpec(bucket="costwise-cache-exact", max_age_s=30 * 24 * 3600, direct_reads=True)
 # The gateway's API keys: key id → tenant + sha256 of the key (never the key itself). 0 = never expire.
 GATEWAY_KEYS = KeyValueSpec(bucket="costwise-gateway-keys", max_age_s=0, max_value_size=4 << 10)
 # Requests the gateway accepted (``<tenant>.<request_id>``), so a status poll can tell "pending" from
@@ -276,7 +287,6 @@ WEBHOOK_SECRETS = KeyValueSpec(bucket="costwise-webhook-secrets", max_age_s=0, m
 CACHE_FEEDBACK = KeyValueSpec(bucket="costwise-cache-feedback", max_age_s=90 * 24 * 3600, max_value_size=64 << 10)
 ALL_KEY_VALUES = (
     CACHE_EXACT,
-    CACHE_PENDING,
     CACHE_FEEDBACK,
     GATEWAY_KEYS,
     GATEWAY_REQUESTS,

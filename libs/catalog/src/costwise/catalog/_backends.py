@@ -20,15 +20,28 @@ NonNegative = Annotated[float, Meta(ge=0.0)]
 _SECONDS_PER_HOUR = Decimal(3600)
 
 
+Url = Annotated[str, Meta(pattern=r"^https?://", max_length=2048)]
+
+
 class WorkerPool(msgspec.Struct, frozen=True, kw_only=True, tag="pool"):
     """GPU workers that pull ``jobs.<name>``; priced from what the GPU costs and how fast it measured.
 
-    $/token comes from throughput, not from each job's engine seconds: jobs batched together share the GPU,
-    so summing their engine time would bill one GPU-second many times over.
+    A pool's workers run vLLM in-process, or front an OpenAI-compatible engine server (``engine_url``: SGLang,
+    TGI, ``vllm serve``, llama.cpp) on the same GPUs; either way the pool keeps its price, spot flag and
+    quantization. $/token comes from throughput, not from each job's engine seconds: jobs batched together share
+    the GPU, so summing their engine time would bill one GPU-second many times over.
     """
 
     name: Name
     model: str
+    """The model vLLM loads; fronting an engine server, the name the server serves it by."""
+    engine_url: Url | None = None
+    """An OpenAI-compatible server (``…/v1``) this pool's workers front; ``None``: vLLM in-process."""
+    engine_api_key_env: str | None = None
+    """Environment variable holding the engine server's API key, if it wants one."""
+    continue_from_text: bool = True
+    """Whether the engine server continues a preempted job's text (``continue_final_message``: vLLM, SGLang);
+    off, such a job starts over on the next worker."""
     quantization: Literal["none", "fp8", "awq", "gptq", "gguf", "bitsandbytes"] = "none"
     gpu: str = "cpu"
     spot: bool = False
@@ -75,7 +88,7 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True, tag="provider"):
 
     name: Name
     model: str
-    base_url: Annotated[str, Meta(pattern=r"^https?://", max_length=2048)]
+    base_url: Url
     provider_id: str | None = None
     """genai-prices' id of the provider (``openai``, ``groq``, ``together``, …)."""
     usd_per_m_input: NonNegative | None = None

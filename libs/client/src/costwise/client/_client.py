@@ -25,6 +25,7 @@ from costwise.contracts import (
 )
 from costwise.messaging import connect, publish
 
+from ._reader import ResultReader
 from ._stream import Delta, DeltaStream
 
 __all__ = ["Client", "NotACacheHit", "new_request_id"]
@@ -152,31 +153,31 @@ class Client:
         return None if msg.data is None else decode(msg.data, Result)
 
     async def result(self, tenant: str, request_id: str, *, timeout: float = 60.0) -> Result:
-        """Wait for the result of one request (also returns one that arrived before the call)."""
-        sub = await self._js.subscribe(
-            subjects.results(tenant, request_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-        )
+        """Wait for the result of one request (also returns one that arrived before the call).
+
+        Works on a tenant's own NATS user too (see :func:`connect_tenant`): the wait is a consumer filtered on
+        this one result, pushed to this connection's inbox. ``timeout`` covers creating it as well.
+        """
+        reader = ResultReader(self._nc, subjects.results(tenant, request_id), DeliverPolicy.ALL)
         try:
-            msg = await sub.next_msg(timeout=timeout)
-        except TimeoutError:
+            async with asyncio.timeout(timeout):
+                await reader.open(timeout=timeout)
+                msg = await reader.next()
+        except TimeoutError:  # also a consumer the server never made (a tenant asking for another's result)
             raise TimeoutError(f"no result for {request_id} within {timeout}s") from None
         finally:
-            await sub.unsubscribe()
+            await reader.close()
         return decode(msg.data, Result)
 
     async def results(self, tenant: str, *, since_start: bool = False) -> AsyncIterator[Result]:
         """Iterate over ``tenant``'s results as they arrive (all stored ones first with ``since_start``)."""
         policy = DeliverPolicy.ALL if since_start else DeliverPolicy.NEW
-        sub = await self._js.subscribe(subjects.tenant_results(tenant), ordered_consumer=True, deliver_policy=policy)
+        reader = await ResultReader(self._nc, subjects.tenant_results(tenant), policy).open()
         try:
             while True:
-                try:
-                    msg = await sub.next_msg(timeout=3600)
-                except TimeoutError:
-                    continue
-                yield decode(msg.data, Result)
+                yield decode((await reader.next()).data, Result)
         finally:
-            await sub.unsubscribe()
+            await reader.close()
 
     async def wait_all(self, tenant: str, request_ids: set[str], *, timeout: float) -> dict[str, Result]:
         """Collect the results of many requests of one tenant (one subscription, not one per request)."""

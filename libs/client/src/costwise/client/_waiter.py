@@ -27,6 +27,10 @@ class ResultWaiter:
     registration — then a lookup after it finds it — or delivered after it: there is no gap. (A plain
     subscription plus a lookup has one: a result routed before the subscription existed but stored after the
     lookup ran is seen by neither.) Every result of every tenant flows through this one consumer.
+
+    It needs a service user (the gateway's): its consumer is nats-py's ordered one, over every tenant's results,
+    which a tenant's user may not create. It stays ordered because it lives as long as its process: an ordered
+    consumer notices a lost consumer (missed heartbeats) and recreates it. A tenant waits with :class:`Client`.
     """
 
     def __init__(self, js: JetStreamContext) -> None:

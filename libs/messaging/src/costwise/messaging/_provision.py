@@ -80,12 +80,23 @@ async def ensure_key_value(js: JetStreamContext, spec: KeyValueSpec, *, replicas
         max_value_size=spec.max_value_size,
         max_bytes=spec.max_bytes,
         replicas=replicas,
+        direct=spec.direct_reads,
     )
     try:
         await js.create_key_value(config)  # per-entry TTLs (allow_msg_ttl) are on by default
     except APIError as exc:
         if exc.err_code != 10058:  # already exists with another config
             raise
+        await _reconcile(js, f"KV_{spec.bucket}", direct=spec.direct_reads, replicas=replicas)
+
+
+async def _reconcile(js: JetStreamContext, stream: str, *, direct: bool, replicas: int) -> None:
+    """Bring an existing bucket in line with its spec where that can change in place: its read path, and its
+    replicas (raised, never lowered: an R1 service starting after the R3 provisioning must not undo it)."""
+    config = (await js.stream_info(stream)).config
+    wanted = dataclasses.replace(config, allow_direct=direct, num_replicas=max(replicas, config.num_replicas or 1))
+    if wanted != config:
+        await js.update_stream(wanted)
 
 
 async def cap_key_value(js: JetStreamContext, spec: KeyValueSpec, max_entries: int) -> None:

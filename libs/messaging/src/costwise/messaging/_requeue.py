@@ -9,7 +9,9 @@ from ._publish import MSG_ID
 
 __all__ = ["requeue"]
 
-_NO_MESSAGE = 10057  # the server's "no message found": another mover deleted it first
+# Another mover (a router's sweep, the worker's own hand-back) deleted it first, or its consumer took it off a
+# work queue: "no message found" from a get, "sequence not found" from a delete.
+_GONE = {10057, 10043}
 
 
 async def requeue(js: JetStreamContext, stream: str, subject: str, to_subject: str) -> int:
@@ -33,6 +35,6 @@ async def requeue(js: JetStreamContext, stream: str, subject: str, to_subject: s
         try:
             await js.delete_msg(stream, msg.seq)
         except APIError as exc:
-            if exc.err_code != _NO_MESSAGE:
+            if exc.err_code not in _GONE:
                 raise
         moved, seq = moved + 1, msg.seq + 1

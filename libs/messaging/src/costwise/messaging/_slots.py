@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
@@ -15,7 +16,11 @@ __all__ = ["Slots", "keep_alive", "pull_while_free"]
 
 log = logging.getLogger("costwise.messaging")
 
-_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+# Between fetches JetStream could not serve (503). Short: the local server answers a 503 at once, at no cost to
+# the cluster, and a consumer's new leader serves the moment it is elected (4-9 s after its old node died).
+_BACKOFF_S = (0.1, 0.2, 0.5)
+_INFO_S = 1.0
+_STILL_S = 10.0
 
 
 class Slots:
@@ -73,11 +78,12 @@ async def pull_while_free(
     The pull model's back-pressure: a full worker asks for nothing, so the queue hands work to idle ones.
     Messages fetched after ``stopping()`` turned true are handed straight back (nak) for another consumer.
     While JetStream cannot answer (503: a clustered consumer electing a new leader after its node died, a
-    server still recovering its streams) it retries with backoff; a consumer that was deleted raises
-    :class:`~nats.js.errors.NotFoundError`, for the caller to decide. ``fetch_s`` is how long one pull waits
-    for messages (an idle consumer sends one pull request per ``fetch_s``).
+    server still recovering its streams) it tries again at least once a second, so pulling resumes within about a
+    second of the new leader; a consumer that was deleted raises :class:`~nats.js.errors.NotFoundError`, for the
+    caller to decide. ``fetch_s`` is how long one pull waits for messages (an idle consumer sends one pull
+    request per ``fetch_s``).
     """
-    outage = 0  # consecutive fetches JetStream could not answer
+    outage = _Outage(_name(psub))
     while not stopping():
         room = want()
         if room <= 0:
@@ -86,15 +92,13 @@ async def pull_while_free(
             continue
         try:
             msgs = await psub.fetch(room, timeout=fetch_s)
-        except TimeoutError:
+        except TimeoutError:  # the consumer's leader answered "nothing yet" (a leaderless one answers 503)
+            outage.over()
             continue
         except ServiceUnavailableError:
             await _unavailable(psub, outage)
-            outage += 1
             continue
-        if outage:
-            log.info("pulling from %s again after %d failed fetches", _name(psub), outage)
-            outage = 0
+        outage.over()
         if stopping():
             for msg in msgs:
                 await msg.nak()
@@ -113,17 +117,49 @@ async def keep_alive(msg: Msg, every_s: float) -> None:
             await msg.in_progress()
 
 
-async def _unavailable(psub: JetStreamContext.PullSubscription, outage: int) -> None:
-    """After a 503 from a fetch: raise if the consumer is gone, else wait before the next fetch."""
+class _Outage:
+    """Consecutive fetches JetStream could not serve: logged when it starts, every ``_STILL_S`` while it lasts (a
+    consumer that never gets a leader back must show in the logs) and when it ends."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failed = 0
+        self.since = self.told = 0.0
+
+    def again(self) -> float:
+        """Count one more failed fetch; how long to wait before the next."""
+        now = time.monotonic()
+        if self.failed == 0:
+            self.since = self.told = now
+            log.warning("JetStream cannot serve %s for now (503); retrying", self.name)
+        elif now - self.told >= _STILL_S:
+            self.told = now
+            log.warning("JetStream still cannot serve %s after %.0f s (503); retrying", self.name, now - self.since)
+        self.failed += 1
+        return _BACKOFF_S[min(self.failed - 1, len(_BACKOFF_S) - 1)]
+
+    def over(self) -> None:
+        if self.failed:
+            took = time.monotonic() - self.since
+            log.info("pulling from %s again after %d failed fetches (%.1f s)", self.name, self.failed, took)
+            self.failed = 0
+
+
+async def _unavailable(psub: JetStreamContext.PullSubscription, outage: _Outage) -> None:
+    """After a 503 from a fetch: raise if the consumer is gone, else wait before the next fetch.
+
+    The check waits ``_INFO_S`` at most: nobody answers a leaderless consumer's info request, and at nats-py's
+    default 5 s each check would leave the consumer idle for seconds after its new leader took over.
+    """
+    pause = outage.again()
+    started = time.monotonic()
     try:
-        await psub.consumer_info()
+        await psub._js.consumer_info(psub._stream, psub._consumer, timeout=_INFO_S)  # nats-py keeps them private
     except NotFoundError:
         raise
-    except Exception:  # the info request fails the same way while JetStream is busy
+    except Exception:  # unanswered, or 503 itself, while the consumer or the meta leader is being elected
         pass
-    if outage == 0:
-        log.warning("JetStream cannot serve %s for now (503); retrying", _name(psub))
-    await asyncio.sleep(_BACKOFF_S[min(outage, len(_BACKOFF_S) - 1)])
+    await asyncio.sleep(max(0.0, pause - (time.monotonic() - started)))  # an unanswered check waited already
 
 
 def _name(psub: JetStreamContext.PullSubscription) -> str:  # nats-py keeps the names private

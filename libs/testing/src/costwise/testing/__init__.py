@@ -1,4 +1,5 @@
-"""Pytest fixtures on real parts: a nats-server per session, a 3-node cluster, unique names, span capture.
+"""Pytest fixtures on real parts: a nats-server per session, a 3-node cluster, a server
+from a given config, unique names, span capture.
 
 Enable with ``pytest_plugins = ["costwise.testing.plugin"]`` in a root conftest.py.
 """
@@ -6,7 +7,18 @@ Enable with ``pytest_plugins = ["costwise.testing.plugin"]`` in a root conftest.
 from ._cluster import NatsCluster, free_port
 from ._fake_openai import FakeOpenAI
 from ._names import unique_token
+from ._secured import RecordingConnection, SecuredNats, start_configured_nats
 from ._spans import span_names
 from ._streams import first_stored
 
-__all__ = ["FakeOpenAI", "NatsCluster", "first_stored", "free_port", "span_names", "unique_token"]
+__all__ = [
+    "FakeOpenAI",
+    "NatsCluster",
+    "RecordingConnection",
+    "SecuredNats",
+    "first_stored",
+    "free_port",
+    "span_names",
+    "start_configured_nats",
+    "unique_token",
+]

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 from pathlib import Path
 
 from nats.js import JetStreamContext
+from nats.js.api import ClusterInfo
 
 from costwise.messaging import NatsServer
 
-__all__ = ["NatsCluster"]
+__all__ = ["NatsCluster", "free_port"]
 
 
 def free_port() -> int:
@@ -38,6 +41,15 @@ class NatsCluster:
         leader = info.cluster.leader if info.cluster else None
         return next(s for s in self.servers if s.name == leader)
 
+    async def caught_up(self, js: JetStreamContext, timeout: float = 120.0) -> None:
+        """Wait until every replica of every replicated stream and consumer is online and current (a rolling
+        restart's check: only then may the next node go down without costing a stream or a consumer its quorum)."""
+        async with asyncio.timeout(timeout):
+            while True:  # other processes' state, read by polling
+                if await _all_current(js):
+                    return
+                await asyncio.sleep(0.25)
+
     def start(self) -> NatsCluster:
         for server in self.servers:
             server.store_dir.mkdir(parents=True, exist_ok=True)
@@ -47,3 +59,22 @@ class NatsCluster:
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+async def _all_current(js: JetStreamContext) -> bool:
+    with contextlib.suppress(Exception):  # the API fails while a node restarts: not current yet
+        for stream in await js.streams_info():
+            if (stream.config.num_replicas or 1) > 1 and not _current(stream.cluster):
+                return False
+            consumers = await js.consumers_info(stream.config.name or "")
+            if not all(_current(c.cluster) for c in consumers if (c.config.num_replicas or 0) != 1):
+                return False
+        return True
+    return False
+
+
+def _current(cluster: ClusterInfo | None) -> bool:
+    """A raft group with a leader whose followers are all online and caught up (a lone replica has none)."""
+    if cluster is None or not cluster.leader:
+        return False
+    return all(p.current and not p.offline for p in cluster.replicas or [])

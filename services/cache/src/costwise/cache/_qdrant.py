@@ -52,6 +52,13 @@ class QdrantIndex:
         return cls(client, collection)
 
     async def nearest(self, tenant: str, scope: str, vector: NDArray[np.float32], *, now_ms: int) -> Candidate | None:
+        found = await self.nearest_k(tenant, scope, vector, now_ms=now_ms, limit=1)
+        return found[0] if found else None
+
+    async def nearest_k(
+        self, tenant: str, scope: str, vector: NDArray[np.float32], *, now_ms: int, limit: int
+    ) -> list[Candidate]:
+        """Up to ``limit`` unexpired entries of ``tenant`` in ``scope``, nearest first."""
         from qdrant_client import models
 
         only_here = models.Filter(
@@ -62,11 +69,9 @@ class QdrantIndex:
             ]
         )
         found = await self._client.query_points(
-            self._collection, query=vector.tolist(), query_filter=only_here, limit=1, with_payload=True
+            self._collection, query=vector.tolist(), query_filter=only_here, limit=limit, with_payload=True
         )
-        if not found.points:
-            return None
-        return Candidate(similarity=float(found.points[0].score), payload=dict(found.points[0].payload or {}))
+        return [Candidate(similarity=float(p.score), payload=dict(p.payload or {})) for p in found.points]
 
     async def upsert(self, key: str, vector: NDArray[np.float32], payload: dict[str, Any]) -> None:
         from qdrant_client import models

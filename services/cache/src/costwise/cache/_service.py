@@ -160,8 +160,10 @@ class Cache:
         await publish(self.js, subjects.usage(event.tenant), event, msg_id=msg_id)
 
     async def on_result(self, result: Result) -> None:
-        pending = await self.store.take_pending(result.tenant, result.request_id) if storable(result) else None
-        if pending is not None:
+        pending = await self.store.pending(result.tenant, result.request_id)
+        if pending is not None and not storable(result):  # nothing to store: its record would only take room
+            await self.store.discard(result.tenant, result.request_id)
+        elif pending is not None:
             now = now_ms(self.clock)
             answer = answer_of(result, now)
             await self.store.put(pending.key, answer, ttl_s=pending.ttl_s, replace=pending.replace)

@@ -1,4 +1,4 @@
-"""The exact cache's storage: two JetStream key-value buckets with per-entry TTLs (expiry is the server's job)."""
+"""The exact cache's storage: a JetStream key-value bucket with per-entry TTLs (expiry is the server's job)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ class CachedAnswer(msgspec.Struct, frozen=True, kw_only=True, tag="cached_answer
 
 
 class Pending(msgspec.Struct, frozen=True, kw_only=True, tag="cache_pending.v1", tag_field="type"):
-    """Remembered between a miss and its result: where to store the answer, and for how long."""
+    """Remembered from a miss on: where to store the answer and for how long, then (kept as long as the
+    answer) which answer a request id produced."""
 
     key: str
     ttl_s: int
@@ -42,12 +43,13 @@ class Pending(msgspec.Struct, frozen=True, kw_only=True, tag="cache_pending.v1",
 
 
 class ExactStore:
-    """Answers under ``<tenant>.<hash>``, each with an index entry ``<tenant>.r.<request id>`` → its key, so
-    one answer can be forgotten by the request id its caller knows, and a tenant's by one subject purge."""
+    """Answers under ``<tenant>.<hash>``. Each miss leaves a record under ``<tenant>.r.<request id>`` (its
+    :class:`Pending`: where the answer goes) that lives as long as the answer: it tells the result's handler
+    where to store, and later lets one answer be forgotten by the request id its caller knows. A tenant's
+    answers and records go in one subject purge. Two writes per stored answer, none to clean up."""
 
-    def __init__(self, answers: KeyValue, pending: KeyValue, *, js: JetStreamContext, bucket: str) -> None:
+    def __init__(self, answers: KeyValue, *, js: JetStreamContext, bucket: str) -> None:
         self._answers = answers
-        self._pending = pending
         self._js = js
         self._bucket = bucket
 
@@ -59,44 +61,37 @@ class ExactStore:
         if replace:
             await self._answers.purge(key)
         await _create(self._answers, key, msgspec.json.encode(answer), ttl_s)
-        await _create(self._answers, _by_request(key, answer.request_id), key.encode(), ttl_s)
+
+    async def expect(self, tenant: str, request_id: str, pending: Pending) -> None:
+        """Remember where ``request_id``'s answer goes, for as long as the answer would be kept."""
+        await _create(self._answers, _by_request(tenant, request_id), msgspec.json.encode(pending), pending.ttl_s)
+
+    async def pending(self, tenant: str, request_id: str) -> Pending | None:
+        """What :meth:`expect` remembered (a redelivered result finds it again: storing is idempotent)."""
+        return await _get(self._answers, _by_request(tenant, request_id), Pending)
+
+    async def discard(self, tenant: str, request_id: str) -> None:
+        """Drop :meth:`expect`'s record of a request whose answer is not stored."""
+        await self._answers.purge(_by_request(tenant, request_id))
 
     async def forget(self, tenant: str, request_id: str) -> str | None:
         """Delete the answer ``request_id`` produced; returns its key (``None`` if none is stored)."""
-        index = f"{tenant}.r.{request_id}"
-        try:
-            entry = await self._answers.get(index)
-        except (KeyNotFoundError, KeyDeletedError):
+        found = await self.pending(tenant, request_id)
+        if found is None:
             return None
-        key = (entry.value or b"").decode()
-        answer = await self.get(key) if key else None
+        answer = await self.get(found.key)
         if answer is not None and answer.request_id == request_id:  # a refresh may have replaced it since
-            await self._answers.purge(key)
-        await self._answers.purge(index)
-        return key or None
+            await self._answers.purge(found.key)
+        await self.discard(tenant, request_id)
+        return found.key
 
     async def forget_tenant(self, tenant: str) -> None:
         """Delete every answer of ``tenant`` in one server-side purge of its keys' subjects."""
         await self._js.purge_stream(f"KV_{self._bucket}", subject=f"$KV.{self._bucket}.{tenant}.>")
 
-    async def expect(self, tenant: str, request_id: str, pending: Pending) -> None:
-        await _create(self._pending, _pending_key(tenant, request_id), msgspec.json.encode(pending), None)
 
-    async def take_pending(self, tenant: str, request_id: str) -> Pending | None:
-        key = _pending_key(tenant, request_id)
-        found = await _get(self._pending, key, Pending)
-        if found is not None:
-            await self._pending.purge(key)
-        return found
-
-
-def _by_request(key: str, request_id: str) -> str:
-    tenant = key.split(".", 1)[0]  # answer keys start with their tenant (keys.exact_key)
-    return f"{tenant}.r.{request_id}"
-
-
-def _pending_key(tenant: str, request_id: str) -> str:
-    return f"{tenant}.{request_id}"  # both are subject-token safe by contract
+def _by_request(tenant: str, request_id: str) -> str:
+    return f"{tenant}.r.{request_id}"  # both are subject-token safe by contract; answer keys have no "r" token
 
 
 async def _get(kv: KeyValue, key: str, kind: type[T]) -> T | None:

@@ -39,6 +39,10 @@ class VectorIndex(Protocol):
         self, tenant: str, scope: str, vector: NDArray[np.float32], *, now_ms: int
     ) -> Candidate | None: ...
 
+    async def nearest_k(
+        self, tenant: str, scope: str, vector: NDArray[np.float32], *, now_ms: int, limit: int
+    ) -> list[Candidate]: ...
+
     async def upsert(self, key: str, vector: NDArray[np.float32], payload: dict[str, Any]) -> None: ...
 
     async def forget(self, tenant: str, request_id: str | None = None) -> None: ...
@@ -78,6 +82,13 @@ class EdgeIndex:
         return cls(shard)
 
     async def nearest(self, tenant: str, scope: str, vector: NDArray[np.float32], *, now_ms: int) -> Candidate | None:
+        found = await self.nearest_k(tenant, scope, vector, now_ms=now_ms, limit=1)
+        return found[0] if found else None
+
+    async def nearest_k(
+        self, tenant: str, scope: str, vector: NDArray[np.float32], *, now_ms: int, limit: int
+    ) -> list[Candidate]:
+        """Up to ``limit`` unexpired entries of ``tenant`` in ``scope``, nearest first, with their exact cosines."""
         from qdrant_edge import FieldCondition, Filter, MatchValue, Query, QueryRequest, RangeFloat
 
         only_here = Filter(
@@ -88,12 +99,14 @@ class EdgeIndex:
             ]
         )
         request = QueryRequest(
-            limit=1, query=Query.Nearest(vector.tolist()), filter=only_here, with_payload=True, params=_search_params()
+            limit=limit,
+            query=Query.Nearest(vector.tolist()),
+            filter=only_here,
+            with_payload=True,
+            params=_search_params(),
         )
         points = await self._run(self._shard.query, request)
-        if not points:
-            return None
-        return Candidate(similarity=float(points[0].score), payload=dict(points[0].payload or {}))
+        return [Candidate(similarity=float(p.score), payload=dict(p.payload or {})) for p in points]
 
     async def upsert(self, key: str, vector: NDArray[np.float32], payload: dict[str, Any]) -> None:
         await self.upsert_many([(key, vector, payload)])

@@ -15,7 +15,6 @@ from costwise.contracts.subjects import (
     CACHE_CONTROL,
     CACHE_EXACT,
     CACHE_FEEDBACK,
-    CACHE_PENDING,
     CACHE_REQUESTS,
     CACHE_RESULTS,
 )
@@ -53,13 +52,8 @@ async def build(
         nc = await own_connection(stack, settings.nats_url, nc, name=SERVICE)
         js = nc.jetstream()
         await provision(js, CONSUMERS)
-        await cap_key_value(js, CACHE_EXACT, settings.max_entries * 2)  # each answer + its request-id index
-        store = ExactStore(
-            await js.key_value(CACHE_EXACT.bucket),
-            await js.key_value(CACHE_PENDING.bucket),
-            js=js,
-            bucket=CACHE_EXACT.bucket,
-        )
+        await cap_key_value(js, CACHE_EXACT, settings.max_entries * 2)  # each answer + its request's record
+        store = ExactStore(await js.key_value(CACHE_EXACT.bucket), js=js, bucket=CACHE_EXACT.bucket)
         feedback = Feedback(await js.key_value(CACHE_FEEDBACK.bucket))
         if semantic is None and settings.semantic:
             semantic = await _open_semantic(settings)
@@ -75,13 +69,18 @@ async def _open_semantic(settings: CacheSettings) -> SemanticCache:
     else:
         path = Path(settings.data_dir) / "semantic"
         index = await asyncio.to_thread(EdgeIndex.open, path, search_threads=settings.search_threads)
-    return await asyncio.to_thread(load_semantic, index, settings.embed_backend, settings.embed_workers)
+    return await asyncio.to_thread(
+        load_semantic, index, settings.embed_backend, settings.embed_workers, candidates=settings.semantic_candidates
+    )
 
 
-def load_semantic(index: VectorIndex, embed_backend: Backend = "onnx-int8", embed_workers: int = 2) -> SemanticCache:
+def load_semantic(
+    index: VectorIndex, embed_backend: Backend = "onnx-int8", embed_workers: int = 2, *, candidates: int = 1
+) -> SemanticCache:
     """Embedder + verifier over ``index``: the semantic cache's parts, each model loaded once per process."""
     from .verify import Verifier
 
     embedder = Embedder.load(threads=1, backend=embed_backend, workers=embed_workers)
     # The verifier's pre-threshold and calibration are per vector space: it must judge the cosines this embedder gives.
-    return SemanticCache(embedder, index, Verifier.load(threads=1, space=embedder.space))
+    verifier = Verifier.load(threads=1, space=embedder.space)
+    return SemanticCache(embedder, index, verifier, candidates=candidates)

@@ -24,6 +24,12 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True):
     """MiniLM on ONNX Runtime with int8 weights (about 1.5x fp32's lookups/s; a vector space of its own with its own
     verifier calibration, same held-out recall and wrong-hit share), in fp32 ("onnx": torch's vectors), or torch.
     Entries stored under a backend of another space are not found after a change (they age out)."""
+    semantic_candidates: Annotated[int, Meta(ge=1, le=8)] = 1
+    """Nearest cached questions the verifier judges per lookup, in one model batch; the best accepted is served.
+    On FAQ logs the nearest is another intent's about one time in three while a same-intent one is close by
+    (banking77: a same-intent question is the nearest for 71 % of the requests an earlier one could answer, among
+    the 3 nearest for 84 %); with the shipped model, which refuses most rewordings anyway, 3 changed nothing
+    measurable, so the default stays at one model pass per lookup (docs/benchmarks.md, issue 16)."""
     embed_workers: Annotated[int, Meta(ge=1, le=8)] = 2
     """Embedding calls run at once, one thread each (2: both cores when lookups queue up)."""
     search_threads: Annotated[int, Meta(ge=1, le=64)] = 1

@@ -1,7 +1,8 @@
 """``costwise nats-config``: the ``accounts`` section of ``nats.conf`` — one user per service role, one per tenant.
 
 Every costwise subject, stream, consumer and bucket name comes from :mod:`costwise.contracts.subjects`; the only
-names spelled here are NATS's own (``$JS.API``, ``$KV``, inboxes).
+names spelled here are NATS's own (``$JS.API``, ``$KV``). ``costwise.client`` reads results the way this file
+allows a tenant to (below), so a tenant's own credentials work with it.
 
 How a tenant reads its results (the choice the permissions rest on): a subject permission can only constrain
 what is *in* an API subject. ``$JS.API.CONSUMER.CREATE.<stream>`` (what nats-py's ordered consumers send) carries
@@ -9,7 +10,7 @@ no filter, so allowing it would let a tenant create a consumer on every tenant's
 with one filter is created on ``$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`` and the server refuses a
 config whose filter differs from the one in the subject, so a tenant may create consumers on
 ``COSTWISE_RESULTS`` whose filter lies under its own ``results.<tenant>.>`` and nothing else. They must be push
-consumers delivering to the tenant's own inbox prefix (``_INBOX_<tenant>``, the only inbox it may subscribe to):
+consumers delivering to the tenant's own inbox prefix (``subjects.tenant_inbox``, the only inbox it may read):
 a pull (``MSG.NEXT``) subject names a consumer but not its filter, so pulling would let a tenant drain the
 services' durables. The services' durables on the results stream are denied by name, so a create-or-update
 cannot retarget them. What a subject permission cannot constrain is a push consumer's deliver subject: a tenant
@@ -33,19 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from costwise.contracts import subjects
-from costwise.contracts.subjects import ConsumerSpec, KeyValueSpec, StreamSpec
+from costwise.contracts.subjects import INBOX, ConsumerSpec, KeyValueSpec, StreamSpec, tenant_inbox
 
-__all__ = ["ACCOUNT", "Permissions", "User", "main", "render", "service_users", "tenant_inbox", "tenant_user"]
+__all__ = ["ACCOUNT", "Permissions", "User", "main", "render", "service_users", "tenant_user"]
 
 ACCOUNT = "COSTWISE"
 SYSTEM_ACCOUNT = "SYS"
-# NATS's own names (not costwise's): the JetStream API, acks, key-value subjects and streams, inboxes.
+# NATS's own names (not costwise's): the JetStream API, acks, key-value subjects and streams. The inbox names
+# (``INBOX``, ``tenant_inbox``) are in ``subjects``: a tenant's client connects with them too.
 JS_API = "$JS.API"
 JS_ACK = "$JS.ACK"
 JS_FLOW_CONTROL = "$JS.FC"
 KV_SUBJECTS = "$KV"
 KV_STREAM = "KV_"
-INBOX = "_INBOX"
 # Tenants are subject tokens (contracts' Token): letters, digits, '_' and '-'.
 _TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PASSWORD_ENV = "COSTWISE_NATS_PASSWORD_"
@@ -68,11 +69,6 @@ class User:
     name: str
     permissions: Permissions | None  # None: the whole account (operators)
     password: str = field(repr=False)
-
-
-def tenant_inbox(tenant: str) -> str:
-    """The inbox prefix a tenant's client must connect with (nats-py ``inbox_prefix``); no one else reads it."""
-    return f"{INBOX}_{tenant}"
 
 
 def _streams_consumed(streams: Iterable[StreamSpec]) -> list[str]:
@@ -129,7 +125,7 @@ def _roles() -> dict[str, Permissions]:
                 f"{JS_API}.STREAM.MSG.GET.{s.RESULTS.name}",
             ],
             [s.REQUESTS, s.RESULTS, s.CONTROL],
-            _buckets([s.CACHE_EXACT], purge=True) + _buckets([s.CACHE_PENDING, s.CACHE_FEEDBACK]),
+            _buckets([s.CACHE_EXACT], purge=True) + _buckets([s.CACHE_FEEDBACK]),
         ),
         "router": _service(
             [*s.JOBS.subjects, every_result, s.dead_letters("router")],

@@ -61,8 +61,25 @@ def _tracing_ui(port: int, data: Path, logs: Path) -> Spec | None:
 
 
 def _local(pool: WorkerPool) -> bool:
-    """Pools this machine can run itself: built-in models and model directories on disk."""
-    return pool.model.startswith("builtin:") or Path(pool.model).is_dir()
+    """Pools this machine can run itself: built-in models, model directories on disk, and engine servers (the
+    worker only fronts one: the server runs wherever its URL points)."""
+    return pool.engine_url is not None or pool.model.startswith("builtin:") or Path(pool.model).is_dir()
+
+
+def _worker_env(pool: WorkerPool, env: dict[str, str]) -> dict[str, str]:
+    worker_env = dict(env, COSTWISE_WORKER_POOL=pool.name, COSTWISE_WORKER_SPOT=str(pool.spot).lower())
+    if pool.engine_url is None:
+        worker_env.setdefault("COSTWISE_WORKER_MODEL", pool.model)
+        return worker_env
+    worker_env.update(
+        COSTWISE_WORKER_ENGINE_URL=pool.engine_url,
+        COSTWISE_WORKER_MODEL=pool.model,  # the name the server serves it by
+        COSTWISE_WORKER_MAX_IN_FLIGHT=str(pool.max_in_flight),
+        COSTWISE_WORKER_CONTINUE_FROM_TEXT=str(pool.continue_from_text).lower(),
+    )
+    if pool.engine_api_key_env:
+        worker_env["COSTWISE_WORKER_ENGINE_API_KEY_ENV"] = pool.engine_api_key_env
+    return worker_env
 
 
 def _catalog(args: argparse.Namespace, data: Path) -> tuple[Catalog, Path]:
@@ -86,9 +103,7 @@ def _services(catalog: Catalog, env: dict[str, str], logs: Path) -> list[Spec]:
             provider_env = dict(env, COSTWISE_PROVIDER_BACKEND=backend.name)
             specs.append(_service("provider", f"provider-{backend.name}", provider_env, logs))
         elif _local(backend):
-            worker_env = dict(env, COSTWISE_WORKER_POOL=backend.name, COSTWISE_WORKER_SPOT=str(backend.spot).lower())
-            worker_env.setdefault("COSTWISE_WORKER_MODEL", backend.model)
-            specs.append(_service("worker", f"worker-{backend.name}", worker_env, logs))
+            specs.append(_service("worker", f"worker-{backend.name}", _worker_env(backend, env), logs))
         else:
             print(f"pool {backend.name} ({backend.model}): start its GPU workers on GPU machines", flush=True)
     return specs

@@ -62,7 +62,14 @@ _STREAMED: dict[int | str, dict[str, Any]] = {
         'per piece, then `data: [DONE]`; a failure once streaming has begun is a `data: {"error": …}` event.',
         "content": {
             "text/event-stream": {
-                "schema": {"type": "string", "description": "`data: ` + a ChatCompletionChunk (JSON) per event"}
+                # Before OpenAPI 3.2's itemSchema, `schema` describes one event (as SSE parsers hand it over).
+                "schema": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {
+                        "data": {"type": "string", "description": "a ChatCompletionChunk (JSON), or `[DONE]`"}
+                    },
+                }
             }
         },
     }

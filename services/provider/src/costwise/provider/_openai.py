@@ -1,126 +1,96 @@
-"""One chat-completions call to an OpenAI-compatible API, with retries, typed in and out."""
+"""One chat-completions call to an OpenAI-compatible API, with retries, typed in and out (the wire itself:
+``costwise.openai_wire``). Given a :class:`Relay`, the call streams and its text reaches the client as it comes;
+a stream that breaks is retried like a failed call, the retry's text joining the client's stream where it stopped
+(``_relay``), or the call fails: a client never gets a cut answer as a finished one."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import httpx
 import msgspec
 
 from costwise.catalog import Provider
-from costwise.contracts import ErrorCode, InferenceRequest, LogprobSummary, Usage
+from costwise.contracts import ErrorCode, InferenceRequest
+from costwise.openai_wire import (
+    RETRYABLE_STATUS,
+    ChatCompletion,
+    ChatRequest,
+    ErrorBody,
+    StreamOptions,
+    TooLarge,
+    WireUsage,
+    backoff_s,
+    finish_reason,
+    logprob_summary,
+    read_limited,
+)
+
+from ._answer import Answer, Failure
+from ._relay import Diverged, Relay
+from ._streamed import Broken, read_answer
 
 __all__ = ["Answer", "Failure", "call"]
 
-_RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 
-
-class _TokenLogprob(msgspec.Struct):
-    logprob: float
-
-
-class _Logprobs(msgspec.Struct):
-    content: list[_TokenLogprob] | None = None
-
-
-class _Message(msgspec.Struct):
-    content: str | None = None
-
-
-class _Choice(msgspec.Struct):
-    message: _Message
-    finish_reason: str | None = None
-    logprobs: _Logprobs | None = None
-
-
-class _PromptDetails(msgspec.Struct):
-    cached_tokens: int = 0
-
-
-class _Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prompt_tokens_details: _PromptDetails | None = None
-
-
-class _Response(msgspec.Struct):
-    """The part of an OpenAI ``chat.completion`` response costwise reads; the rest is ignored."""
-
-    choices: list[_Choice]
-    model: str = ""
-    usage: _Usage | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    text: str
-    finish_reason: str
-    usage: Usage
-    logprobs: LogprobSummary | None
-    model: str
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    code: ErrorCode
-    message: str
-
-
-def _body(provider: Provider, req: InferenceRequest) -> dict[str, object]:
-    sampling = req.sampling
-    body: dict[str, object] = {
-        "model": provider.model,
-        "messages": [{"role": m.role, "content": m.content} for m in req.messages],
-        "max_tokens": sampling.max_tokens,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "logprobs": True,  # the cascade's quality check reads them
-    }
-    if sampling.stop:
-        body["stop"] = sampling.stop
-    if sampling.seed is not None:
-        body["seed"] = sampling.seed
-    return body
+class _Retry(Exception):
+    """This try failed in a way the next one may not (overload, rate limit, a server restarting)."""
 
 
 def _answer(data: bytes, provider: Provider) -> Answer:
-    resp = msgspec.json.decode(data, type=_Response)
+    resp = msgspec.json.decode(data, type=ChatCompletion)
     if not resp.choices:
         raise msgspec.ValidationError("no choices")
-    choice, usage = resp.choices[0], resp.usage or _Usage()
-    tokens = [t.logprob for t in (choice.logprobs.content or [])] if choice.logprobs else []
-    summary = LogprobSummary(mean=sum(tokens) / len(tokens), min=min(tokens), count=len(tokens)) if tokens else None
-    finish = choice.finish_reason if choice.finish_reason in ("stop", "length") else "abort"
-    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+    choice = resp.choices[0]
     return Answer(
         text=choice.message.content or "",
-        finish_reason=finish,
-        usage=Usage(
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cached_prompt_tokens=cached
-        ),
-        logprobs=summary,
+        finish_reason=finish_reason(choice.finish_reason),
+        usage=(resp.usage or WireUsage()).usage(),
+        logprobs=logprob_summary(choice.logprobs.values()) if choice.logprobs else None,
         model=resp.model or provider.model,
     )
 
 
-class _TooLarge(Exception):
-    pass
+def _body(provider: Provider, req: InferenceRequest, *, stream: bool) -> bytes:
+    body = ChatRequest.of(provider.model, req.messages, req.sampling, logprobs=True)
+    if stream:  # the usage chunk is what the provider bills: the completion's usage, as for an answer in one piece
+        body = msgspec.structs.replace(body, stream=True, stream_options=StreamOptions(include_usage=True))
+    return msgspec.json.encode(body)
 
 
-async def _post(
-    client: httpx.AsyncClient, url: str, body: dict[str, object], headers: dict[str, str], max_bytes: int
-) -> tuple[int, bytes]:
-    async with client.stream("POST", url, json=body, headers=headers) as resp:
-        chunks, size = [], 0
-        async for chunk in resp.aiter_bytes():
-            size += len(chunk)
-            if size > max_bytes:
-                raise _TooLarge
-            chunks.append(chunk)
-        return resp.status_code, b"".join(chunks)
+async def _try(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    provider: Provider,
+    req: InferenceRequest,
+    max_bytes: int,
+    relay: Relay | None,
+) -> Answer | Failure:
+    """One POST: an answer, a failure no retry can mend, or ``_Retry``/``Broken``/a transport error to try again."""
+    async with client.stream("POST", url, content=body, headers=headers) as resp:
+        try:
+            if resp.status_code != 200:
+                return _refused(resp.status_code, await read_limited(resp.aiter_bytes(), max_bytes))
+            if relay is None:
+                return _answer(await read_limited(resp.aiter_bytes(), max_bytes), provider)
+            return await read_answer(resp.aiter_bytes(), relay, req, model=provider.model, max_bytes=max_bytes)
+        except TooLarge:
+            return Failure(ErrorCode.PROVIDER_ERROR, f"response larger than {max_bytes} bytes")
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return Failure(ErrorCode.PROVIDER_ERROR, f"unreadable response: {exc}")
+        except Diverged as exc:  # no later try can un-send text: the router may fail over, the client's reader checks
+            return Failure(ErrorCode.PROVIDER_ERROR, f"the stream broke and could not be continued: {exc}")
+
+
+def _refused(status: int, data: bytes) -> Failure:
+    why = f"HTTP {status}: {ErrorBody.text_of(data, 300)}"
+    if status in RETRYABLE_STATUS:
+        raise _Retry(why)
+    return Failure(ErrorCode.PROVIDER_ERROR, why)
 
 
 async def call(
@@ -131,37 +101,42 @@ async def call(
     api_key: str | None,
     max_bytes: int,
     clock: Callable[[], float],
+    relay: Relay | None = None,
 ) -> Answer | Failure:
-    """POST ``/chat/completions``; retry timeouts, 429 and 5xx with jittered backoff while the deadline allows.
+    """POST ``/chat/completions``; retry timeouts, 429, 5xx and broken streams with jittered backoff while the
+    deadline allows (``deadline_exceeded`` once it passed, ``provider_error`` when the tries ran out).
 
     Each try is bounded as a whole (``asyncio.timeout``), so a server that drips bytes cannot hold it forever.
+    With ``relay`` the call streams (``stream_options.include_usage``) and every try's new text is relayed.
     """
     url = provider.base_url.rstrip("/") + "/chat/completions"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    body, last = _body(provider, req), "not tried"
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    body = _body(provider, req, stream=relay is not None)
+    last = "not tried"
     for attempt in range(provider.max_retries + 1):
-        left = None if req.deadline_ms is None else req.deadline_ms / 1000 - clock()
+        left = _left(req, clock)
         if left is not None and left <= 0:
             return Failure(ErrorCode.DEADLINE_EXCEEDED, f"deadline passed after {attempt} tries; last: {last}")
         timeout = provider.timeout_s if left is None else min(provider.timeout_s, left)
         try:
             async with asyncio.timeout(timeout):
-                status, data = await _post(client, url, body, headers, max_bytes)
+                return await _try(
+                    client, url, body, headers, provider=provider, req=req, max_bytes=max_bytes, relay=relay
+                )
         except TimeoutError:
             last = f"no answer within {timeout:.1f}s"
-        except httpx.TransportError as exc:
+        except httpx.TransportError as exc:  # refused, reset, or dropped mid-answer
             last = f"{type(exc).__name__}: {exc}"
-        except _TooLarge:
-            return Failure(ErrorCode.PROVIDER_ERROR, f"response larger than {max_bytes} bytes")
-        else:
-            if status == 200:
-                try:
-                    return _answer(data, provider)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    return Failure(ErrorCode.PROVIDER_ERROR, f"unreadable response: {exc}")
-            last = f"HTTP {status}: {data[:300].decode('utf-8', 'replace')}"
-            if status not in _RETRYABLE:
-                return Failure(ErrorCode.PROVIDER_ERROR, last)
+        except (_Retry, Broken) as exc:
+            last = str(exc)
         if attempt < provider.max_retries:
-            await asyncio.sleep(min(0.25 * 2**attempt, 8.0) * random.uniform(0.5, 1.5))
+            pause, left = backoff_s(attempt), _left(req, clock)
+            await asyncio.sleep(pause if left is None else min(pause, max(left, 0)))  # never wait past the deadline
     return Failure(ErrorCode.PROVIDER_ERROR, f"{provider.max_retries + 1} tries failed; last: {last}")
+
+
+def _left(req: InferenceRequest, clock: Callable[[], float]) -> float | None:
+    """Seconds until the request's deadline (``None``: it has none)."""
+    return None if req.deadline_ms is None else req.deadline_ms / 1000 - clock()

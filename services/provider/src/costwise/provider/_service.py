@@ -16,6 +16,7 @@ from costwise.messaging import Consumer, publish_completion, usage_event
 
 from ._completion import completion_of
 from ._openai import Answer, Failure, call
+from ._relay import Relay
 from .settings import ProviderSettings
 
 __all__ = ["SERVICE", "ProviderWorker", "jobs_queue"]
@@ -64,7 +65,8 @@ class ProviderWorker:
         )
 
     async def on_job(self, job: Job) -> None:
-        outcome, elapsed_s = await self._call(job)
+        relay = Relay(self.nc, job) if job.streams else None
+        outcome, elapsed_s = await self._call(job, relay)
         if isinstance(outcome, Failure):
             log.warning("job %s: %s failed: %s", job.job_id, self.provider.name, outcome.message)
         done = completion_of(
@@ -75,10 +77,15 @@ class ProviderWorker:
             elapsed_s=elapsed_s,
             now_ms=now_ms(self.clock),
         )
+        if relay is not None:  # the stream's last word comes before the completion, as a GPU worker's does
+            if done.error is not None:
+                await relay.fail(done.error)
+            else:
+                await relay.finish(done.finish_reason, done.usage.completion_tokens, done.model)
         # A failed call is not billed by the provider, so it costs nothing here.
         await publish_completion(self.js, done, usage_event(done) if isinstance(outcome, Answer) else None)
 
-    async def _call(self, job: Job) -> tuple[Answer | Failure, float]:
+    async def _call(self, job: Job, relay: Relay | None) -> tuple[Answer | Failure, float]:
         with self.tracer.start_as_current_span("provider.job", kind=SpanKind.CLIENT):
             started = self.clock()
             outcome = await call(
@@ -88,6 +95,7 @@ class ProviderWorker:
                 api_key=self._api_key,
                 max_bytes=self.settings.max_response_bytes,
                 clock=self.clock,
+                relay=relay,
             )
             return outcome, self.clock() - started
 

@@ -11,11 +11,13 @@ from costwise.contracts import InferenceRequest
 from costwise.embed import Embedder, Vector
 
 from ._heads import HeadStore
-from .learned import OnlineRouter, RoutePredictor
+from .learned import OnlineRouter, ResponseVerifier, RoutePredictor
+from .learned.domain import ROUTER_DOMAIN, VERIFIER_DOMAIN, Domain
 
-__all__ = ["SmallTierOdds", "prompt_of"]
+__all__ = ["GatedVerifier", "PromptVectors", "SmallTierOdds", "prompt_of"]
 
 log = logging.getLogger("costwise.router")
+_REMEMBER_ABSENT = 4096
 
 
 def prompt_of(req: InferenceRequest) -> str:
@@ -23,25 +25,49 @@ def prompt_of(req: InferenceRequest) -> str:
     return req.messages[-1].content
 
 
+class PromptVectors:
+    """MiniLM vectors of the prompts being routed, kept for a while: the cascade's verdict on a request comes back
+    to the router that routed it (usually), and its prompt is not embedded a second time."""
+
+    def __init__(self, embedder: Embedder, *, remember: int = 4096) -> None:
+        self.embedder = embedder
+        self._recent: OrderedDict[str, Vector] = OrderedDict()
+        self._remember = remember
+
+    async def of(self, prompt: str) -> Vector:
+        vector = self._recent.get(prompt)
+        if vector is None:  # routed by another router instance, or long ago
+            vector = self._recent[prompt] = await self.embedder.embed(prompt)
+            if len(self._recent) > self._remember:
+                self._recent.popitem(last=False)
+        return vector
+
+    def forget(self, prompt: str) -> None:
+        """The request's verdict is in: nothing will ask for this vector again."""
+        self._recent.pop(prompt, None)
+
+
 class SmallTierOdds:
     """P(the small tier answers ``req`` well) per tenant, from the shipped router plus each tenant's verdicts."""
 
-    def __init__(self, embedder: Embedder, online: OnlineRouter, quality: float, *, remember: int = 4096) -> None:
-        self._embedder = embedder
+    def __init__(
+        self, vectors: PromptVectors, online: OnlineRouter, quality: float, *, domain: Domain | None = None
+    ) -> None:
+        self._vectors = vectors
         self._online = online
+        self._domain = domain
+        """Where the shipped router knows its prompts; elsewhere it never skips the small tier (module docs of
+        :mod:`.learned.domain`)."""
         self.threshold = online.threshold(quality)
-        # The verdict on a request comes back to the router that routed it (usually): keep its prompt's vector
-        # rather than embedding the same text a second time on the completion path.
-        self._recent: OrderedDict[str, Vector] = OrderedDict()
-        self._remember = remember
         self._store: HeadStore | None = None
         self._absent: OrderedDict[str, None] = OrderedDict()
         """Tenants whose store had no head when last asked (so their requests do not ask again)."""
 
     @classmethod
-    def load(cls, embedder: Embedder, quality: float) -> SmallTierOdds:
-        odds = cls(embedder, OnlineRouter(RoutePredictor.load()), quality)
-        odds._online.p_small_ok("warm-up", embedder.embed_many(["warm up"]), ["warm up"])  # imports its text hashing
+    def load(cls, vectors: PromptVectors, quality: float) -> SmallTierOdds:
+        odds = cls(vectors, OnlineRouter(RoutePredictor.load()), quality, domain=Domain.load(ROUTER_DOMAIN))
+        warm = vectors.embedder.embed_many(["warm up"])
+        odds._online.p_small_ok("warm-up", warm, ["warm up"])  # imports its text hashing
         return odds
 
     def persist(self, kv: KeyValue, *, flush_s: float) -> None:
@@ -56,23 +82,23 @@ class SmallTierOdds:
     async def p_small_ok(self, req: InferenceRequest) -> float:
         prompt = prompt_of(req)
         await self._recall(req.tenant)
-        vector = await self._embedder.embed(prompt)
-        self._recent[prompt] = vector
-        if len(self._recent) > self._remember:
-            self._recent.popitem(last=False)
+        vector = await self._vectors.of(prompt)
         return float(self._online.p_small_ok(req.tenant, vector.reshape(1, -1), [prompt])[0])
 
-    async def skip_small(self, req: InferenceRequest) -> bool:
-        """True when the small tier is clearly not good enough: send the request up a tier directly."""
-        return await self.p_small_ok(req) < self.threshold
+    async def skip_small(self, req: InferenceRequest, threshold: float | None = None) -> bool:
+        """True when the small tier is clearly not good enough: send the request up a tier directly (below
+        ``threshold``, default the router's own). Never for a prompt unlike the router's training prompts: its
+        score there is a guess, the cascade's check is not."""
+        if self._domain is not None and not self._domain.knows(await self._vectors.of(prompt_of(req)))[0]:
+            return False
+        return await self.p_small_ok(req) < (self.threshold if threshold is None else threshold)
 
     async def learn(self, req: InferenceRequest, small_ok: bool) -> None:
         """The cascade's verdict on the small tier's answer: this tenant's odds move toward it."""
         prompt = prompt_of(req)
         await self._recall(req.tenant)
-        vector = self._recent.pop(prompt, None)
-        if vector is None:  # routed by another router instance, or long ago
-            vector = await self._embedder.embed(prompt)
+        vector = await self._vectors.of(prompt)
+        self._vectors.forget(prompt)
         self._online.observe(req.tenant, vector, prompt, small_ok)
         if self._store is not None:
             self._absent.pop(req.tenant, None)
@@ -90,5 +116,22 @@ class SmallTierOdds:
         except ValueError as exc:  # a damaged entry: start this tenant afresh (its next flush replaces it)
             log.warning("ignoring the stored routing head of tenant %s: %s", tenant, exc)
         self._absent[tenant] = None
-        if len(self._absent) > self._remember:
+        if len(self._absent) > _REMEMBER_ABSENT:
             self._absent.popitem(last=False)
+
+
+class GatedVerifier:
+    """The response verifier, asked only about prompts like those it was trained on (GSM8K-style math word
+    problems); elsewhere the cascade judges by its rule checks alone rather than by an uninformed score."""
+
+    def __init__(self, verifier: ResponseVerifier, domain: Domain, vectors: PromptVectors) -> None:
+        self._verifier = verifier
+        self._domain = domain
+        self._vectors = vectors
+
+    @classmethod
+    def load(cls, vectors: PromptVectors) -> GatedVerifier:
+        return cls(ResponseVerifier.load(), Domain.load(VERIFIER_DOMAIN), vectors)
+
+    async def for_prompt(self, prompt: str) -> ResponseVerifier | None:
+        return self._verifier if self._domain.knows(await self._vectors.of(prompt))[0] else None

@@ -32,9 +32,9 @@ from ._advisories import dead_letter_job
 from ._affinity import Affinity, prefix_hash
 from ._arbitrage import choose
 from ._capacity import Capacity
-from ._learned import SmallTierOdds, prompt_of
+from ._learned import GatedVerifier, SmallTierOdds, prompt_of
 from ._outcome import attempt_of, error_result, ok_result
-from .learned import ResponseVerifier, check_response
+from .learned import check_response
 from .settings import RouterSettings
 
 __all__ = ["SERVICE", "Router"]
@@ -59,7 +59,7 @@ class Router:
         clock: Clock,
         owned: contextlib.AsyncExitStack,
         odds: SmallTierOdds | None = None,
-        verifier: ResponseVerifier | None = None,
+        verifier: GatedVerifier | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         self.settings = settings
@@ -110,7 +110,7 @@ class Router:
             if batch:
                 return tier, "batch"
             above = self.catalog.next_tier(tier.name)
-            if above is not None and self.odds is not None and await self.odds.skip_small(req):
+            if above is not None and await self._skips_small(req):
                 tier, above = above, self.catalog.next_tier(above.name)
             return tier, "cascade_small" if above is not None else "direct"
         tier = self._tier(req.model)
@@ -119,6 +119,14 @@ class Router:
             why = f"model {req.model!r} is neither a tier, an alias nor a model any backend serves (known: {known})"
             return Refusal(ErrorCode.UNKNOWN_POOL, why)
         return tier, "batch" if batch else "direct"
+
+    async def _skips_small(self, req: InferenceRequest) -> bool:
+        if self.odds is None:
+            return False
+        # Where the verifier will judge the small answer, the cascade's operating point applies: its skip threshold
+        # was chosen together with the verifier's (a doubtful answer is caught after, so fewer prompts skip).
+        verifier = await self.verifier.for_prompt(prompt_of(req)) if self.verifier is not None else None
+        return await self.odds.skip_small(req, verifier.direct_below if verifier is not None else None)
 
     def _tier(self, name: str) -> Tier | None:
         """A catalog tier (or alias), or, for a concrete model name, the backends that serve that model."""
@@ -187,21 +195,23 @@ class Router:
     async def _judge(self, done: Completion) -> None:
         req = done.job.request
         floor = self.settings.quality_floor if req.quality_floor is None else req.quality_floor
+        prompt = prompt_of(req)
         verdict = check_response(
             done.text,
             done.finish_reason,
             done.logprobs,
-            prompt=prompt_of(req),
-            verifier=self.verifier,
+            prompt=prompt,
+            verifier=await self.verifier.for_prompt(prompt) if self.verifier is not None else None,
             min_mean_logprob=math.log(max(floor, 1e-9)),
             min_token_logprob=self.settings.min_token_logprob,
         )
         if self.odds is not None and done.job.tier == self.catalog.tiers[0].name:  # a verdict on the small tier
             await self.odds.learn(req, verdict.accept)
+        checked = f"checks: {'+'.join(verdict.checks)}"
         if verdict.accept:
-            await self._accept(done, "")
+            await self._accept(done, checked)
             return
-        reason = f"{verdict.reason} (confidence {verdict.score:.3f}, floor {floor:.2f})"
+        reason = f"{verdict.reason} (confidence {verdict.score:.3f}, floor {floor:.2f}; {checked})"
         job = done.job
         tier = self._next_tier(job.tier)
         escalated = msgspec.structs.replace(

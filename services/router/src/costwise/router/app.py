@@ -17,9 +17,8 @@ from costwise.embed import Embedder
 from costwise.messaging import own_connection, provision
 
 from ._capacity import Capacity
-from ._learned import SmallTierOdds
+from ._learned import GatedVerifier, PromptVectors, SmallTierOdds
 from ._service import SERVICE, Router
-from .learned import ResponseVerifier
 from .settings import RouterSettings
 
 __all__ = ["Router", "build"]
@@ -39,11 +38,15 @@ async def build(
     """Load the catalog (and, with more than one tier, the learned router), provision the router's consumers
     and wire its handlers (``start()`` begins pulling). Tests pass a session-wide ``embedder``."""
     catalog = catalog or load_catalog(settings.catalog)
-    odds = None
-    if settings.learned and len(catalog.tiers) > 1:
+    odds, verifier = None, None
+    cascades = len(catalog.tiers) > 1
+    if cascades and (settings.learned or settings.response_verifier):
         embedder = embedder or await asyncio.to_thread(Embedder.load, threads=1, backend=settings.embed_backend)
-        odds = await asyncio.to_thread(SmallTierOdds.load, embedder, settings.route_quality)
-    verifier = await asyncio.to_thread(ResponseVerifier.load) if settings.response_verifier else None
+        vectors = PromptVectors(embedder)
+        if settings.learned:
+            odds = await asyncio.to_thread(SmallTierOdds.load, vectors, settings.route_quality)
+        if settings.response_verifier:
+            verifier = await asyncio.to_thread(GatedVerifier.load, vectors)
     capacity = Capacity([b.name for b in catalog.backends], settings.capacity_refresh_s, burst=settings.affinity_burst)
     async with contextlib.AsyncExitStack() as stack:  # closes what was opened if building fails half-way
         nc = await own_connection(stack, settings.nats_url, nc, name=SERVICE)

@@ -33,8 +33,9 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Share of the large tier's quality the learned router's threshold is calibrated to keep."""
     heads_flush_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
     """How often the tenants' online corrections learned since the last write are stored (KV ROUTER_HEADS)."""
-    response_verifier: bool = False
-    """Also ask the learned response verifier (trained on GSM8K-style math answers) before accepting."""
+    response_verifier: bool = True
+    """Also ask the learned response verifier before accepting a small-tier answer, for prompts like those it was
+    trained on (GSM8K-style math word problems: ``learned/domain.py``); elsewhere only the rule checks judge."""
     affinity_entries: Annotated[int, Meta(ge=0)] = 10_000
     """Prefix hashes remembered for affinity (which backend and worker served a prefix last)."""
     affinity_burst: Annotated[int, Meta(ge=0, le=1024)] = 4

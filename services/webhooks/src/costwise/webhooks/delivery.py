@@ -32,6 +32,7 @@ __all__ = ["Attempt", "Delivery", "traced"]
 
 log = logging.getLogger("costwise.webhooks")
 SERVICE = "webhooks"
+_REMEMBERED = 10_000
 
 
 class Delivery:
@@ -51,14 +52,21 @@ class Delivery:
     ) -> None:
         self.settings, self.js, self.signer, self.guard, self.client = settings, js, signer, guard, client
         self.tracer, self.clock, self.rng = tracer, clock, rng
+        self._failed: dict[int, Attempt] = {}
+        """The last failed attempt of each message waiting for its retry, by stream sequence: a retry that
+        arrives after the window closed gives up with that attempt's reason (in memory only: after a restart the
+        reason is just "retry window over"). About one entry per outbox (max_ack_pending=1); capped, because a retry
+        another replica takes never comes back here."""
 
     async def handle(self, result: Result) -> None:
         """Deliver the outbox's head (the consumer decoded it and checked its tenant against the subject)."""
         msg = current_message()
         meta = msg.metadata
         deadline = meta.timestamp.timestamp() + self.settings.retry_window_s
+        last = self._failed.pop(meta.sequence.stream, None)
         if meta.num_delivered > 1 and self.clock() > deadline:  # its handler died past the window: no loop
-            await self.give_up(result, ErrorCode.CALLBACK_FAILED, Attempt(error="retry window over"))
+            over = f"retry window over; before it, {last.describe()}" if last else "retry window over"
+            await self.give_up(result, ErrorCode.CALLBACK_FAILED, Attempt(error=over))
             return
         with traced(self.tracer, "webhooks deliver") as span:
             attempt = await self.attempt(result, msg.data)
@@ -76,7 +84,13 @@ class Delivery:
                 log.info(
                     "webhook %s/%s: %s; retry in %.1f s", result.tenant, result.request_id, attempt.describe(), delay_s
                 )
+                self._remember(attempt)
                 await current_message().nak(delay=delay_s)  # the outbox waits for it (max_ack_pending=1)
+
+    def _remember(self, failed: Attempt) -> None:
+        self._failed[current_message().metadata.sequence.stream] = failed
+        if len(self._failed) > _REMEMBERED:
+            del self._failed[next(iter(self._failed))]  # the oldest
 
     async def attempt(self, result: Result, body: bytes) -> Attempt:
         """One signed POST of ``body`` (the result as stored) to the result's callback URL."""

@@ -12,15 +12,19 @@ __all__ = ["admission"]
 
 
 def admission(
-    job: Job, *, pool: str, now_ms: int, prompt_tokens: int, model: str, max_model_len: int
+    job: Job, *, pool: str, now_ms: int, prompt_tokens: int | None, model: str, max_model_len: int | None
 ) -> Refusal | None:
-    """Why this worker (of ``pool``, running ``model``) must not generate ``job`` now, or ``None`` if it may."""
+    """Why this worker (of ``pool``, running ``model``) must not generate ``job`` now, or ``None`` if it may.
+
+    The length check needs both counts; an engine server counts the prompt itself (and answers 400)."""
     if job.pool != pool:
         return Refusal(ErrorCode.UNKNOWN_POOL, f"job for pool {job.pool!r} reached pool {pool!r}")
     deadline_ms = job.request.deadline_ms
     if deadline_ms and now_ms > deadline_ms:  # nobody waits for this answer any more: spend no GPU time on it
         why = f"the deadline passed {now_ms - deadline_ms} ms before a worker could start the job"
         return Refusal(ErrorCode.DEADLINE_EXCEEDED, why)
+    if prompt_tokens is None or max_model_len is None:
+        return None
     need = prompt_tokens + job.request.sampling.max_tokens
     if need > max_model_len:
         why = (

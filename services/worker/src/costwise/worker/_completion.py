@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from costwise.contracts import Completion, EngineTimings, Job, Usage
 
-from .engine import Generation, Progress
+from ._progress import Generation, Progress
 
 __all__ = ["completion_of"]
 
@@ -15,7 +15,7 @@ def completion_of(
 ) -> Completion:
     usage = Usage(
         prompt_tokens=gen.prompt_tokens,
-        completion_tokens=len(progress.token_ids),  # a resumed job's checkpointed tokens are part of its answer
+        completion_tokens=gen.completion_tokens,
         cached_prompt_tokens=gen.cached_prompt_tokens,
     )
     return Completion(

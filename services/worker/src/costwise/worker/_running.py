@@ -8,8 +8,8 @@ from opentelemetry.trace import Link, get_current_span
 
 from costwise.contracts import Job
 
+from ._progress import Progress
 from ._stream import DeltaPublisher
-from .engine import Progress
 
 __all__ = ["Running", "retry_links"]
 

@@ -1,5 +1,6 @@
-"""The worker's handler: a job of its pool (or of its own queue) is generated in vLLM and completed, or, when the
-worker is preempted, checkpointed and handed back for another worker to resume."""
+"""The worker's handler: a job of its pool (or of its own queue) is generated in its engine (vLLM in-process, or an
+engine server it fronts) and completed, or, when the worker is preempted, checkpointed and handed back for another
+worker to resume."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from costwise.contracts import Clock, Job, now_ms, subjects
 from costwise.contracts.subjects import ConsumerSpec
 from costwise.messaging import (
     Consumer,
+    Refusal,
     Slots,
     ack_current,
     current_message,
@@ -29,15 +31,17 @@ from costwise.messaging import (
 from ._admission import admission
 from ._completion import completion_of
 from ._own import OwnQueue
+from ._progress import Generation, checkpoint_tokens
+from ._protocol import EngineRefused, EngineUnavailable, GenerationEngine
 from ._running import Running, retry_links
-from ._stream import DeltaPublisher, streams
-from .engine import Engine, Generation, Progress
+from ._stream import DeltaPublisher
 from .settings import WorkerSettings
 
 __all__ = ["SERVICE", "Worker", "pool_queue"]
 
 log = logging.getLogger("costwise.worker")
 SERVICE = "worker"
+_MAX_RETRY_DELAY_S = 30.0
 
 
 def pool_queue(settings: WorkerSettings) -> ConsumerSpec:
@@ -63,7 +67,7 @@ class Worker:
         self,
         settings: WorkerSettings,
         nc: Client,
-        engine: Engine,
+        engine: GenerationEngine,
         *,
         clock: Clock,
         tracer: Tracer,
@@ -95,29 +99,39 @@ class Worker:
 
     async def on_job(self, job: Job) -> None:
         with self._span(job):
-            prompt_ids = self.engine.prompt_ids(job.request.messages)
-            refusal = admission(
-                job,
-                pool=self.settings.pool,
-                now_ms=now_ms(self.clock),
-                prompt_tokens=len(prompt_ids),
-                model=self.engine.model_name,
-                max_model_len=self.engine.max_model_len,
-            )
+            prompt = self.engine.prepare(job.request.messages)
+            refusal = self._admission(job, prompt)
             if refusal is not None:
                 await reject_current(self.js, service=SERVICE, code=refusal.code, reason=refusal.reason)
                 return
             run = self._running(job)
-            gen = await self._generate(run, prompt_ids)
+            try:
+                gen = await self._generate(run, prompt)
+            except EngineRefused as refused:  # as an admission refusal: a retry would be refused the same way
+                await reject_current(self.js, service=SERVICE, code=refused.code, reason=refused.reason)
+                return
+            except EngineUnavailable as down:
+                await self._retry_later(job, down)
+                return
             if run.deltas is not None:  # the last tokens reach the stream before the completion is published
                 await run.deltas.finish(run.progress, gen.finish_reason)
             await self._complete(run, gen)
 
+    def _admission(self, job: Job, prompt: object) -> Refusal | None:
+        return admission(
+            job,
+            pool=self.settings.pool,
+            now_ms=now_ms(self.clock),
+            prompt_tokens=self.engine.prompt_tokens(prompt),
+            model=self.engine.model_name,
+            max_model_len=self.engine.max_model_len,
+        )
+
     def _running(self, job: Job) -> Running:
-        progress = Progress.from_checkpoint(job.checkpoint)
-        if not streams(job):
+        progress = self.engine.resume(job.checkpoint)
+        if not job.streams:
             return Running(job, progress)
-        deltas = DeltaPublisher(self.nc, job, progress, decode=self.engine.decode, model=self.engine.model_name)
+        deltas = DeltaPublisher(self.nc, job, progress, text=self.engine.text, model=self.engine.model_name)
         return Running(job, progress, deltas)
 
     @contextlib.contextmanager
@@ -128,17 +142,15 @@ class Worker:
             span.set_attribute("gen_ai.request.model", self.engine.model_name)
             span.set_attribute("costwise.job_id", job.job_id)
             span.set_attribute("messaging.message.delivery_count", delivered)
-            span.set_attribute("costwise.resumed_tokens", len(job.checkpoint.token_ids) if job.checkpoint else 0)
+            span.set_attribute("costwise.resumed_tokens", checkpoint_tokens(job.checkpoint) if job.checkpoint else 0)
             yield
 
-    async def _generate(self, run: Running, prompt_ids: list[int]) -> Generation:
+    async def _generate(self, run: Running, prompt: object) -> Generation:
         self.running[id(run)] = run
         try:
             if run.deltas is None:
-                return await self.engine.generate(prompt_ids, run.job.request.sampling, run.progress)
-            return await self.engine.generate(
-                prompt_ids, run.job.request.sampling, run.progress, on_step=run.deltas.step
-            )
+                return await self.engine.generate(prompt, run.job.request.sampling, run.progress)
+            return await self.engine.generate(prompt, run.job.request.sampling, run.progress, on_step=run.deltas.step)
         except asyncio.CancelledError:  # stopped past the grace: a spot notice, or a SIGKILL (abandon) in tests
             if not self._abandoned:
                 await self._hand_back(run)
@@ -146,13 +158,23 @@ class Worker:
         finally:
             del self.running[id(run)]
 
+    async def _retry_later(self, job: Job, down: EngineUnavailable) -> None:
+        """The engine server cannot be reached: the job goes back to the queue (nak) for another worker or a later
+        try, later each time; on the last delivery the consumer gives it up with this error (dead letter)."""
+        msg = current_message()
+        delivered = msg.metadata.num_delivered
+        if delivered >= self.settings.max_deliver:
+            raise down
+        log.warning("job %s back to the queue after delivery %d: %s", job.job_id, delivered, down)
+        await msg.nak(delay=min(2.0 ** (delivered - 1), _MAX_RETRY_DELAY_S))
+
     async def _hand_back(self, run: Running) -> None:
         """Publish the job again with its checkpoint, then ack this delivery: the next worker resumes the
         generation instead of starting over. A new message, not a nak, because the checkpoint must travel with
         it; published first, so a crash in between leaves two copies (one completion: its msg-id) and never none.
         """
         job, progress = run.job, run.progress
-        ckpt = progress.checkpoint(self.engine.decode(progress.token_ids), self.settings.worker_id)
+        ckpt = progress.checkpoint(self.engine.text(progress), self.settings.worker_id)
         if run.deltas is not None:  # the resuming worker continues the stream where it got to
             await run.deltas.flush(progress)
             ckpt = msgspec.structs.replace(ckpt, streamed_tokens=run.deltas.offset)
@@ -162,7 +184,7 @@ class Worker:
         # Inside this attempt's span: the resuming worker's span follows it in the request's trace.
         await publish(self.js, subjects.jobs(job.pool), msgspec.structs.replace(job, checkpoint=ckpt), msg_id=msg_id)
         await ack_current()
-        log.info("handed back %s with %d checkpointed tokens", job.job_id, len(ckpt.token_ids))
+        log.info("handed back %s with %d checkpointed tokens", job.job_id, progress.tokens)
 
     async def _complete(self, run: Running, gen: Generation) -> None:
         done = completion_of(

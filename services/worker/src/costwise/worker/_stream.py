@@ -9,18 +9,12 @@ from nats.aio.client import Client
 
 from costwise.contracts import Job, StreamDelta, encode, subjects
 
-from .engine import Progress
+from ._progress import Progress
 
-__all__ = ["DeltaPublisher", "streams"]
+__all__ = ["DeltaPublisher"]
 
 # What a detokenizer gives for a character whose bytes are split across tokens: its rest comes with the next token.
 _PARTIAL = "\ufffd"
-
-
-def streams(job: Job) -> bool:
-    """Whether ``job``'s tokens are streamed. A cascade's small stage is not: its answer may still be escalated,
-    and a stream cannot take back what it sent (the accepted answer reaches the client with the result)."""
-    return job.request.stream and job.stage != "cascade_small"
 
 
 class DeltaPublisher:
@@ -32,15 +26,18 @@ class DeltaPublisher:
     to exactly the completion's text; a step that ends inside a character waits for the next one.
     """
 
-    def __init__(self, nc: Client, job: Job, progress: Progress, *, decode: Callable[[list[int]], str], model: str):
+    def __init__(
+        self, nc: Client, job: Job, progress: Progress, *, text: Callable[[Progress, int | None], str], model: str
+    ):
+        """``text(progress, n)`` is the answer's text over its first ``n`` tokens (all of them for ``None``)."""
         self._nc = nc
         self._job = job
-        self._decode = decode
+        self._text = text
         self._model = model
         self._subject = subjects.deltas(job.request.tenant, job.request.request_id)
         streamed = job.checkpoint.streamed_tokens if job.checkpoint is not None else None
-        self._offset = len(progress.token_ids) if streamed is None else min(streamed, len(progress.token_ids))
-        self._sent = decode(progress.token_ids[: self._offset]) if self._offset else ""
+        self._offset = progress.tokens if streamed is None else min(streamed, progress.tokens)
+        self._sent = text(progress, self._offset) if self._offset else ""
 
     @property
     def offset(self) -> int:
@@ -49,8 +46,8 @@ class DeltaPublisher:
 
     async def step(self, progress: Progress) -> None:
         """After each engine step: publish the new tokens (unless they end inside a character)."""
-        if len(progress.token_ids) > self._offset:
-            await self._publish(progress.token_ids, final=False)
+        if progress.tokens > self._offset:
+            await self._publish(progress, final=False)
             # nats-py swallows a cancellation that lands while it flushes (``_flush_pending``): a spot notice's
             # cancel would be lost and the job generate on instead of being handed back. Raise it again.
             task = asyncio.current_task()
@@ -59,17 +56,17 @@ class DeltaPublisher:
 
     async def finish(self, progress: Progress, finish_reason: str) -> None:
         """The generation ended: publish the rest, marked final, before the completion is published."""
-        await self._publish(progress.token_ids, final=True, finish_reason=finish_reason)
+        await self._publish(progress, final=True, finish_reason=finish_reason)
 
     async def flush(self, progress: Progress) -> None:
         """Before a hand-back: publish what the checkpoint holds (all but a character's first bytes), so the
         resuming worker's first delta, at :attr:`offset`, follows on without a gap. (The hand-back is published on
         the same connection after it, so the server has routed these deltas before the resuming worker can exist.)"""
-        if len(progress.token_ids) > self._offset:  # not step(): this runs after the cancel, on purpose
-            await self._publish(progress.token_ids, final=False)
+        if progress.tokens > self._offset:  # not step(): this runs after the cancel, on purpose
+            await self._publish(progress, final=False)
 
-    async def _publish(self, token_ids: list[int], *, final: bool, finish_reason: str | None = None) -> None:
-        text = self._decode(token_ids)
+    async def _publish(self, progress: Progress, *, final: bool, finish_reason: str | None = None) -> None:
+        text, tokens = self._text(progress, None), progress.tokens
         whole = text.startswith(self._sent) and not text.endswith(_PARTIAL)
         if not whole and not final:
             return
@@ -79,10 +76,10 @@ class DeltaPublisher:
             tenant=self._job.request.tenant,
             offset=self._offset,
             text=piece,
-            tokens=len(token_ids) - self._offset,
+            tokens=tokens - self._offset,
             model=self._model,
             final=final,
             finish_reason=finish_reason,  # type: ignore[arg-type]
         )
         await self._nc.publish(self._subject, encode(delta))
-        self._offset, self._sent = len(token_ids), self._sent + piece
+        self._offset, self._sent = tokens, self._sent + piece

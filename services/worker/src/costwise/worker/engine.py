@@ -5,78 +5,15 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from costwise.contracts import ChatMessage, Checkpoint, LogprobSummary, SamplingParams
+from costwise.contracts import ChatMessage, Checkpoint, SamplingParams
 
+from ._progress import Generation, Progress
+from ._protocol import OnStep
 from .settings import WorkerSettings
 
 __all__ = ["Engine", "Generation", "Progress"]
-
-
-@dataclass
-class Progress:
-    """What a running generation has produced so far; a checkpoint is taken from it on preemption."""
-
-    token_ids: list[int] = field(default_factory=list)
-    logprob_sum: float = 0.0
-    logprob_min: float = 0.0
-    logprob_count: int = 0
-    resumed: int = 0
-    first_token_s: float | None = None
-    recomputed: int = 0
-    """Prompt tokens prefilled again for this job because it resumed: earlier resumes' (from the checkpoint)
-    plus this run's prompt + checkpointed tokens once its prefill is done. Billed on top of the usage."""
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: Checkpoint | None) -> Progress:
-        if ckpt is None:
-            return cls()
-        return cls(
-            token_ids=list(ckpt.token_ids),
-            logprob_sum=ckpt.logprob_sum,
-            logprob_min=ckpt.logprob_min,
-            logprob_count=ckpt.logprob_count,
-            resumed=len(ckpt.token_ids),
-            recomputed=ckpt.recomputed_tokens,
-        )
-
-    def add(self, token_ids: list[int], logprobs: list[dict[int, Any]] | None) -> None:
-        self.token_ids.extend(token_ids)
-        for token, entry in zip(token_ids, logprobs or (), strict=False):
-            value = entry[token].logprob
-            self.logprob_sum += value
-            self.logprob_min = min(self.logprob_min, value) if self.logprob_count else value
-            self.logprob_count += 1
-
-    def checkpoint(self, text: str, worker_id: str) -> Checkpoint:
-        return Checkpoint(
-            token_ids=list(self.token_ids),
-            text=text,
-            logprob_sum=self.logprob_sum,
-            logprob_min=self.logprob_min,
-            logprob_count=self.logprob_count,
-            worker_id=worker_id,
-            recomputed_tokens=self.recomputed,
-        )
-
-    def summary(self) -> LogprobSummary | None:
-        if not self.logprob_count:
-            return None
-        return LogprobSummary(
-            mean=self.logprob_sum / self.logprob_count, min=self.logprob_min, count=self.logprob_count
-        )
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    cached_prompt_tokens: int
-    engine_s: float
 
 
 class Engine:
@@ -135,12 +72,30 @@ class Engine:
     def decode(self, token_ids: list[int]) -> str:
         return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))
 
+    # The worker's engine protocol (``_protocol.GenerationEngine``): the prompt is its token ids.
+
+    def prepare(self, messages: list[ChatMessage]) -> list[int]:
+        return self.prompt_ids(messages)
+
+    def prompt_tokens(self, prompt: list[int]) -> int:
+        return len(prompt)
+
+    def resume(self, checkpoint: Checkpoint | None) -> Progress:
+        """A checkpoint's token ids continue; one with text only (an engine server's) starts over: its text
+        would not tokenize back into what this model generated."""
+        if checkpoint is None or checkpoint.token_ids or checkpoint.text_tokens is None:
+            return Progress.from_checkpoint(checkpoint)
+        return Progress.restart(checkpoint)
+
+    def text(self, progress: Progress, tokens: int | None = None) -> str:
+        return self.decode(progress.token_ids[:tokens])
+
     async def generate(
         self,
         prompt_ids: list[int],
         params: SamplingParams,
         progress: Progress,
-        on_step: Callable[[Progress], Awaitable[None]] | None = None,
+        on_step: OnStep | None = None,
     ) -> Generation:
         """Generate into ``progress`` (which may already hold a checkpoint's tokens, then generation resumes).
 
@@ -187,6 +142,7 @@ class Engine:
             prompt_tokens=prompt,
             cached_prompt_tokens=min(cached, prompt),
             engine_s=time.perf_counter() - started,
+            completion_tokens=len(progress.token_ids),  # a resumed job's checkpointed tokens are part of its answer
         )
 
     def shutdown(self) -> None:

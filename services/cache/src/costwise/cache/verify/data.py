@@ -37,9 +37,16 @@ def split_of(text_a: str, text_b: str) -> Split:
 
 
 def load_pairs(path: Path, split: Split | None = None) -> list[Pair]:
-    """Read a JSON list of ``{"text_a", "text_b", "label"}`` objects, optionally keeping one split."""
+    """Read a JSON list of ``{"text_a", "text_b", "label"}`` objects, optionally keeping one split.
+
+    A row may name its own ``"split"`` (pairs built by intent, e.g. ``costwise.bench.verifier_pairs``); the others
+    go by :data:`SPLIT_RULE`.
+    """
     rows = json.loads(Path(path).read_text(encoding="utf-8"))
-    pairs = [Pair(str(r["text_a"]), str(r["text_b"]), int(r["label"])) for r in rows]
     if split is None:
-        return pairs
-    return [p for p in pairs if split_of(p.text_a, p.text_b) == split]
+        return [Pair(str(r["text_a"]), str(r["text_b"]), int(r["label"])) for r in rows]
+    return [
+        Pair(str(r["text_a"]), str(r["text_b"]), int(r["label"]))
+        for r in rows
+        if r.get("split", split_of(str(r["text_a"]), str(r["text_b"]))) == split
+    ]

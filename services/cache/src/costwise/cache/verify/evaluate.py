@@ -119,12 +119,13 @@ def _default_rows(
     vetoed: dict[str, np.ndarray],
     near: np.ndarray,
 ) -> list[dict[str, Any]]:
-    """The shipped operating point (near-repeats served without the model when the artifact says so), the
-    verifier as shipped before issue 16 on the same scores, then the shipped point with each veto removed or
-    used alone."""
+    """The shipped operating point (near-repeats served without the model, from their own lower cosine, when the
+    artifact says so), the verifier as shipped before issue 16 on the same scores, then the shipped point with
+    each veto removed or used alone."""
     th = verifier.threshold()
     passed = cos >= verifier.min_similarity
-    base = passed & ((prob >= th) | (near if verifier.near_repeats else False))
+    near_ok = near & (cos >= verifier.near_repeat_min_similarity) if verifier.near_repeats else np.zeros_like(near)
+    base = (passed & (prob >= th)) | near_ok
     params = {"min_similarity": verifier.min_similarity, "target_precision": verifier.default_target_precision}
     rows = [_row("default", y, base & ~np.logical_or.reduce([vetoed[n] for n in verifier.checks]), **params)]
     legacy = passed & (prob >= th) & ~np.logical_or.reduce([vetoed[n] for n in LEGACY_CHECKS])

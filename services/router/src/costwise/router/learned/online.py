@@ -1,7 +1,7 @@
 """Per-tenant learning from the cascade's own verdicts: a tenant's logit is the shipped router's plus a
 correction of its own (a logistic head over the embedding + cheap features, starting at zero), trained by one
-SGD step per verdict with an L2 pull back to zero, so a handful of verdicts nudges the shipped router rather than
-overwrites it. Tenants are kept least-recently-updated first, at most ``max_tenants``."""
+SGD step per verdict, normalized so one verdict moves its own prompt's logit by about ``rate`` times the miss, with an
+L2 pull back to zero, so a handful of verdicts nudges the shipped router rather than overwrites it. Tenants are kept least-recently-updated first, at most ``max_tenants``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class OnlineRouter:
     """A :class:`RoutePredictor` each tenant refines with its own outcomes (memory: ~400 floats per tenant)."""
 
     def __init__(
-        self, base: RoutePredictor, *, max_tenants: int = 10_000, rate: float = 0.05, pull: float = 0.01
+        self, base: RoutePredictor, *, max_tenants: int = 10_000, rate: float = 0.1, pull: float = 0.01
     ) -> None:
         if max_tenants < 1:
             raise ValueError("max_tenants must be at least 1")

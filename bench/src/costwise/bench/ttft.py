@@ -1,0 +1,242 @@
+"""Time to first token and inter-token gaps: gateway → queue → worker (SSE) vs the same engine called directly.
+
+One engine serves both paths in this process; each level runs both paths ``rounds`` times, alternating which goes
+first, with distinct prompts per request (so neither path profits from the other's prefix cache). The queued path is
+what a chat application sees: an OpenAI-style ``stream: true`` call to the gateway on uvicorn, through the cache
+(``bypass`` unless ``with_cache``: a semantic lookup adds the embedding), the router and an in-process worker
+publishing deltas on core NATS. Time is taken at the client: from sending the request to the first chunk with
+text, and between chunks with text; directly, from calling the engine to the first step with tokens, and between
+steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import msgspec
+
+from costwise.cache import CacheSettings
+from costwise.cache import build as build_cache
+from costwise.catalog import Catalog, default_catalog
+from costwise.contracts import ChatMessage, SamplingParams
+from costwise.contracts.subjects import GATEWAY_KEYS
+from costwise.gateway import GatewaySettings
+from costwise.gateway import build as build_gateway
+from costwise.gateway.keys import KeyStore
+from costwise.router import RouterSettings
+from costwise.router import build as build_router
+from costwise.testing import free_port
+from costwise.worker import Engine, WorkerSettings
+from costwise.worker import build as build_worker
+from costwise.worker.engine import Progress
+
+from ._harness import Stack, load_engine, nats_stack, percentile, service_processes
+
+POOL = "ttft"
+Timing = tuple[float, list[float]]
+"""Seconds to the first token, and the gaps between later steps/chunks that carried text."""
+
+
+def _gaps(stamps: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def _prompt(tag: str) -> str:
+    return f"Request {tag}: tell me a long story about a lighthouse keeper and the sea."
+
+
+async def _direct(engine: Engine, tag: str, max_tokens: int) -> Timing:
+    stamps: list[float] = []
+
+    async def step(progress: Progress) -> None:
+        stamps.append(time.perf_counter())
+
+    started = time.perf_counter()
+    messages = [ChatMessage(role="user", content=_prompt(tag))]
+    await engine.generate(engine.prompt_ids(messages), SamplingParams(max_tokens=max_tokens), Progress(), on_step=step)
+    return stamps[0] - started, _gaps(stamps)
+
+
+def _via_gateway(http: httpx.AsyncClient, with_cache: bool) -> Callable[[str, int], Awaitable[Timing]]:
+    async def one(tag: str, max_tokens: int) -> Timing:
+        body: dict[str, Any] = {
+            "model": "auto",
+            "messages": [{"role": "user", "content": _prompt(tag)}],
+            "max_tokens": max_tokens,
+            "stream": True,
+        }
+        if not with_cache:
+            body["costwise"] = {"cache": {"mode": "bypass"}}
+        stamps: list[float] = []
+        started = time.perf_counter()
+        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if line.startswith("data: {") and _has_text(line):
+                    stamps.append(time.perf_counter())
+        if not stamps:
+            raise RuntimeError(f"request {tag}: the stream carried no text")
+        return stamps[0] - started, _gaps(stamps)
+
+    return one
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_Choice] = []
+
+
+def _has_text(line: str) -> bool:
+    chunk = msgspec.json.decode(line.removeprefix("data: "), type=_Chunk)
+    return any(choice.delta.content for choice in chunk.choices)
+
+
+async def _batch(one: Callable[[str, int], Awaitable[Timing]], tag: str, streams: int, max_tokens: int) -> list[Timing]:
+    """``streams`` requests at once (they share engine steps, as concurrent chats do)."""
+    return list(await asyncio.gather(*(one(f"{tag}-{i}", max_tokens) for i in range(streams))))
+
+
+def _catalog() -> Catalog:
+    # The router checks deadlines against the pool's speed: the tiny model is far faster than the default figures.
+    catalog = default_catalog(POOL)
+    fast = msgspec.structs.replace(catalog.backends[0], decode_tokens_per_s=5000.0)
+    return msgspec.structs.replace(catalog, backends=[fast])
+
+
+@contextlib.asynccontextmanager
+async def _gateway_path(stack: Stack, engine: Engine, streams: int) -> AsyncIterator[httpx.AsyncClient]:
+    url, nc = stack.url, stack.nc
+    services: list[Any] = [
+        await build_cache(CacheSettings(nats_url=url, data_dir=str(stack.tmp / "cache"))),
+        await build_router(RouterSettings(nats_url=url), catalog=_catalog()),
+        await build_worker(WorkerSettings(pool=POOL, max_in_flight=streams, max_model_len=2048), nc=nc, engine=engine),
+    ]
+    gateway = await build_gateway(GatewaySettings(nats_url=url), nc=nc)
+    for service in services:
+        await service.start()
+    serving = await gateway.serve(port=0)
+    key = await gateway.gateway.keys.create(POOL)
+    headers = {"Authorization": f"Bearer {key.secret}"}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{serving.port}", headers=headers, timeout=300) as http:
+            yield http
+    finally:
+        await serving.stop()
+        for service in reversed(services):
+            await service.stop()
+        await gateway.stop()
+
+
+@contextlib.asynccontextmanager
+async def _separate_processes(stack: Stack, engine: Engine, streams: int) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway, cache and router as deployed, each in a process of its own; the worker (it holds the engine
+    the direct path also calls) and the client stay here."""
+    catalog = stack.tmp / "catalog.json"
+    catalog.write_bytes(msgspec.json.encode(_catalog()))
+    port = free_port()
+    env = {
+        **os.environ,
+        **{f"COSTWISE_{name}_NATS_URL": stack.url for name in ("GATEWAY", "CACHE", "ROUTER")},
+        "COSTWISE_ROUTER_CATALOG": str(catalog),
+        "COSTWISE_GATEWAY_CATALOG": str(catalog),
+        "COSTWISE_GATEWAY_PORT": str(port),
+        "COSTWISE_CACHE_DATA_DIR": str(stack.tmp / "cache"),
+    }
+    settings = WorkerSettings(pool=POOL, max_in_flight=streams, max_model_len=2048)
+    worker = await build_worker(settings, nc=stack.nc, engine=engine)
+    await worker.start()
+    try:
+        async with service_processes(env, {"cache": 1, "router": 1, "gateway": 1}):
+            key = await KeyStore(await stack.nc.jetstream().key_value(GATEWAY_KEYS.bucket)).create(POOL)
+            headers = {"Authorization": f"Bearer {key.secret}"}
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=300) as http:
+                await _until_serving(http)
+                yield http
+    finally:
+        await worker.stop()
+
+
+async def _until_serving(http: httpx.AsyncClient, timeout_s: float = 120.0) -> None:
+    """The gateway process answers (its start loads nothing heavy; the cache's models load beside it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if (await http.get("/v1/models")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gateway did not serve within {timeout_s:g} s")
+        await asyncio.sleep(0.2)
+
+
+def _summary(timings: list[Timing]) -> dict[str, float]:
+    firsts = [first * 1000 for first, _ in timings]
+    gaps = [gap * 1000 for _, run in timings for gap in run]
+    return {
+        "ttft_p50_ms": round(statistics.median(firsts), 2),
+        "ttft_p99_ms": round(percentile(firsts, 99), 2),
+        "gap_p50_ms": round(statistics.median(gaps), 3) if gaps else 0.0,
+    }
+
+
+async def _level(
+    engine: Engine, gateway: Callable[[str, int], Awaitable[Timing]], streams: int, rounds: int, max_tokens: int
+) -> dict[str, Any]:
+    timings: dict[str, list[Timing]] = {"direct": [], "gateway": []}
+    for r in range(rounds):
+        for path in ("gateway", "direct") if r % 2 else ("direct", "gateway"):
+            one = gateway if path == "gateway" else (lambda tag, n: _direct(engine, tag, n))
+            timings[path] += await _batch(one, f"{path}-s{streams}-r{r}", streams, max_tokens)
+    direct, queued = _summary(timings["direct"]), _summary(timings["gateway"])
+    return {
+        "streams": streams,
+        "requests_per_path": len(timings["direct"]),
+        "direct": direct,
+        "gateway": queued,
+        "added_ttft_p50_ms": round(queued["ttft_p50_ms"] - direct["ttft_p50_ms"], 2),
+        "gap_p50_ratio": round(queued["gap_p50_ms"] / direct["gap_p50_ms"], 3) if direct["gap_p50_ms"] else None,
+    }
+
+
+async def run(
+    model: str, levels: list[int], rounds: int, max_tokens: int, with_cache: bool, processes: bool = False
+) -> dict[str, Any]:
+    """Per level (streams at once), ``rounds`` alternating rounds of each path; p50/p99 over all their requests.
+    With ``processes`` the gateway, cache and router run in processes of their own, as deployed."""
+    engine = await load_engine(model, max(levels))
+    path = _separate_processes if processes else _gateway_path
+    try:
+        async with nats_stack() as stack, path(stack, engine, max(levels)) as http:
+            gateway = _via_gateway(http, with_cache)
+            await _batch(gateway, "warm-gateway", 2, 8)  # first-request costs (compilation, connections) are not TTFT
+            await _batch(lambda tag, n: _direct(engine, tag, n), "warm-direct", 2, 8)
+            rows = [await _level(engine, gateway, s, rounds, max_tokens) for s in levels]
+    finally:
+        engine.shutdown()
+    return {
+        "benchmark": "ttft",
+        "model": model,
+        "max_tokens": max_tokens,
+        "queue_path": "gateway (SSE) → cache"
+        + (" (semantic lookup)" if with_cache else " (bypass)")
+        + " → router → worker",
+        "services": "gateway, cache, router: a process each" if processes else "one process",
+        "rounds": rounds,
+        "rows": rows,
+    }
