@@ -1,8 +1,10 @@
 """``stream: true`` through the official openai SDK: deltas become chunks (repeats dropped, a gap filled from the
-result), a result without deltas (a cache hit) streams too, an error result is an error event; ``GET /v1/models``."""
+result), a result without deltas (a cache hit) streams too, an error result is an error event; an async request's
+answer followed as events (``GET /v1/requests/{id}/stream``); ``GET /v1/models``."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -10,6 +12,7 @@ import openai
 import pytest
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
+from openai.types.chat import ChatCompletionChunk
 
 from costwise.contracts import ErrorCode, InferenceRequest, Result, StreamDelta, Usage, encode, subjects
 
@@ -24,6 +27,10 @@ PIECES = [
     (3, 2, " fox jumps"),
     (5, 4, " over the lazy dog."),
 ]
+
+
+_ASKED = {"model": "auto", "messages": [{"role": "user", "content": "a fox?"}]}
+ChunkStream = openai.AsyncStream[ChatCompletionChunk]
 
 
 def sdk(base_url: str, key: str) -> openai.AsyncOpenAI:
@@ -47,8 +54,7 @@ def streaming(nc: Nats, pieces: list[tuple[int, int, str]]) -> Callable[[Inferen
 
 async def _chunks(base_url: str, key: str, **kwargs: object) -> list[openai.types.chat.ChatCompletionChunk]:
     stream = await sdk(base_url, key).chat.completions.create(
-        model="auto",
-        messages=[{"role": "user", "content": "a fox?"}],
+        **_ASKED,  # type: ignore[arg-type]
         stream=True,
         **kwargs,  # type: ignore[call-overload]
     )
@@ -115,15 +121,62 @@ async def test_an_error_result_is_an_error_event(
     assert caught.value.code == "engine_error"
 
 
-async def test_streaming_is_refused_on_the_async_api(base_url: str, tenant_key: tuple[str, str]) -> None:
-    _, key = tenant_key
-    with pytest.raises(openai.BadRequestError) as caught:
-        await sdk(base_url, key).post(
-            "/requests",
-            body={"model": "auto", "messages": [{"role": "user", "content": "x"}], "stream": True},
-            cast_to=object,
-        )
-    assert caught.value.code == "streaming_unsupported"
+def _follow(client: openai.AsyncOpenAI, request_id: str, **query: object) -> Awaitable[ChunkStream]:
+    """``GET /v1/requests/{id}/stream`` through the SDK's own SSE reader (it returns once the headers are in)."""
+    return client.get(
+        f"/requests/{request_id}/stream",
+        cast_to=ChatCompletionChunk,
+        options={"params": query},
+        stream=True,
+        stream_cls=ChunkStream,
+    )
+
+
+async def test_an_async_request_submitted_to_stream_is_followed_live(
+    base_url: str, tenant_key: tuple[str, str], js: JetStreamContext, nc: Nats
+) -> None:
+    tenant, key = tenant_key
+    client = sdk(base_url, key)
+    following = asyncio.Event()
+    pieces = streaming(nc, PIECES)
+
+    async def once_followed(request: InferenceRequest) -> Result:
+        await following.wait()  # deltas are not kept: the pipeline starts once the reader is subscribed
+        return await pieces(request)
+
+    body = {"model": "auto", "messages": [{"role": "user", "content": "a fox?"}], "stream": True}
+    async with responding(js, tenant, once_followed):
+        accepted = await client.post("/requests", body=body, cast_to=dict[str, str])
+        stream = await _follow(client, accepted["id"], include_usage=True)
+        following.set()
+        chunks = [chunk async for chunk in stream]
+    contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert contents == ["The quick", " brown", " fox jumps", " over the lazy dog."]  # live pieces, not the result's
+    assert _text(chunks) == ANSWER and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 20
+
+
+async def test_a_finished_request_streams_its_stored_answer_and_an_unknown_one_is_404(
+    base_url: str, tenant_key: tuple[str, str], js: JetStreamContext
+) -> None:
+    tenant, key = tenant_key
+    client = sdk(base_url, key)
+
+    async def answered(request: InferenceRequest) -> Result:
+        return ok(request, ANSWER)
+
+    async with responding(js, tenant, answered):
+        accepted = await client.post("/requests", body=_ASKED, cast_to=dict[str, str])
+        for _ in range(100):
+            status = await client.get(f"/requests/{accepted['id']}", cast_to=dict[str, object])
+            if status["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+    chunks = [chunk async for chunk in await _follow(client, accepted["id"])]
+    assert _text(chunks) == ANSWER and len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1
+    assert all(c.usage is None for c in chunks) and chunks[-1].choices[0].finish_reason == "stop"
+    with pytest.raises(openai.NotFoundError) as caught:
+        await _follow(client, "never-queued")
+    assert caught.value.code == "request_not_found"
 
 
 async def test_models_lists_auto_tiers_and_models(base_url: str, tenant_key: tuple[str, str]) -> None:

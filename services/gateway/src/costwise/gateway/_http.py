@@ -74,6 +74,14 @@ _STREAMED: dict[int | str, dict[str, Any]] = {
         },
     }
 }
+# The 200 of GET /v1/requests/{id}/stream: the events of a streamed completion, never a JSON body.
+_EVENTS: dict[int | str, dict[str, Any]] = {
+    200: _STREAMED[200]
+    | {
+        "description": "Server-Sent Events: `data: <chat.completion.chunk>` per piece, then `data: [DONE]`; a failure "
+        'is a `data: {"error": …}` event (a request that fails, or no result before the client\'s timeout).'
+    }
+}
 # Proxies must not buffer the events (nginx honours X-Accel-Buffering).
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _bearer = HTTPBearer(auto_error=False, description="An API key from `python -m costwise.gateway keys create`")
@@ -145,6 +153,24 @@ def create_app(
     ) -> RequestStatus:
         """A request's status and, once there, its result (only the tenant's own requests)."""
         return await gateway.status(caller.tenant, request_id)
+
+    @app.get(
+        "/v1/requests/{request_id}/stream",
+        response_class=StreamingResponse,
+        responses=_EVENTS | _ERRORS,
+    )
+    async def stream(
+        request_id: Annotated[RequestIdText, Path()],
+        gateway: Service,
+        caller: Authenticated,
+        include_usage: bool = False,
+        timeout: ClientTimeout = None,
+    ) -> StreamingResponse:
+        """A queued request's answer as Server-Sent Events, in the format of ``stream: true``: live if it was
+        submitted with ``stream: true`` and is followed before its first token, otherwise (or once it is done)
+        the stored answer in pieces. ``include_usage`` adds the usage chunk (``stream_options.include_usage``)."""
+        sse = await gateway.follow(caller.tenant, request_id, include_usage=include_usage, timeout_s=timeout)
+        return StreamingResponse(sse, media_type="text/event-stream", headers=_SSE_HEADERS)
 
     @app.post("/v1/requests/{request_id}/wrong", status_code=202, responses=_ERRORS)
     async def wrong(

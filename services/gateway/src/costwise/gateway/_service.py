@@ -129,15 +129,9 @@ class Gateway:
         return closing(events(deltas.follow(result), chunks, requested_model=body.model), owned)
 
     async def submit(self, caller: Caller, body: AsyncCompletionRequest, *, idempotency_key: str | None) -> str:
-        """Queue ``body`` without waiting; its result is polled or delivered to ``callback_url`` (checked first:
-        a callback that could never be delivered is refused with 400 before anything is reserved or queued)."""
-        if body.stream:
-            raise ApiError(
-                400,
-                "streaming_unsupported",
-                "POST /v1/requests answers with an id: stream with POST /v1/chat/completions",
-                param="stream",
-            )
+        """Queue ``body`` without waiting; its result is polled, read as events (:meth:`follow`; with
+        ``stream: true`` the workers publish its text as it is generated) or delivered to ``callback_url`` (checked
+        first: a callback that could never be delivered is refused with 400 before anything is reserved or queued)."""
         if body.callback_url is not None:
             await self.check_callback(caller.tenant, body.callback_url)
         request_id = self._request_id(idempotency_key)
@@ -153,6 +147,27 @@ class Gateway:
         if await self._start(request, keyed=keyed) is None and not keyed:  # a keyed one is noted already
             await self._remember(request)
         return request_id
+
+    async def follow(
+        self, tenant: str, request_id: str, *, include_usage: bool, timeout_s: float | None
+    ) -> AsyncIterator[bytes]:
+        """One of ``tenant``'s requests as Server-Sent Events, like a streamed completion's: its text as it is
+        generated (submitted with ``stream: true``, and followed before its first token: deltas are not kept, so
+        a reader that joins later gets the text so far from the result), or once it is done, the stored result in
+        pieces. 404 for a request the tenant never queued here."""
+        async with contextlib.AsyncExitStack() as stack:
+            # Both before looking for the result: one that lands meanwhile is not missed.
+            arriving = await stack.enter_async_context(self._waiter.expect(tenant, request_id))
+            deltas = await self._client.open_deltas(tenant, request_id)
+            stack.push_async_callback(deltas.close)
+            done = await self.result(tenant, request_id)
+            known: Result | Accepted | None = done if done is not None else await self._note(tenant, request_id)
+            if known is None:
+                raise ApiError(404, "request_not_found", f"no request {request_id!r}", param="request_id")
+            owned = stack.pop_all()
+        result = asyncio.sleep(0, done) if done is not None else _arrival(arriving, request_id, self._wait_s(timeout_s))
+        chunks = Chunks(request_id, model="", created=known.created_ms // 1000, include_usage=include_usage)
+        return closing(events(deltas.follow(result), chunks, requested_model=""), owned)
 
     async def check_callback(self, tenant: str, url: str) -> None:
         """400 unless ``tenant`` has a live webhook secret (in the ``WEBHOOK_SECRETS`` bucket) and ``url`` passes
@@ -270,15 +285,10 @@ class Gateway:
 
     async def _wait(self, request: InferenceRequest, arriving: asyncio.Future[Result], wait_s: float) -> Result:
         try:
-            return await asyncio.wait_for(arriving, wait_s)
-        except TimeoutError:
+            return await _arrival(arriving, request.request_id, wait_s)
+        except ApiError:
             await self._remember(request)  # so the caller can poll for the answer that is still coming
-            raise ApiError(
-                504,
-                str(ErrorCode.DEADLINE_EXCEEDED),
-                f"no result within {wait_s:.1f}s; poll GET /v1/requests/{request.request_id} for it",
-                headers={"x-should-retry": "false"},
-            ) from None
+            raise
 
     async def _remember(self, request: InferenceRequest) -> None:
         note = Accepted(created_ms=request.created_ms, fingerprint=fingerprint(request))
@@ -305,6 +315,18 @@ class Gateway:
     def _wait_s(self, timeout_s: float | None) -> float:
         timeout = min(timeout_s or self.settings.default_timeout_s, self.settings.max_timeout_s)
         return max(timeout - self.settings.timeout_margin_s, 0.1)
+
+
+async def _arrival(arriving: asyncio.Future[Result], request_id: str, wait_s: float) -> Result:
+    try:
+        return await asyncio.wait_for(arriving, wait_s)
+    except TimeoutError:
+        raise ApiError(
+            504,
+            str(ErrorCode.DEADLINE_EXCEEDED),
+            f"no result within {wait_s:.1f}s; poll GET /v1/requests/{request_id} for it",
+            headers={"x-should-retry": "false"},
+        ) from None
 
 
 def _note_key(tenant: str, request_id: str) -> str:
