@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from nats.js import JetStreamContext
 
 from costwise.contracts import ChatMessage, InferenceRequest, subjects
 from costwise.contracts.subjects import ConsumerSpec
-from costwise.messaging import Consumer, ack_current, connect, ensure_consumer, ensure_streams, publish
-from costwise.testing import NatsCluster
+from costwise.messaging import (
+    Consumer,
+    NatsServer,
+    ack_current,
+    connect,
+    ensure_consumer,
+    ensure_streams,
+    publish,
+)
+from costwise.testing import NatsCluster, free_port
 
 
 async def test_r3_streams_survive_the_loss_of_the_stream_leader(nats_cluster: NatsCluster, unique: str) -> None:
@@ -92,3 +101,32 @@ async def _publish_until_stored(js: JetStreamContext, subject: str, message: Inf
                 return
             except Exception:
                 await asyncio.sleep(0.5)
+
+
+async def test_credentials_in_the_seed_url_reach_the_servers_the_cluster_announces(tmp_path: Path) -> None:
+    auth = ["--user", "svc-test", "--pass", "not-a-secret"]
+    route_ports = [free_port(), free_port()]
+    routes = [f"nats://127.0.0.1:{p}" for p in route_ports]
+    nodes = [
+        NatsServer(tmp_path / f"a{i}", name=f"a{i}", cluster=("auth-test", port), routes=routes, args=auth)
+        for i, port in enumerate(route_ports)
+    ]
+    for node in nodes:
+        node.start()
+    seed, other = nodes
+    nc = await connect(f"nats://svc-test:not-a-secret@127.0.0.1:{seed.port}", name="auth-test")
+    try:
+        async with asyncio.timeout(10):
+            while not nc.discovered_servers:  # the seed's INFO names the other node, without credentials
+                await asyncio.sleep(0.1)
+        seed.stop(kill=True)
+        async with asyncio.timeout(20):  # the only server left is the announced one
+            while not (nc.is_connected and nc.connected_url and nc.connected_url.port == other.port):
+                await asyncio.sleep(0.1)
+        sub = await nc.subscribe("ping")
+        await nc.publish("ping", b"x")
+        assert (await sub.next_msg(5)).data == b"x"
+    finally:
+        await nc.close()
+        for node in nodes:
+            node.stop()

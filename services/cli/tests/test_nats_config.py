@@ -8,7 +8,7 @@ import json
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from costwise.cli._nats_config import tenant_user
+from costwise.cli._nats_config import render, service_users, tenant_user
 from costwise.client import Client
 from costwise.contracts import ErrorCode, subjects
 from costwise.contracts.subjects import tenant_inbox
@@ -22,6 +22,15 @@ def test_generated_passwords_are_fresh_and_env_wins() -> None:
     assert tenant_user("y", env).password != tenant_user("y", env).password
     with pytest.raises(ValueError):
         tenant_user("a.b", env)  # a dot would make a tenant span two subject tokens
+
+
+def test_password_refs_keep_every_secret_out_of_the_file() -> None:
+    env = {"COSTWISE_NATS_PASSWORD_TENANT_X": "given"}
+    users = [*service_users(env), tenant_user("x", env)]
+    text = render(users, system_password="sys-secret", refs=True)
+    assert "given" not in text and "sys-secret" not in text
+    assert "password: $COSTWISE_NATS_PASSWORD_TENANT_X" in text and "password: $COSTWISE_NATS_PASSWORD_SYS}" in text
+    assert text.count("password: $") == len(users) + 1  # every user and the system account's
 
 
 async def _read_own(conn: RecordingConnection, tenant: str, filter_subject: str) -> list[bytes]:

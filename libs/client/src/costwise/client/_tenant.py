@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import nats
-
 from costwise.contracts import subjects
+from costwise.messaging import connect
 
 from ._client import Client
 
@@ -20,13 +19,11 @@ async def connect_tenant(url: str, tenant: str, *, user: str, password: str) -> 
     :meth:`Client.wait_all`, :meth:`Client.stream`); asking for another tenant's result times out, and the server
     logs a permissions violation. Like a service, it keeps reconnecting through a broker restart.
     """
-    nc = await nats.connect(
-        servers=[u.strip() for u in url.split(",")],
+    nc = await connect(
+        url,
         name=f"costwise-client-{tenant}",
         user=user,
         password=password,
         inbox_prefix=subjects.tenant_inbox(tenant),
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
     )
     return Client(nc, owns_connection=True)

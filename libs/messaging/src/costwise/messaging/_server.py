@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sysconfig
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["NatsServer", "find_nats_server"]
@@ -25,7 +26,7 @@ class NatsServer:
     """A ``nats-server`` child process with JetStream on ``store_dir``.
 
     ``port=0`` lets the server pick a free port (read back from its ports file), so parallel test
-    sessions never collide. ``cluster`` and ``routes`` join it to a cluster.
+    sessions never collide. ``cluster`` and ``routes`` join it to a cluster; ``args`` adds flags.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class NatsServer:
         cluster: tuple[str, int] | None = None,
         routes: list[str] | None = None,
         http_port: int | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.store_dir = Path(store_dir)
         self.port = port
@@ -44,6 +46,8 @@ class NatsServer:
         self.cluster = cluster
         self.routes = routes or []
         self.http_port = http_port
+        self.args = list(args)
+        """More ``nats-server`` flags (``--user``, ``--pass``, …)."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +66,7 @@ class NatsServer:
             argv += ["--cluster_name", cluster_name, "--cluster", f"nats://127.0.0.1:{cluster_port}"]
             if self.routes:
                 argv += ["--routes", ",".join(self.routes)]
-        return argv
+        return argv + self.args
 
     def start(self, timeout: float = 10.0) -> NatsServer:
         """Start the process and block until it accepts connections."""
