@@ -25,6 +25,7 @@ from costwise.bench.workload import (
     entity_values,
     load_workload,
 )
+from costwise.router.learned import train_mask
 
 DATA = Path(__file__).parent / "fixtures" / "workload"
 GSM8K = DATA / "router" / "routellm" / "gsm8k_dev_responses.csv"
@@ -150,6 +151,18 @@ def test_gsm8k_lines_carry_both_tiers_answers_and_mmlu_lines_correctness_only() 
     mmlu = [line for line in lines if line.source == "mmlu"]
     assert mmlu and all(line.responses is None and line.correct is not None for line in mmlu)
     assert all((line.prompt or "").strip() != excluded for line in lines)
+
+
+def test_a_routing_split_draws_only_that_side_of_the_routers_own_split() -> None:
+    whole = {line.prompt for line in _build() if line.category == "routing"}
+    held_out = {line.prompt for line in _build(routing_split="held_out") if line.category == "routing"}
+    fit_on = {line.prompt for line in _build(routing_split="train") if line.category == "routing"}
+    in_train = dict(zip(sorted(whole), train_mask(sorted(whole)), strict=True))
+
+    assert held_out and fit_on and held_out | fit_on == whole and not held_out & fit_on
+    assert not any(in_train[p] for p in held_out) and all(in_train[p] for p in fit_on)
+    with pytest.raises(ValueError, match="routing-split"):
+        _build(routing_split="test")
 
 
 def test_fields_that_do_not_apply_are_left_out_of_the_file(tmp_path: Path) -> None:

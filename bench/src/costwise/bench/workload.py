@@ -6,7 +6,8 @@ intent an utterance is drawn under a milder skew (``--paraphrase-zipf``) over a 
 so popular intents arrive in many phrasings and the commonest phrasings repeat verbatim. Routing traffic comes from
 RouteLLM's recorded outcomes: GSM8K with both models' correctness and responses (weak → ``small``, strong →
 ``large``), MMLU with correctness only, minus RouteLLM's contaminated prompts; each pool is walked in a seeded
-order and reshuffled only when used up. Sources get exact shares of the requests (``--mix``), tenants equal
+order and reshuffled only when used up (``--routing-split held_out``: only the prompts the shipped router was not fit
+on). Sources get exact shares of the requests (``--mix``), tenants equal
 shares, arrivals are a Poisson process at ``--rate``.
 
 Which intents are answer-determining (two requests with equal ``answer_key`` may share one answer):
@@ -43,12 +44,13 @@ import numpy as np
 from msgspec import Meta
 from tqdm import tqdm
 
-from costwise.bench.data_sources import Utterance, read_outcomes, read_query_log, zipf_probs
+from costwise.bench.data_sources import Outcome, Utterance, read_outcomes, read_query_log, zipf_probs
 from costwise.contracts import ChatMessage
 
 FAQ_SOURCES = ("banking77", "bitext")
 ROUTING_SOURCES = ("gsm8k", "mmlu")
 SMALL, LARGE = "small", "large"
+ROUTING_SPLITS = ("all", "held_out", "train")
 NOT_ANSWER_DETERMINING: dict[str, frozenset[str]] = {
     "bitext": frozenset(
         {"create_account", "delete_account", "edit_account", "switch_account", "delivery_options", "check_invoice"}
@@ -150,6 +152,9 @@ class Spec:
     paraphrase_s: float = 0.5
     seed: int = 7
     data: Path = Path("../shared/data")
+    routing_split: str = "all"
+    """Which half of RouteLLM's prompts routing lines come from: ``all``, ``held_out`` (the ones the shipped
+    router and verifier were not fit on: quality on prompts they never saw) or ``train``."""
 
 
 def parse_mix(text: str) -> tuple[tuple[str, float], ...]:
@@ -216,7 +221,8 @@ class _RoutingDraw:
 
     def __init__(self, source: str, spec: Spec, rng: np.random.Generator) -> None:
         self.source, self.rng = source, rng
-        self.outcomes, self.excluded = read_outcomes(spec.data, source)
+        outcomes, self.excluded = read_outcomes(spec.data, source)
+        self.outcomes = _split(outcomes, spec.routing_split)
         self.order: list[int] = []
 
     def draw(self, tenant: int) -> WorkloadLine:
@@ -235,6 +241,16 @@ class _RoutingDraw:
         )
 
 
+def _split(outcomes: list[Outcome], split: str) -> list[Outcome]:
+    """The outcomes on one side of the shipped router's split (its own rule, ``train_mask``), or all of them."""
+    if split == "all":
+        return outcomes
+    from costwise.router.learned import train_mask  # the router package is heavy; only this split needs it
+
+    in_train = train_mask([o.prompt for o in outcomes])
+    return [o for o, fit_on in zip(outcomes, in_train, strict=True) if fit_on == (split == "train")]
+
+
 def build(spec: Spec, *, progress: bool = False) -> tuple[list[WorkloadLine], dict[str, int]]:
     """The workload's lines in arrival order, and the contaminated prompts excluded per routing source."""
     if spec.tenants < 1 or spec.requests < 1 or spec.rate <= 0:
@@ -242,6 +258,8 @@ def build(spec: Spec, *, progress: bool = False) -> tuple[list[WorkloadLine], di
     unknown = set(spec.faq) - set(FAQ_SOURCES) | set(spec.routing) - set(ROUTING_SOURCES)
     if unknown:
         raise ValueError(f"unknown sources {sorted(unknown)} (FAQ: {FAQ_SOURCES}, routing: {ROUTING_SOURCES})")
+    if spec.routing_split not in ROUTING_SPLITS:
+        raise ValueError(f"unknown --routing-split {spec.routing_split!r} (one of {', '.join(ROUTING_SPLITS)})")
     counts = source_counts(spec)
     rng = np.random.default_rng(spec.seed)
     draws: dict[str, _FaqDraw | _RoutingDraw] = {}
@@ -304,6 +322,7 @@ async def run(spec: Spec, out: Path) -> dict[str, Any]:
         "zipf_s": spec.zipf_s,
         "paraphrase_zipf_s": spec.paraphrase_s,
         "mix": dict(spec.mix),
+        "routing_split": spec.routing_split,
         **summarize(lines),
         "not_answer_determining_intents": {s: sorted(NOT_ANSWER_DETERMINING[s]) for s in spec.faq},
         "contaminated_excluded": excluded,
@@ -329,6 +348,12 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--zipf", type=float, default=1.1, help="intent popularity skew s: P(rank r) ∝ r^-s")
     parser.add_argument("--paraphrase-zipf", type=float, default=0.5, help="skew over an intent's phrasings")
     parser.add_argument("--seed", type=int, default=7, help="same seed and data: the same file, byte for byte")
+    parser.add_argument(
+        "--routing-split",
+        choices=ROUTING_SPLITS,
+        default="all",
+        help="routing prompts from the half the shipped router was fit on (train), the other (held_out), or both",
+    )
     parser.set_defaults(module="workload", call=lambda run, a: run(spec_from_args(a), a.out))
 
 
@@ -344,4 +369,5 @@ def spec_from_args(args: Any) -> Spec:
         paraphrase_s=args.paraphrase_zipf,
         seed=args.seed,
         data=args.data,
+        routing_split=args.routing_split,
     )
