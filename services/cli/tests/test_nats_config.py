@@ -72,8 +72,11 @@ async def test_tenant_publishes_own_request_and_reads_own_result(conns: dict[str
 async def test_tenant_cannot_publish_as_another_tenant(conns: dict[str, RecordingConnection]) -> None:
     a, router = conns["a"], conns["router"]
     await a.nc.publish(subjects.requests("b"), b"forged")
+    await a.nc.publish(subjects.route("b"), b"forged bypass")
     await a.nc.publish(subjects.results("a", "self-made"), b"forged result")
-    assert await a.violated(subjects.requests("b"))
+    assert await a.violated(subjects.requests("b")) and await a.violated(subjects.route("b"))
+    ack = await a.nc.jetstream().publish(subjects.route("a"), b"own bypass", headers={"Nats-Msg-Id": "a.r-bypass"})
+    assert ack.stream == subjects.ROUTE.name  # its own requests may skip the cache (subjects.entry)
     assert await a.violated(subjects.results("a", "self-made"))
     info = await router.nc.jetstream().stream_info(subjects.REQUESTS.name, subjects_filter=subjects.requests("b"))
     assert not (info.state.subjects or {}).get(subjects.requests("b"))  # nothing reached the stream

@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from costwise.contracts import ErrorCode, ErrorInfo, InferenceRequest, Output, Result, Usage, decode, subjects
-from costwise.contracts.subjects import REQUESTS
+from costwise.contracts.subjects import REQUESTS, ROUTE
 from costwise.gateway import GatewayApp, GatewaySettings, build
 from costwise.messaging import publish
 
@@ -76,9 +76,14 @@ class Responder:
     that only stops when cancelled then runs on and hangs the test that waits for it."""
 
     async def run(self) -> None:
-        sub = await self.js.pull_subscribe(
-            subjects.requests(self.tenant), durable=f"test-{self.tenant}", stream=REQUESTS.name
+        """Serve both ways in: the cache's queue, and the router's (where a ``bypass`` request enters)."""
+        await asyncio.gather(
+            self._pull(subjects.requests(self.tenant), REQUESTS.name),
+            self._pull(subjects.route(self.tenant), ROUTE.name),
         )
+
+    async def _pull(self, subject: str, stream: str) -> None:
+        sub = await self.js.pull_subscribe(subject, durable=f"test-{self.tenant}", stream=stream)
         try:
             while not self.stopping:
                 try:
@@ -147,8 +152,9 @@ async def responding(js: JetStreamContext, tenant: str, behaviour: Behaviour = e
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        with contextlib.suppress(NotFoundError):  # cancelled before the consumer was created
-            await js.delete_consumer(REQUESTS.name, f"test-{tenant}")
+        for stream in (REQUESTS.name, ROUTE.name):
+            with contextlib.suppress(NotFoundError):  # cancelled before the consumer was created
+                await js.delete_consumer(stream, f"test-{tenant}")
 
 
 async def gateway_process(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 
 from costwise.budget import Budgets, open_budgets
 from costwise.contracts import subjects
-from costwise.contracts.subjects import REQUESTS
+from costwise.contracts.subjects import REQUESTS, ROUTE
 from costwise.gateway import ApiKey, GatewayApp
 
 from .conftest import responding
@@ -38,9 +38,13 @@ def keyed(key: ApiKey, idempotency_key: str) -> dict[str, str]:
 
 
 async def queued(js: JetStreamContext, tenant: str) -> int:
-    """How many requests of ``tenant`` wait in the queue (no consumer takes them in these tests)."""
-    info = await js.stream_info(REQUESTS.name, subjects_filter=subjects.requests(tenant))
-    return sum((info.state.subjects or {}).values())
+    """How many requests of ``tenant`` wait in the queues, the cache's and (``bypass``) the router's (no consumer
+    takes them in these tests)."""
+    total = 0
+    for stream, subject in ((REQUESTS.name, subjects.requests(tenant)), (ROUTE.name, subjects.route(tenant))):
+        info = await js.stream_info(stream, subjects_filter=subject)
+        total += sum((info.state.subjects or {}).values())
+    return total
 
 
 def reused(response: httpx.Response, request_id: str) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "dead_letters",
     "dedup_id",
     "deltas",
+    "entry",
     "jobs",
     "matches",
     "requests",
@@ -41,6 +42,13 @@ def requests(tenant: str) -> str:
 def route(tenant: str) -> str:
     """Where the cache forwards an :class:`InferenceRequest` it could not answer, for the router."""
     return f"{PREFIX}.route.{tenant}"
+
+
+def entry(tenant: str, *, bypass_cache: bool = False) -> str:
+    """Where a client publishes a request: the cache's queue (:func:`requests`), or, for a request whose cache
+    mode is ``bypass`` (nothing to look up, nothing to keep), the router's (:func:`route`): one JetStream hop less
+    before its first token. A bypass request published to :func:`requests` is forwarded as usual."""
+    return route(tenant) if bypass_cache else requests(tenant)
 
 
 def tenant_of(subject: str) -> str | None:

@@ -88,7 +88,8 @@ class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class InferenceRequest(_Wire, frozen=True, kw_only=True, tag="inference_request.v1"):
-    """What an application publishes to ``subjects.requests(tenant)``.
+    """What an application publishes to ``subjects.requests(tenant)`` (``subjects.entry``: with cache mode
+    ``bypass``, ``subjects.route(tenant)``).
 
     ``request_id`` is the idempotency key: republishing the same id within the dedup window is a no-op.
     """

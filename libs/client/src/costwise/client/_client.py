@@ -77,17 +77,14 @@ class Client:
     ) -> str:
         """Publish ``request`` (or one built from ``tenant`` + ``prompt``); returns its request id.
 
-        Publishing the same request id twice is safe: the stream keeps one copy (idempotency key).
+        Publishing the same request id twice is safe: the stream keeps one copy (idempotency key). A request
+        whose cache mode is ``bypass`` goes straight to the router (``subjects.entry``).
         """
         if request is None:
             request = _request(tenant, prompt, model, max_tokens, request_id, callback_url)
         data = _checked(request, "request")
-        await publish(
-            self._js,
-            subjects.requests(request.tenant),
-            data,
-            msg_id=subjects.dedup_id(request.tenant, request.request_id),
-        )
+        subject = subjects.entry(request.tenant, bypass_cache=request.cache.mode == "bypass")
+        await publish(self._js, subject, data, msg_id=subjects.dedup_id(request.tenant, request.request_id))
         return request.request_id
 
     async def stream(

@@ -147,7 +147,7 @@ def _roles() -> dict[str, Permissions]:
         ),
         "billing": _service([every_result, s.dead_letters("billing")], [s.USAGE, s.RESULTS], _buckets([s.BUDGETS])),
         "gateway": _service(
-            [s.requests("*"), s.dead_letters("gateway")],
+            [s.requests("*"), s.route("*"), s.dead_letters("gateway")],
             [s.RESULTS],
             _buckets([s.GATEWAY_KEYS, s.GATEWAY_REQUESTS, s.BUDGETS, s.WEBHOOK_SECRETS]),
             (s.deltas("*", "*"),),
@@ -173,13 +173,13 @@ def _service_durables_on(stream: StreamSpec) -> list[str]:
 
 
 def tenant_permissions(tenant: str) -> Permissions:
-    """Publish its own requests; read its own results (live, or stored through its own filtered consumers)."""
+    """Publish its own requests (to the cache, or with cache ``bypass`` to the router: ``subjects.entry``); read its own results (live, or stored through its own filtered consumers)."""
     if not _TENANT.match(tenant):
         raise ValueError(f"tenant {tenant!r} is not a subject token (letters, digits, '_', '-')")
     results = subjects.RESULTS.name
     create = f"{JS_API}.CONSUMER.CREATE.{results}"
     return Permissions(
-        publish=(subjects.requests(tenant), f"{create}.*.{subjects.tenant_results(tenant)}"),
+        publish=(subjects.requests(tenant), subjects.route(tenant), f"{create}.*.{subjects.tenant_results(tenant)}"),
         subscribe=(subjects.tenant_results(tenant), f"{tenant_inbox(tenant)}.>", subjects.deltas(tenant, "*")),
         publish_deny=tuple(f"{create}.{durable}.>" for durable in _service_durables_on(subjects.RESULTS)),
     )
