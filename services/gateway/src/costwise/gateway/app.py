@@ -129,12 +129,14 @@ async def build(
         await provision(js)  # idempotent: any service may be the first one up
         waiter = await ResultWaiter(js).start()
         stack.push_async_callback(waiter.stop)
+        keys = await KeyStore(await js.key_value(GATEWAY_KEYS.bucket), clock=clock).follow()
+        stack.push_async_callback(keys.stop)
         gateway = Gateway(
             settings,
             client=Client(nc),
             waiter=waiter,
             js=js,
-            keys=KeyStore(await js.key_value(GATEWAY_KEYS.bucket), clock=clock),
+            keys=keys,
             accepted=await js.key_value(GATEWAY_REQUESTS.bucket),
             budgets=await open_budgets(js, clock=clock),
             price=catalog.baseline_price,
