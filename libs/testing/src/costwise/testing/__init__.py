@@ -10,12 +10,14 @@ from ._names import unique_token
 from ._secured import RecordingConnection, SecuredNats, start_configured_nats
 from ._spans import span_names
 from ._streams import first_stored
+from ._tools import dev_tool
 
 __all__ = [
     "FakeOpenAI",
     "NatsCluster",
     "RecordingConnection",
     "SecuredNats",
+    "dev_tool",
     "first_stored",
     "free_port",
     "span_names",
