@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from costwise.models import default_cache_dir, resolve, smollm2, tiny_llama
+from costwise.models import default_cache_dir, resolve, run_dtype, smollm2, tiny_llama
 from costwise.models._cache import COMPLETE_MARKER, build_once
 
 
@@ -170,3 +170,9 @@ def test_concurrent_builders_build_once(tmp_path: Path) -> None:
     assert len(calls) == 1
     assert results == [tmp_path / "shared"] * 4
     assert oct((tmp_path / "shared" / "weights").stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_builtin_models_run_in_float32_unless_a_pool_asks_otherwise() -> None:
+    assert run_dtype("builtin:smollm2") == run_dtype("builtin:tiny-llama") == "float32"
+    assert run_dtype("builtin:smollm2", "bfloat16") == "bfloat16"  # asked for: as asked
+    assert run_dtype("HuggingFaceTB/SmolLM2-135M-Instruct") == "auto"  # anyone else's model: vLLM decides

@@ -25,3 +25,12 @@ def resolve(spec: str, cache_dir: Path | None = None) -> Path | str:
     if builder is None:
         return spec
     return builder(cache_dir)
+
+
+def run_dtype(spec: str, asked: str = "auto") -> str:
+    """The dtype to run ``spec`` in when its pool asked for ``asked``: as asked, except that a built-in model on
+    ``auto`` runs in float32. They are tiny (a float32 upcast of the stored bfloat16 weights is lossless and
+    cheap), and bfloat16 compute is not the same on every CPU: on a host with AMX bfloat16 kernels SmolLM2's greedy
+    answer to "What is the capital of France?" turned from "The capital of France is Paris." into a loop of
+    "la femme au martyre", which float32 and float16 did not."""
+    return "float32" if asked == "auto" and spec in BUILTINS else asked

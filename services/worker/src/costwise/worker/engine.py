@@ -36,7 +36,7 @@ class Engine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from costwise.models import resolve
+        from costwise.models import resolve, run_dtype
 
         model = str(resolve(settings.model))
         name = settings.served_model_name or settings.model.removeprefix("builtin:")
@@ -44,7 +44,7 @@ class Engine:
             model=model,
             served_model_name=[name],
             quantization=None if settings.quantization == "none" else settings.quantization,
-            dtype=settings.dtype,
+            dtype=run_dtype(settings.model, settings.dtype),
             max_model_len=settings.max_model_len,
             max_num_seqs=settings.max_in_flight,
             enable_prefix_caching=True,
