@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
 from costwise.budget import BudgetExceeded, Budgets, estimate_usd
 from costwise.callbacks import CallbackRefused, Guard, SecretStore
@@ -20,9 +18,10 @@ from costwise.contracts import Clock, ErrorCode, InferenceRequest, Result, now_m
 from costwise.contracts.messages import RequestId
 from costwise.telemetry import record_result
 
-from ._mapping import fingerprint, result_error, to_completion, to_request
+from ._mapping import result_error, to_completion, to_request
+from ._notes import Accepted, Notes
 from ._streaming import Chunks, closing, events
-from .errors import ApiError, budget_exceeded, idempotency_key_reused
+from .errors import ApiError, budget_exceeded
 from .keys import Caller, KeyStore
 from .schema import (
     AsyncCompletionRequest,
@@ -35,16 +34,7 @@ from .schema import (
 )
 from .settings import GatewaySettings
 
-__all__ = ["Accepted", "Gateway"]
-
-
-class Accepted(msgspec.Struct, frozen=True, kw_only=True, tag="gateway_request.v1", tag_field="type"):
-    """The gateway's note that it queued a request (so a poll can say "queued" rather than "unknown"), and
-    with what body (so its Idempotency-Key, sent again with another body, is refused)."""
-
-    created_ms: int
-    fingerprint: str | None = None
-    """The request's :func:`~costwise.gateway._mapping.fingerprint` (``None`` in notes older than it)."""
+__all__ = ["Gateway"]
 
 
 class Gateway:
@@ -58,7 +48,7 @@ class Gateway:
         waiter: ResultWaiter,
         js: JetStreamContext,
         keys: KeyStore,
-        accepted: KeyValue,
+        notes: Notes,
         budgets: Budgets,
         price: Price,
         models: ModelList,
@@ -72,7 +62,7 @@ class Gateway:
         self._client = client
         self._waiter = waiter
         self._js = js
-        self._accepted = accepted
+        self._notes = notes
         self._price = price
         """The catalog's baseline: what a request is estimated at before the router picks its backend."""
         self.models = models
@@ -145,7 +135,7 @@ class Gateway:
         )
         keyed = idempotency_key is not None
         if await self._start(request, keyed=keyed) is None and not keyed:  # a keyed one is noted already
-            await self._remember(request)
+            await self._notes.remember(request)
         return request_id
 
     async def follow(
@@ -161,7 +151,7 @@ class Gateway:
             deltas = await self._client.open_deltas(tenant, request_id)
             stack.push_async_callback(deltas.close)
             done = await self.result(tenant, request_id)
-            known: Result | Accepted | None = done if done is not None else await self._note(tenant, request_id)
+            known: Result | Accepted | None = done if done is not None else await self._notes.get(tenant, request_id)
             if known is None:
                 raise ApiError(404, "request_not_found", f"no request {request_id!r}", param="request_id")
             owned = stack.pop_all()
@@ -203,7 +193,7 @@ class Gateway:
         """A request's state; only ``tenant``'s own requests are visible (the lookup is by its subject)."""
         result = await self.result(tenant, request_id)
         if result is None:
-            if not await self._was_accepted(tenant, request_id):
+            if await self._notes.get(tenant, request_id) is None:
                 raise ApiError(404, "request_not_found", f"no request {request_id!r}", param="request_id")
             return RequestStatus(id=request_id, status="queued")
         if result.status == "ok":
@@ -230,26 +220,11 @@ class Gateway:
         if not keyed:
             await self._queue(request)
             return None
-        first = await self._claim(request)
+        first = await self._notes.claim(request)
         done = await self.result(request.tenant, request.request_id)
         if done is None:
             await self._queue(request, claimed=first)
         return done
-
-    async def _claim(self, request: InferenceRequest) -> bool:
-        """Note ``request`` as accepted, with its fingerprint: ``True`` if this call did; ``False`` if its id was
-        noted before with the same body (a replay); 422 if with another body."""
-        mine = fingerprint(request)
-        note = Accepted(created_ms=request.created_ms, fingerprint=mine)
-        try:  # create, not put: of two concurrent first uses of a key, one notes its body and the other compares
-            await self._accepted.create(_note_key(request.tenant, request.request_id), msgspec.json.encode(note))
-            return True
-        except KeyWrongLastSequenceError:
-            pass
-        stored = await self._note(request.tenant, request.request_id)
-        if stored is not None and stored.fingerprint not in (None, mine):
-            raise idempotency_key_reused(request.request_id)
-        return False
 
     async def _queue(self, request: InferenceRequest, *, claimed: bool = False) -> None:
         """Admit and publish ``request``; if that fails and this call ``claimed`` its Idempotency-Key, the key
@@ -258,7 +233,7 @@ class Gateway:
             await self._admit_and_publish(request)
         except Exception:
             if claimed:
-                await self._accepted.delete(_note_key(request.tenant, request.request_id))
+                await self._notes.release(request)
             raise
 
     async def _admit_and_publish(self, request: InferenceRequest) -> None:
@@ -287,22 +262,8 @@ class Gateway:
         try:
             return await _arrival(arriving, request.request_id, wait_s)
         except ApiError:
-            await self._remember(request)  # so the caller can poll for the answer that is still coming
+            await self._notes.remember(request)  # so the caller can poll for the answer that is still coming
             raise
-
-    async def _remember(self, request: InferenceRequest) -> None:
-        note = Accepted(created_ms=request.created_ms, fingerprint=fingerprint(request))
-        await self._accepted.put(_note_key(request.tenant, request.request_id), msgspec.json.encode(note))
-
-    async def _was_accepted(self, tenant: str, request_id: str) -> bool:
-        return await self._note(tenant, request_id) is not None
-
-    async def _note(self, tenant: str, request_id: str) -> Accepted | None:
-        try:
-            entry = await self._accepted.get(_note_key(tenant, request_id))
-        except (KeyNotFoundError, KeyDeletedError):
-            return None
-        return msgspec.json.decode(entry.value, type=Accepted) if entry.value else None
 
     def _request_id(self, idempotency_key: str | None) -> str:
         if idempotency_key is None:
@@ -327,8 +288,3 @@ async def _arrival(arriving: asyncio.Future[Result], request_id: str, wait_s: fl
             f"no result within {wait_s:.1f}s; poll GET /v1/requests/{request_id} for it",
             headers={"x-should-retry": "false"},
         ) from None
-
-
-def _note_key(tenant: str, request_id: str) -> str:
-    # Per tenant, like the request ids themselves: two tenants may use the same Idempotency-Key.
-    return f"{tenant}.{request_id}"

@@ -22,6 +22,7 @@ from costwise.messaging import own_connection, provision
 
 from ._http import create_app
 from ._mapping import model_list
+from ._notes import Notes
 from ._service import Gateway
 from .keys import KeyStore
 from .settings import GatewaySettings
@@ -137,7 +138,7 @@ async def build(
             waiter=waiter,
             js=js,
             keys=keys,
-            accepted=await js.key_value(GATEWAY_REQUESTS.bucket),
+            notes=Notes(await js.key_value(GATEWAY_REQUESTS.bucket)),
             budgets=await open_budgets(js, clock=clock),
             price=catalog.baseline_price,
             models=model_list(catalog),
