@@ -2,9 +2,9 @@
 
 One engine serves both paths in this process; each level runs both paths ``rounds`` times, alternating which goes
 first, with distinct prompts per request (so neither path profits from the other's prefix cache). The queued path is
-what a chat application sees: an OpenAI-style ``stream: true`` call to the gateway on uvicorn, through the cache
-(``bypass`` unless ``with_cache``: a semantic lookup adds the embedding), the router and an in-process worker
-publishing deltas on core NATS. Time is taken at the client: from sending the request to the first chunk with
+what a chat application sees: an OpenAI-style ``stream: true`` call to the gateway on uvicorn, through the router
+(a ``bypass`` request enters there; with ``with_cache``, through the cache's semantic lookup first, which adds the
+embedding) to an in-process worker publishing deltas on core NATS. Time is taken at the client: from sending the request to the first chunk with
 text, and between chunks with text; directly, from calling the engine to the first step with tokens, and between
 steps.
 """
