@@ -233,9 +233,7 @@ async def run(
         "benchmark": "ttft",
         "model": model,
         "max_tokens": max_tokens,
-        "queue_path": "gateway (SSE) → cache"
-        + (" (semantic lookup)" if with_cache else " (bypass)")
-        + " → router → worker",
+        "queue_path": "gateway (SSE) → " + ("cache (semantic lookup) → " if with_cache else "") + "router → worker",
         "services": "gateway, cache, router: a process each" if processes else "one process",
         "rounds": rounds,
         "rows": rows,
