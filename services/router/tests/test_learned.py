@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from costwise.contracts import LogprobSummary
+from costwise.router import RouterSettings
 from costwise.router.learned import (
     OnlineRouter,
     ResponseVerifier,
@@ -22,6 +23,7 @@ from costwise.router.learned import (
     router_threshold,
     train_mask,
 )
+from costwise.settings import SettingsError, load
 
 DATA = Path(__file__).parent / "data" / "routellm"
 MMLU, GSM8K = DATA / "mmlu_sample.csv", DATA / "gsm8k_sample.csv"
@@ -163,6 +165,21 @@ def test_shipped_verifier_reads_the_answer() -> None:
         verdict = check_response(bad, "stop", CONFIDENT, prompt=prompt, verifier=verifier)
         assert (verdict.accept, verdict.reason) == (False, "verifier")
         assert verdict.score < accepted.score
+
+
+def test_the_verifier_moves_to_another_operating_point_and_the_router_settings_name_it() -> None:
+    shipped = ResponseVerifier.load()
+    assert shipped.direct_below is not None and 0 < shipped.threshold < 1
+    prompt = "Tom has 3 boxes with 12 apples each. He eats 5 apples. How many apples are left?"
+    good = "Tom has 3 * 12 = <<3*12=36>>36 apples.\nAfter eating 5 he has 36 - 5 = <<36-5=31>>31 apples.\n#### 31"
+    strict = shipped.at(escalate_below=0.999)  # nothing passes a bar this high
+    verdict = check_response(good, "stop", CONFIDENT, prompt=prompt, verifier=strict)
+    assert (verdict.accept, verdict.reason) == (False, "verifier")
+    assert shipped.at(direct_below=0.2).direct_below == 0.2 and shipped.at().threshold == shipped.threshold
+    settings = load(RouterSettings, "COSTWISE_ROUTER_", {"COSTWISE_ROUTER_VERIFIER_ESCALATE_BELOW": "0.8"})
+    assert settings.verifier_escalate_below == 0.8 and settings.verifier_direct_below is None
+    with pytest.raises(SettingsError, match="VERIFIER_DIRECT_BELOW"):
+        load(RouterSettings, "COSTWISE_ROUTER_", {"COSTWISE_ROUTER_VERIFIER_DIRECT_BELOW": "1.5"})
 
 
 def test_shipped_verifier_ranks_held_out_answers_better_than_chance() -> None:

@@ -130,8 +130,12 @@ class GatedVerifier:
         self._vectors = vectors
 
     @classmethod
-    def load(cls, vectors: PromptVectors) -> GatedVerifier:
-        return cls(ResponseVerifier.load(), Domain.load(VERIFIER_DOMAIN), vectors)
+    def load(
+        cls, vectors: PromptVectors, *, direct_below: float | None = None, escalate_below: float | None = None
+    ) -> GatedVerifier:
+        """The shipped verifier and its domain, at the shipped operating point unless one is given."""
+        verifier = ResponseVerifier.load().at(direct_below=direct_below, escalate_below=escalate_below)
+        return cls(verifier, Domain.load(VERIFIER_DOMAIN), vectors)
 
     async def for_prompt(self, prompt: str) -> ResponseVerifier | None:
         return self._verifier if self._domain.knows(await self._vectors.of(prompt))[0] else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 
 from nats.aio.client import Client
@@ -46,7 +47,14 @@ async def build(
         if settings.learned:
             odds = await asyncio.to_thread(SmallTierOdds.load, vectors, settings.route_quality)
         if settings.response_verifier:
-            verifier = await asyncio.to_thread(GatedVerifier.load, vectors)
+            verifier = await asyncio.to_thread(
+                functools.partial(
+                    GatedVerifier.load,
+                    vectors,
+                    direct_below=settings.verifier_direct_below,
+                    escalate_below=settings.verifier_escalate_below,
+                )
+            )
     capacity = Capacity([b.name for b in catalog.backends], settings.capacity_refresh_s, burst=settings.affinity_burst)
     async with contextlib.AsyncExitStack() as stack:  # closes what was opened if building fails half-way
         nc = await own_connection(stack, settings.nats_url, nc, name=SERVICE)

@@ -36,6 +36,12 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     response_verifier: bool = True
     """Also ask the learned response verifier before accepting a small-tier answer, for prompts like those it was
     trained on (GSM8K-style math word problems: ``learned/domain.py``); elsewhere only the rule checks judge."""
+    verifier_direct_below: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    """Where the response verifier judges the small answer: a prompt skips the small tier only when P(small OK) is
+    below this. Unset: the value chosen with the shipped verifier (its artifact's ``direct_below``)."""
+    verifier_escalate_below: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    """A small answer the response verifier scores below this is escalated. Unset: the shipped verifier's
+    calibrated threshold."""
     affinity_entries: Annotated[int, Meta(ge=0)] = 10_000
     """Prefix hashes remembered for affinity (which backend and worker served a prefix last)."""
     affinity_burst: Annotated[int, Meta(ge=0, le=1024)] = 4

@@ -7,7 +7,7 @@ passes one, a learned verifier that reads the answer against the prompt.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,11 @@ class ResponseVerifier:
         verifier judges the small answer, a prompt goes straight up a tier only when P(small OK) is below it."""
         value = self.meta.get("direct_below")
         return None if value is None else float(value)
+
+    def at(self, *, direct_below: float | None = None, escalate_below: float | None = None) -> ResponseVerifier:
+        """This verifier at another operating point (``None`` keeps the one it was shipped with)."""
+        meta = self.meta if direct_below is None else {**self.meta, "direct_below": direct_below}
+        return replace(self, threshold=self.threshold if escalate_below is None else escalate_below, meta=meta)
 
     def p_ok(self, prompts: list[str], responses: list[str]) -> np.ndarray[Any, np.dtype[np.float64]]:
         return self.head.predict(verifier_matrix(prompts, responses))
