@@ -21,7 +21,7 @@ from costwise.telemetry import record_result
 from ._mapping import result_error, to_completion, to_request
 from ._notes import Accepted, Notes
 from ._streaming import Chunks, closing, events
-from .errors import ApiError, budget_exceeded
+from .errors import ApiError, budget_exceeded, request_not_found
 from .keys import Caller, KeyStore
 from .schema import (
     AsyncCompletionRequest,
@@ -153,7 +153,7 @@ class Gateway:
             done = await self.result(tenant, request_id)
             known: Result | Accepted | None = done if done is not None else await self._notes.get(tenant, request_id)
             if known is None:
-                raise ApiError(404, "request_not_found", f"no request {request_id!r}", param="request_id")
+                raise request_not_found(request_id)
             owned = stack.pop_all()
         result = asyncio.sleep(0, done) if done is not None else _arrival(arriving, request_id, self._wait_s(timeout_s))
         chunks = Chunks(request_id, model="", created=known.created_ms // 1000, include_usage=include_usage)
@@ -194,7 +194,7 @@ class Gateway:
         result = await self.result(tenant, request_id)
         if result is None:
             if await self._notes.get(tenant, request_id) is None:
-                raise ApiError(404, "request_not_found", f"no request {request_id!r}", param="request_id")
+                raise request_not_found(request_id)
             return RequestStatus(id=request_id, status="queued")
         if result.status == "ok":
             return RequestStatus(id=request_id, status="completed", result=to_completion(result, requested_model=""))

@@ -7,7 +7,7 @@ from typing import Any
 from costwise.budget import BudgetExceeded
 from costwise.contracts import ErrorCode, ErrorInfo
 
-__all__ = ["ApiError", "budget_exceeded", "from_error_info", "idempotency_key_reused"]
+__all__ = ["ApiError", "budget_exceeded", "from_error_info", "idempotency_key_reused", "request_not_found"]
 
 # OpenAI's error ``type`` for each status, which its SDKs turn into exception classes.
 _TYPES = {
@@ -88,3 +88,8 @@ def idempotency_key_reused(request_id: str) -> ApiError:
         param="Idempotency-Key",
         headers={"x-should-retry": "false"},
     )
+
+
+def request_not_found(request_id: str) -> ApiError:
+    """An id the caller's tenant never queued here (another tenant's ids are not found either)."""
+    return ApiError(404, "request_not_found", f"no request {request_id!r}", param="request_id")
