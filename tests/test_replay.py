@@ -29,7 +29,9 @@ import pytest
 
 from costwise.bench.__main__ import main
 from costwise.bench.replay import Line, ReplayError, ReplayLine, Stack, loopback_port, schedule, wait_ready
+from costwise.bench.replay._drive import Observed, error_codes, error_samples
 from costwise.catalog import load_catalog
+from costwise.contracts import ErrorCode, ErrorInfo, Result
 from costwise.messaging import connect
 from costwise.testing import free_port
 
@@ -115,7 +117,7 @@ def test_a_small_replay_accounts_for_every_request_as_computed_by_hand(small: tu
     out = replayed.out
     assert replayed.code == 0, replayed.err
     assert (out["requests"], out["completed"], out["lost"], out["duplicates"]) == (21, 21, 0, 0)
-    assert out["errors"] == {} and out["skipped_lines"] == []
+    assert out["errors"] == out["error_samples"] == {} and out["skipped_lines"] == []
     # Lines 1-8, 10, 11, 16, 17, 18, 21: the small tier's answer accepted; 9: refused by the small tier, escalated;
     # 19: names the large tier; 12-15: exact repeats of 1, 5, 9, 10; 20: a near-repeat of 17.
     assert out["ledger"]["sources"] == {"cache_exact": 4, "cache_semantic": 1, "engine": 14, "provider": 2}
@@ -253,3 +255,18 @@ def test_the_waterfall_steps_from_the_baseline_down_to_what_was_spent(tmp_path: 
     assert widths[1:4] == pytest.approx([88.0, 220.0, 22.0])  # each lever's bar is its share of the baseline
     labels = "".join(t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text"))
     assert "-$2.0000" in labels and "+$0.5000" in labels and "exact cache" in labels
+
+
+def test_error_results_are_counted_by_code_with_their_first_messages() -> None:
+    def failed(rid: str, code: ErrorCode, message: str) -> Result:
+        return Result(request_id=rid, tenant="t", status="error", error=ErrorInfo(code=code, message=message))
+
+    observed = Observed()
+    observed.results = {f"r{i}": failed(f"r{i}", ErrorCode.NO_BACKEND_AVAILABLE, f"why {i}") for i in range(5)}
+    observed.results["r9"] = failed("r9", ErrorCode.DEADLINE_EXCEEDED, "too slow")
+    observed.results["ok"] = Result(request_id="ok", tenant="t", status="ok")
+    assert error_codes(observed) == {"deadline_exceeded": 1, "no_backend_available": 5}
+    assert error_samples(observed, per_code=2) == {
+        "no_backend_available": [{"request_id": "r0", "message": "why 0"}, {"request_id": "r1", "message": "why 1"}],
+        "deadline_exceeded": [{"request_id": "r9", "message": "too slow"}],
+    }

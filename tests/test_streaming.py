@@ -30,7 +30,7 @@ from costwise.cache import CacheSettings
 from costwise.cache import build as build_cache
 from costwise.catalog import Catalog, default_catalog
 from costwise.client import Client
-from costwise.contracts import Result, decode, subjects
+from costwise.contracts import Result, StreamDelta, decode, subjects
 from costwise.gateway import GatewaySettings
 from costwise.gateway import build as build_gateway
 from costwise.router import RouterSettings
@@ -260,36 +260,47 @@ async def test_a_stream_outlives_its_worker_process(
     )
     log = tmp_path / "worker.log"
     proc = _spawn(env, log)
-    worker = None
     try:
         async with _pipeline(nats_url, nc, unique, semantic_cache, tracer_provider, None, ledger) as running:
             while "serving pool" not in log.read_text(errors="replace"):  # the engine loads for tens of seconds
                 assert proc.poll() is None, log.read_text(errors="replace")
                 await asyncio.sleep(0.5)
             ask: dict[str, Any] = {"model": "auto", "messages": QUESTION, "max_tokens": 1500, "extra_body": BYPASS}
+            frozen = await _freeze_after(nc, unique, proc, tokens=20)
+            chunks: list[Any] = []
+
+            async def preempt() -> tuple[int, Any]:
+                """The notice, once the worker is frozen mid-answer; then the pool refills: a worker on the
+                session's engine resumes or regenerates the job. Returns how many chunks the client had."""
+                await frozen.wait()
+                had = len(chunks)
+                await _stop(proc, notice)
+                refill = await build_worker(
+                    WorkerSettings(pool=unique, max_model_len=2048, **_quick(notice)), nc=nc, engine=engine
+                )
+                await refill.start()
+                return had, refill
+
+            preempting = asyncio.create_task(preempt())
             stream: Any = await running.sdk.chat.completions.create(
                 **ask, stream=True, stream_options={"include_usage": True}
             )
-            chunks = []
             async for chunk in stream:
                 chunks.append(chunk)
-                if len(chunks) == 20:
-                    await _stop(proc, notice)
-                    # The pool refills: a worker on the session's engine resumes or regenerates the job.
-                    refill = WorkerSettings(pool=unique, max_model_len=2048, **_quick(notice))
-                    worker = await build_worker(refill, nc=nc, engine=engine)
-                    await worker.start()
-            assert worker is not None, "the stream ended before the notice"
+            assert preempting.done(), "the stream ended before the notice"
+            had, worker = preempting.result()
             whole = await running.sdk.chat.completions.create(**ask)  # the same question, uninterrupted
             await worker.drain(0)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    handed_back = re.search(r"handed back \S+ with (\d+) checkpointed tokens", log.read_text(errors="replace"))
-    assert (handed_back is not None) == (notice == signal.SIGTERM)
+    said = log.read_text(errors="replace")
+    handed_back = re.search(r"handed back \S+ with (\d+) checkpointed tokens", said)
+    ours = [line for line in said.splitlines() if "costwise." in line]
+    assert (handed_back is not None) == (notice == signal.SIGTERM), ours
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    before = "".join(c.choices[0].delta.content or "" for c in chunks[:20] if c.choices)
+    before = "".join(c.choices[0].delta.content or "" for c in chunks[:had] if c.choices)
     answer = whole.choices[0].message.content or ""
     stored = await _stored(js, unique, chunks[0].id.removeprefix("chatcmpl-"))
     assert stored is not None and stored.output is not None
@@ -313,9 +324,29 @@ def _quick(notice: signal.Signals) -> dict[str, float]:
     return QUICK_REDELIVERY if notice == signal.SIGKILL else {}
 
 
+async def _freeze_after(nc: Nats, tenant: str, proc: subprocess.Popen[bytes], *, tokens: int) -> asyncio.Event:
+    """SIGSTOP the worker (and its engine process) as soon as its stream carries ``tokens`` tokens.
+
+    The tiny model writes its whole answer in seconds, and a loaded machine can hold the client's chunks back
+    that long: a notice sent when the client has read some chunks could land after the answer is done. Frozen, the
+    worker is mid-answer when the notice comes, however late the client reads."""
+    frozen = asyncio.Event()
+
+    async def on_delta(msg: Any) -> None:
+        delta = decode(msg.data, StreamDelta)
+        if not frozen.is_set() and delta.offset + delta.tokens >= tokens:
+            os.killpg(proc.pid, signal.SIGSTOP)
+            frozen.set()
+            await sub.unsubscribe()
+
+    sub = await nc.subscribe(subjects.deltas(tenant, "*"), cb=on_delta)
+    return frozen
+
+
 async def _stop(proc: subprocess.Popen[bytes], notice: signal.Signals) -> None:
     if notice == signal.SIGTERM:
         proc.send_signal(notice)  # the worker hands its job back and exits cleanly
+        os.killpg(proc.pid, signal.SIGCONT)  # woken, it handles the notice before it can finish the answer
         assert await asyncio.to_thread(proc.wait, 60) == 0
     else:
         os.killpg(proc.pid, notice)  # the worker and its engine process, at once

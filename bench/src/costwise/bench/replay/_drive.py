@@ -190,3 +190,12 @@ def lost(observed: Observed) -> int:
 def error_codes(observed: Observed) -> dict[str, int]:
     codes = Counter(str(r.error.code) for r in observed.results.values() if r.error is not None)
     return dict(sorted(codes.items()))
+
+
+def error_samples(observed: Observed, per_code: int = 3) -> dict[str, list[dict[str, str]]]:
+    """The first error results of each code, with their messages: what a count alone cannot explain."""
+    samples: dict[str, list[dict[str, str]]] = {}
+    for rid, result in sorted(observed.results.items()):
+        if result.error is not None and len(found := samples.setdefault(str(result.error.code), [])) < per_code:
+            found.append({"request_id": rid, "message": result.error.message[:500]})
+    return samples

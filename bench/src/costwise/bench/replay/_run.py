@@ -19,7 +19,7 @@ from costwise.messaging import connect
 
 from ._account import Judge, cascade_checks, latency
 from ._chaos import Chaos
-from ._drive import Observed, drive, duplicates, error_codes, lost, request_id
+from ._drive import Observed, drive, duplicates, error_codes, error_samples, lost, request_id
 from ._ledger import read_costs
 from ._lines import BadLine, Workload, load, schedule
 from ._settings import effective_router_settings
@@ -166,6 +166,7 @@ def _summary(session: _Session, observed: Observed) -> dict[str, Any]:
         "requests": len(observed.sent),
         "completed": len(observed.results),
         "errors": error_codes(observed),
+        "error_samples": error_samples(observed),
         "lost": lost(observed),
         "duplicates": duplicates(observed),
         "skipped_lines": _bad(workload.bad + observed.refused),
