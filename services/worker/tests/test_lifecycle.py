@@ -54,6 +54,9 @@ class FakeEngine:
     def text(self, progress: Progress, tokens: int | None = None) -> str:
         return ""
 
+    def tail(self, progress: Progress, tokens: int) -> str:
+        return ""
+
     async def generate(
         self, prompt: list[int], params: SamplingParams, progress: Progress, on_step: Any = None
     ) -> Generation:

@@ -143,7 +143,14 @@ async def test_a_cancel_that_nats_swallows_while_publishing_still_stops_the_gene
 
     progress = Progress(token_ids=[1, 2, 3])
     job = _job(unique, "swallowed", stream=True, max_tokens=8)
-    publisher = DeltaPublisher(Swallowing(), job, Progress(), text=lambda p, n: "x" * p.tokens, model="m")  # type: ignore[arg-type]
+    publisher = DeltaPublisher(
+        Swallowing(),
+        job,
+        Progress(),
+        text=lambda p, n: "x" * p.tokens,
+        tail=lambda p, n: "x" * (p.tokens - n),
+        model="m",
+    )  # type: ignore[arg-type]
     step = asyncio.create_task(publisher.step(progress))
     await asyncio.sleep(0.01)  # inside the publish
     step.cancel()
@@ -161,6 +168,10 @@ def _text(progress: Progress, tokens: int | None) -> str:
     return _decode(progress.token_ids[:tokens])
 
 
+def _tail(progress: Progress, tokens: int) -> str:
+    return _text(progress, None)[len(_text(progress, tokens)) :]
+
+
 class _Capture:
     def __init__(self) -> None:
         self.sent: list[StreamDelta] = []
@@ -171,7 +182,7 @@ class _Capture:
 
 async def test_a_checkpoint_inside_a_character_is_continued_without_a_gap(unique: str) -> None:
     nc, job = _Capture(), _job(unique, "split", stream=True, max_tokens=8)
-    first = DeltaPublisher(nc, job, Progress(), text=_text, model="m")  # type: ignore[arg-type]
+    first = DeltaPublisher(nc, job, Progress(), text=_text, tail=_tail, model="m")  # type: ignore[arg-type]
     await first.step(Progress(token_ids=[1]))
     await first.step(Progress(token_ids=[1, 2]))  # ends inside "é": waits
     await first.flush(Progress(token_ids=[1, 2]))  # the spot notice: still only what decodes whole
@@ -179,7 +190,16 @@ async def test_a_checkpoint_inside_a_character_is_continued_without_a_gap(unique
     ckpt = Progress(token_ids=[1, 2]).checkpoint(_decode([1, 2]), worker_id="gone")
     resumed_job = msgspec.structs.replace(job, checkpoint=msgspec.structs.replace(ckpt, streamed_tokens=first.offset))
     progress = Progress.from_checkpoint(resumed_job.checkpoint)
-    resumed = DeltaPublisher(nc, resumed_job, progress, text=_text, model="m")  # type: ignore[arg-type]
+    resumed = DeltaPublisher(nc, resumed_job, progress, text=_text, tail=_tail, model="m")  # type: ignore[arg-type]
     progress.token_ids.extend([3, 1])
     await resumed.finish(progress, "stop")
     assert [(d.offset, d.tokens, d.text) for d in nc.sent[1:]] == [(1, 3, "éa")] and nc.sent[-1].final
+
+
+def test_a_steps_tail_is_what_its_tokens_add_to_the_whole_answer(engine: Any) -> None:
+    text = "Ça coûte 12,50 € — naïve café, 東京 and  two  spaces.\nNew line 🙂 done"
+    progress = Progress(token_ids=engine.tokenizer.encode(text, add_special_tokens=False))
+    whole = engine.text(progress)
+    for start in range(len(progress.token_ids) + 1):
+        head = engine.text(progress, start)
+        assert head + engine.tail(progress, start) == whole or head.endswith("\ufffd"), start

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 
 from nats.aio.client import Client as Nats
@@ -50,7 +51,9 @@ class DeltaStream:
     """
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[StreamDelta] = asyncio.Queue()
+        self._arrived: collections.deque[StreamDelta] = collections.deque()
+        self._wake: asyncio.Future[None] | None = None
+        """What :meth:`follow` awaits while nothing has arrived: set by a delta or the result."""
         self._sub: Subscription | None = None
         self._next = 0
         self._sent = ""
@@ -71,18 +74,19 @@ class DeltaStream:
         """The answer's pieces as they arrive, then a last :class:`Delta` with ``result`` (which raises what
         awaiting ``result`` raised, e.g. a timeout)."""
         arriving = asyncio.ensure_future(result)
+        arriving.add_done_callback(self._woken)
         try:
-            while not arriving.done():
-                got = asyncio.ensure_future(self._queue.get())
-                await asyncio.wait({got, arriving}, return_when=asyncio.FIRST_COMPLETED)
-                if not got.done():
-                    got.cancel()
-                elif (piece := self._take(got.result())) is not None:
+            while True:
+                # One future per wait, no task per delta: this loop runs once per engine step of every stream.
+                for piece in self._drained():
                     yield piece
+                if arriving.done():
+                    break
+                self._wake = asyncio.get_running_loop().create_future()
+                await self._wake
             await asyncio.sleep(0)  # deltas routed before the result may still be in their subscription's queue
-            while not self._queue.empty():
-                if (piece := self._take(self._queue.get_nowait())) is not None:
-                    yield piece
+            for piece in self._drained():
+                yield piece
             for last in self._finish(arriving.result()):
                 yield last
         finally:
@@ -90,9 +94,20 @@ class DeltaStream:
 
     async def _on_msg(self, msg: Msg) -> None:
         try:
-            self._queue.put_nowait(decode(msg.data, StreamDelta))
+            self._arrived.append(decode(msg.data, StreamDelta))
         except DecodeError:  # workers check what they publish; a bad one costs a gap, never the stream
             log.warning("undecodable delta on %s", msg.subject)
+            return
+        self._woken()
+
+    def _woken(self, _: object = None) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def _drained(self) -> Iterator[Delta]:
+        while self._arrived:
+            if (piece := self._take(self._arrived.popleft())) is not None:
+                yield piece
 
     def _take(self, delta: StreamDelta) -> Delta | None:
         end = delta.offset + delta.tokens

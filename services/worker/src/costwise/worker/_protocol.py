@@ -56,6 +56,11 @@ class GenerationEngine(Protocol):
         """The answer's text over its first ``tokens`` tokens (all of them by default)."""
         ...
 
+    def tail(self, progress: Progress, tokens: int, /) -> str:
+        """What the answer's tokens past its first ``tokens`` add to ``text(progress, tokens)``. Called once per
+        step of a streamed job, so its cost must not grow with the answer's length."""
+        ...
+
     async def generate(
         self, prompt: Any, params: SamplingParams, progress: Progress, /, on_step: OnStep | None = None
     ) -> Generation:

@@ -102,6 +102,16 @@ class ServerEngine:
             held += piece.tokens
         return "".join(parts)
 
+    def tail(self, progress: Progress, tokens: int) -> str:
+        """The pieces past the first ``tokens`` tokens, walked from the end (a step adds one piece)."""
+        parts, held = [], progress.tokens
+        for piece in reversed(progress.pieces):
+            if held <= tokens:
+                break
+            parts.append(piece.text)
+            held -= piece.tokens
+        return "".join(reversed(parts))
+
     async def generate(
         self, prompt: list[ChatMessage], params: SamplingParams, progress: Progress, on_step: OnStep | None = None
     ) -> Generation:

@@ -131,7 +131,8 @@ class Worker:
         progress = self.engine.resume(job.checkpoint)
         if not job.streams:
             return Running(job, progress)
-        deltas = DeltaPublisher(self.nc, job, progress, text=self.engine.text, model=self.engine.model_name)
+        engine = self.engine
+        deltas = DeltaPublisher(self.nc, job, progress, text=engine.text, tail=engine.tail, model=engine.model_name)
         return Running(job, progress, deltas)
 
     @contextlib.contextmanager

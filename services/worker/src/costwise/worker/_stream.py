@@ -27,12 +27,22 @@ class DeltaPublisher:
     """
 
     def __init__(
-        self, nc: Client, job: Job, progress: Progress, *, text: Callable[[Progress, int | None], str], model: str
+        self,
+        nc: Client,
+        job: Job,
+        progress: Progress,
+        *,
+        text: Callable[[Progress, int | None], str],
+        tail: Callable[[Progress, int], str],
+        model: str,
     ):
-        """``text(progress, n)`` is the answer's text over its first ``n`` tokens (all of them for ``None``)."""
+        """``text(progress, n)`` is the answer's text over its first ``n`` tokens (all of them for ``None``);
+        ``tail(progress, n)`` what the tokens past the first ``n`` add to it (the engine's
+        :meth:`~costwise.worker.GenerationEngine.tail`: a step decodes its own tokens, not the whole answer)."""
         self._nc = nc
         self._job = job
         self._text = text
+        self._tail = tail
         self._model = model
         self._subject = subjects.deltas(job.request.tenant, job.request.request_id)
         streamed = job.checkpoint.streamed_tokens if job.checkpoint is not None else None
@@ -66,11 +76,14 @@ class DeltaPublisher:
             await self._publish(progress, final=False)
 
     async def _publish(self, progress: Progress, *, final: bool, finish_reason: str | None = None) -> None:
-        text, tokens = self._text(progress, None), progress.tokens
-        whole = text.startswith(self._sent) and not text.endswith(_PARTIAL)
-        if not whole and not final:
-            return
-        piece = text[len(self._sent) :] if text.startswith(self._sent) else ""
+        tokens = progress.tokens
+        if final:  # once per job, the whole text: the deltas add up to exactly the completion's
+            text = self._text(progress, None)
+            piece = text[len(self._sent) :] if text.startswith(self._sent) else ""
+        else:
+            piece = self._tail(progress, self._offset)
+            if piece.endswith(_PARTIAL):
+                return
         delta = StreamDelta(
             request_id=self._job.request.request_id,
             tenant=self._job.request.tenant,

@@ -15,6 +15,9 @@ from .settings import WorkerSettings
 
 __all__ = ["Engine", "Generation", "Progress"]
 
+_CONTEXT_TOKENS = 6
+"""Tokens decoded before a step's own, so its text starts as it does inside the whole answer."""
+
 
 class Engine:
     """A vLLM ``AsyncLLM`` plus its tokenizer. Build it once per process with :meth:`load`."""
@@ -89,6 +92,16 @@ class Engine:
 
     def text(self, progress: Progress, tokens: int | None = None) -> str:
         return self.decode(progress.token_ids[:tokens])
+
+    def tail(self, progress: Progress, tokens: int) -> str:
+        # Decoded from a few tokens earlier, twice: whether a token starts with a space (or finishes a character)
+        # depends on the tokens before it. Decoding the whole answer on every step is quadratic: 0.86 ms a step
+        # at 1,500 tokens, per stream.
+        ids, lead = progress.token_ids, max(tokens - _CONTEXT_TOKENS, 0)
+        before, after = self.decode(ids[lead:tokens]), self.decode(ids[lead:])
+        if after.startswith(before):
+            return after[len(before) :]
+        return self.text(progress)[len(self.text(progress, tokens)) :]  # a tokenizer that decodes non-locally
 
     async def generate(
         self,
