@@ -225,19 +225,26 @@ async def _level(
     }
 
 
+async def measure(
+    engine: Engine, levels: list[int], rounds: int, max_tokens: int, with_cache: bool, processes: bool = False
+) -> list[dict[str, Any]]:
+    """One row per level (streams at once): ``rounds`` alternating rounds of each path on ``engine``."""
+    path = _separate_processes if processes else _gateway_path
+    async with nats_stack() as stack, path(stack, engine, max(levels)) as http:
+        gateway = _via_gateway(http, with_cache)
+        await _batch(gateway, "warm-gateway", 2, 8)  # first-request costs (compilation, connections) are not TTFT
+        await _batch(lambda tag, n: _direct(engine, tag, n), "warm-direct", 2, 8)
+        return [await _level(engine, gateway, s, rounds, max_tokens) for s in levels]
+
+
 async def run(
     model: str, levels: list[int], rounds: int, max_tokens: int, with_cache: bool, processes: bool = False
 ) -> dict[str, Any]:
     """Per level (streams at once), ``rounds`` alternating rounds of each path; p50/p99 over all their requests.
     With ``processes`` the gateway, cache and router run in processes of their own, as deployed."""
     engine = await load_engine(model, max(levels))
-    path = _separate_processes if processes else _gateway_path
     try:
-        async with nats_stack() as stack, path(stack, engine, max(levels)) as http:
-            gateway = _via_gateway(http, with_cache)
-            await _batch(gateway, "warm-gateway", 2, 8)  # first-request costs (compilation, connections) are not TTFT
-            await _batch(lambda tag, n: _direct(engine, tag, n), "warm-direct", 2, 8)
-            rows = [await _level(engine, gateway, s, rounds, max_tokens) for s in levels]
+        rows = await measure(engine, levels, rounds, max_tokens, with_cache, processes)
     finally:
         engine.shutdown()
     return {

@@ -1,0 +1,18 @@
+"""``costwise-bench ttft`` on the session's engine: both paths stream text, and the row says how they compare."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from costwise.bench.ttft import measure
+
+
+async def test_both_paths_are_timed_from_the_text_they_stream(engine: Any) -> None:
+    (row,) = await measure(engine, [2], rounds=2, max_tokens=24, with_cache=False)
+    assert (row["streams"], row["requests_per_path"]) == (2, 4)
+    for path in ("direct", "gateway"):
+        timed = row[path]
+        assert 0 < timed["ttft_p50_ms"] <= timed["ttft_p99_ms"], path
+        assert timed["gap_p50_ms"] > 0 and timed["gap_mean_ms"] > 0, path  # more than one piece of text each
+    assert row["added_ttft_p50_ms"] == round(row["gateway"]["ttft_p50_ms"] - row["direct"]["ttft_p50_ms"], 2)
+    assert row["gap_mean_ratio"] == round(row["gateway"]["gap_mean_ms"] / row["direct"]["gap_mean_ms"], 3)
