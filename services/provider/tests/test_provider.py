@@ -108,6 +108,21 @@ async def test_a_hanging_provider_times_out_instead_of_holding_the_job(
     assert time.monotonic() - started < 5
 
 
+async def test_an_answer_that_takes_longer_than_httpxs_default_timeout_arrives(
+    nats_url: str, js: JetStreamContext, nc: Nats, fake: FakeOpenAI, unique: str
+) -> None:
+    fake.think_s = 6.0  # a long answer written whole: past httpx's 5 s default read timeout, inside timeout_s
+    settings = ProviderSettings(nats_url=nats_url, backend=unique, ack_wait_s=5, heartbeat_s=1, grace_s=0)
+    patient = await build(settings, nc=nc, catalog=provider_catalog(unique, fake.url, timeout_s=30, max_retries=0))
+    await patient.start()
+    try:
+        await _job(js, unique, "slow1")
+        done = await _completion(js, unique)
+    finally:
+        await patient.stop()
+    assert done.error is None and done.text == "Paris." and fake.calls == 1
+
+
 async def test_a_passed_deadline_is_a_typed_failure_without_a_call(
     js: JetStreamContext, worker: ProviderWorker, fake: FakeOpenAI, unique: str
 ) -> None:

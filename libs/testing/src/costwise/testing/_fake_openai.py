@@ -11,7 +11,8 @@ __all__ = ["FakeOpenAI"]
 
 
 class FakeOpenAI:
-    """Answers ``POST /v1/chat/completions`` as ``mode`` says: ``ok``, ``error`` (HTTP 500) or ``hang``.
+    """Answers ``POST /v1/chat/completions`` as ``mode`` says: ``ok``, ``error`` (HTTP 500) or ``hang``; ``ok``
+    after ``think_s`` seconds (a long answer, not streamed, arrives only once it is whole).
 
     ``calls`` counts requests and ``last_auth`` keeps the last Authorization header, so tests can check
     retries and that the API key was sent.
@@ -21,6 +22,7 @@ class FakeOpenAI:
         self.mode: Literal["ok", "error", "hang"] = "ok"
         self.answer = answer
         self.logprob = logprob
+        self.think_s = 0.0
         self.calls = 0
         self.last_auth: str | None = None
         self._runner: web.AppRunner | None = None
@@ -49,6 +51,7 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": "upstream overloaded", "type": "server_error"}}, status=500)
         if self.mode == "hang":
             await asyncio.sleep(3600)
+        await asyncio.sleep(self.think_s)
         words = self.answer.split()
         return web.json_response(
             {
