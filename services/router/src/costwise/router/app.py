@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 
 from nats.aio.client import Client
@@ -48,12 +47,10 @@ async def build(
             odds = await asyncio.to_thread(SmallTierOdds.load, vectors, settings.route_quality)
         if settings.response_verifier:
             verifier = await asyncio.to_thread(
-                functools.partial(
-                    GatedVerifier.load,
-                    vectors,
-                    direct_below=settings.verifier_direct_below,
-                    escalate_below=settings.verifier_escalate_below,
-                )
+                GatedVerifier.load,
+                vectors,
+                direct_below=settings.verifier_direct_below,
+                escalate_below=settings.verifier_escalate_below,
             )
     capacity = Capacity([b.name for b in catalog.backends], settings.capacity_refresh_s, burst=settings.affinity_burst)
     async with contextlib.AsyncExitStack() as stack:  # closes what was opened if building fails half-way
