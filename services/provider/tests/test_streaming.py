@@ -209,3 +209,30 @@ async def test_a_cascades_small_stage_does_not_stream(
     done = await _completion(js, unique)
     assert done.error is None and done.text == "".join(streaming.words)
     assert "stream" not in streaming.bodies[-1] and deltas.got == []
+
+
+@pytest.mark.parametrize("retry", ["same_answer", "sampled_answer"])
+async def test_a_worker_stopped_mid_stream_hands_the_stream_on_to_the_next_worker(
+    nc: Nats, js: JetStreamContext, start: Any, streaming: StreamingProvider, unique: str, retry: str
+) -> None:
+    streaming.hold = asyncio.Event()  # every call keeps its finish chunk back: the first worker stops mid-answer
+    first = await start()
+    answer = "".join(streaming.words)
+    deltas = await _streamed_job(nc, js, unique, "h1")
+    await _until(lambda: deltas.text == answer)
+    await first.stop()  # no grace: the call is cancelled and the job handed back with what its stream carried
+    if retry == "sampled_answer":
+        streaming.answers = [["The", " capital", " of", " France", " is", " lovely."]]
+    await start()
+    await _until(lambda: len(streaming.bodies) == 2)
+    streaming.hold.set()
+    done = await _completion(js, unique)
+    await _until(lambda: bool(deltas.got) and (deltas.got[-1].final or deltas.got[-1].error is not None))
+    assert deltas.text == answer  # what the first worker sent, once: the second one sent only what came after
+    deltas.assert_contiguous()
+    if retry == "same_answer":
+        assert done.error is None and done.text == answer and [d.final for d in deltas.got].count(True) == 1
+        assert sum(d.tokens for d in deltas.got) == done.usage.completion_tokens
+    else:  # no try can take back text the client has: an error event, never a spliced answer
+        assert done.error is not None and done.error.code == ErrorCode.PROVIDER_ERROR
+        assert not any(d.final for d in deltas.got) and deltas.got[-1].error == done.error

@@ -133,8 +133,13 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     """For a streamed job: how many of its tokens its stream carried (a step ending inside a character waits
     for the next), so the resuming worker's first :class:`StreamDelta` starts there. ``None``: all of them."""
     text_tokens: NonNegInt | None = None
-    """Set when ``token_ids`` is empty because the engine (an engine server) gave text, not token ids: how many
-    tokens ``text`` holds, as the server streamed them. ``None``: ``len(token_ids)``."""
+    """Set when ``token_ids`` is empty because the engine (an engine server or a provider's API) gave text, not
+    token ids: how many tokens ``text`` holds, as it was streamed. ``None``: ``len(token_ids)``."""
+
+    @property
+    def tokens(self) -> int:
+        """How many tokens of the answer this checkpoint holds (token ids, or streamed text)."""
+        return len(self.token_ids) if self.text_tokens is None else self.text_tokens
 
 
 class Job(_Wire, frozen=True, kw_only=True, tag="job.v1"):

@@ -3,7 +3,14 @@
 from ._completion import publish_completion, usage_event
 from ._connect import NatsUnreachable, connect
 from ._consume import Consumer, Refusal
-from ._current import ack_current, current_message, current_subject, forward_current, reject_current
+from ._current import (
+    ack_current,
+    current_message,
+    current_subject,
+    forward_current,
+    hand_back_current,
+    reject_current,
+)
 from ._dead_letter import file_dead_letter, give_up, send_error_result
 from ._lifecycle import Service, own_connection, run, run_command, run_until_signalled
 from ._provision import cap_key_value, ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
@@ -33,6 +40,7 @@ __all__ = [
     "find_nats_server",
     "forward_current",
     "give_up",
+    "hand_back_current",
     "own_connection",
     "provision",
     "publish",

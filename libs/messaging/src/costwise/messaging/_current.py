@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar
 
+import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from costwise.contracts import DecodeError, ErrorCode, decode, subjects
+from costwise.contracts import Checkpoint, DecodeError, ErrorCode, Job, decode, subjects
 from costwise.contracts.subjects import ConsumerSpec
 
 from ._dead_letter import give_up
@@ -21,6 +22,7 @@ __all__ = [
     "current_message",
     "current_subject",
     "forward_current",
+    "hand_back_current",
     "reject_current",
 ]
 
@@ -54,6 +56,17 @@ def current_subject() -> str:
 async def forward_current(js: JetStreamContext, subject: str, *, msg_id: str) -> None:
     """Publish the message being handled, as received (no re-encoding), to ``subject`` and wait for its PubAck."""
     await publish(js, subject, _current.get().data, msg_id=msg_id)
+
+
+async def hand_back_current(js: JetStreamContext, job: Job, checkpoint: Checkpoint) -> None:
+    """Queue the job being handled again, carrying ``checkpoint``, then ack this delivery: the next worker continues
+    where this one stopped. A new message, not a nak, because the checkpoint must travel with it; published first,
+    so a crash in between leaves two copies (one completion: its msg-id) and never none."""
+    # Per delivery: this delivery handed back again (after a crash before the ack) is stored once.
+    seq = _current.get().metadata.sequence.stream
+    msg_id = subjects.dedup_id(job.request.tenant, job.job_id, "ckpt", str(seq))
+    await publish(js, subjects.jobs(job.pool), msgspec.structs.replace(job, checkpoint=checkpoint), msg_id=msg_id)
+    await ack_current()
 
 
 async def reject_current(js: JetStreamContext, *, service: str, code: ErrorCode, reason: str) -> None:

@@ -14,7 +14,7 @@ import asyncio
 
 from nats.aio.client import Client
 
-from costwise.contracts import ErrorInfo, Job, StreamDelta, encode, subjects
+from costwise.contracts import Checkpoint, ErrorInfo, Job, StreamDelta, encode, subjects
 
 __all__ = ["Diverged", "Relay"]
 
@@ -30,8 +30,9 @@ class Relay:
         self._nc = nc
         self._job = job
         self._subject = subjects.deltas(job.request.tenant, job.request.request_id)
-        self._offset = 0
-        self._sent = ""
+        # A job handed back mid-stream by a stopped worker: its stream goes on after what that worker sent.
+        self._offset = job.checkpoint.tokens if job.checkpoint else 0
+        self._sent = job.checkpoint.text if job.checkpoint else ""
         self._at = 0
         """How many characters of its answer the current try has produced."""
 
@@ -39,6 +40,11 @@ class Relay:
     def sent(self) -> str:
         """The text the stream has carried so far (over every try)."""
         return self._sent
+
+    def checkpoint(self, worker_id: str) -> Checkpoint:
+        """What the stream carried, for the worker that continues this job when this one stops: it regenerates
+        the answer and sends only what comes after (or an error event, if its answer differs)."""
+        return Checkpoint(token_ids=[], text=self._sent, text_tokens=self._offset, worker_id=worker_id)
 
     def restart(self) -> None:
         """A new try: it regenerates the answer from its first character."""

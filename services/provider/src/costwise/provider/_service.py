@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -12,7 +13,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from costwise.catalog import Provider
 from costwise.contracts import Clock, Job, now_ms, subjects
 from costwise.contracts.subjects import ConsumerSpec
-from costwise.messaging import Consumer, publish_completion, usage_event
+from costwise.messaging import Consumer, hand_back_current, publish_completion, usage_event
 
 from ._completion import completion_of
 from ._openai import Answer, Failure, call
@@ -66,7 +67,13 @@ class ProviderWorker:
 
     async def on_job(self, job: Job) -> None:
         relay = Relay(self.nc, job) if job.streams else None
-        outcome, elapsed_s = await self._call(job, relay)
+        try:
+            outcome, elapsed_s = await self._call(job, relay)
+        except asyncio.CancelledError:  # stopped past the grace mid-call: another worker takes the job
+            if relay is not None and relay.sent:  # ... and its stream goes on after what this one sent
+                await hand_back_current(self.js, job, relay.checkpoint(self.settings.worker_id))
+                log.info("handed back %s with %d streamed characters", job.job_id, len(relay.sent))
+            raise
         if isinstance(outcome, Failure):
             log.warning("job %s: %s failed: %s", job.job_id, self.provider.name, outcome.message)
         done = completion_of(

@@ -7,12 +7,7 @@ from typing import Any
 
 from costwise.contracts import Checkpoint, LogprobSummary
 
-__all__ = ["Generation", "Piece", "Progress", "checkpoint_tokens"]
-
-
-def checkpoint_tokens(ckpt: Checkpoint) -> int:
-    """How many tokens of the answer ``ckpt`` holds (token ids, or text an engine server streamed)."""
-    return len(ckpt.token_ids) if ckpt.text_tokens is None else ckpt.text_tokens
+__all__ = ["Generation", "Piece", "Progress"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +56,7 @@ class Progress:
     @classmethod
     def from_text(cls, ckpt: Checkpoint) -> Progress:
         """Continue from ``ckpt``'s text (an engine server continues text; it has no use for token ids)."""
-        held = checkpoint_tokens(ckpt)
+        held = ckpt.tokens
         progress = cls(
             logprob_sum=ckpt.logprob_sum,
             logprob_min=ckpt.logprob_min,

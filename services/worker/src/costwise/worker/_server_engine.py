@@ -30,7 +30,7 @@ from costwise.openai_wire import (
     read_limited,
 )
 
-from ._progress import Generation, Progress, checkpoint_tokens
+from ._progress import Generation, Progress
 from ._protocol import EngineRefused, EngineUnavailable, OnStep
 from ._server_stream import Reply, read_stream
 from .settings import WorkerSettings
@@ -85,7 +85,7 @@ class ServerEngine:
         stream's next offset has no text to match) and not ending inside a character (a vLLM worker's)."""
         if checkpoint is None:
             return Progress()
-        held = checkpoint_tokens(checkpoint)
+        held = checkpoint.tokens
         streamed = checkpoint.streamed_tokens is None or checkpoint.streamed_tokens >= held
         if self.continue_from_text and held and streamed and not checkpoint.text.endswith("\ufffd"):
             return Progress.from_text(checkpoint)

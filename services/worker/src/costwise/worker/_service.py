@@ -20,9 +20,8 @@ from costwise.messaging import (
     Consumer,
     Refusal,
     Slots,
-    ack_current,
     current_message,
-    publish,
+    hand_back_current,
     publish_completion,
     reject_current,
     usage_event,
@@ -31,7 +30,7 @@ from costwise.messaging import (
 from ._admission import admission
 from ._completion import completion_of
 from ._own import OwnQueue
-from ._progress import Generation, checkpoint_tokens
+from ._progress import Generation
 from ._protocol import EngineRefused, EngineUnavailable, GenerationEngine
 from ._running import Running, retry_links
 from ._stream import DeltaPublisher
@@ -143,7 +142,7 @@ class Worker:
             span.set_attribute("gen_ai.request.model", self.engine.model_name)
             span.set_attribute("costwise.job_id", job.job_id)
             span.set_attribute("messaging.message.delivery_count", delivered)
-            span.set_attribute("costwise.resumed_tokens", checkpoint_tokens(job.checkpoint) if job.checkpoint else 0)
+            span.set_attribute("costwise.resumed_tokens", job.checkpoint.tokens if job.checkpoint else 0)
             yield
 
     async def _generate(self, run: Running, prompt: object) -> Generation:
@@ -170,21 +169,15 @@ class Worker:
         await msg.nak(delay=min(2.0 ** (delivered - 1), _MAX_RETRY_DELAY_S))
 
     async def _hand_back(self, run: Running) -> None:
-        """Publish the job again with its checkpoint, then ack this delivery: the next worker resumes the
-        generation instead of starting over. A new message, not a nak, because the checkpoint must travel with
-        it; published first, so a crash in between leaves two copies (one completion: its msg-id) and never none.
-        """
+        """Queue the job again with its checkpoint: the next worker resumes the generation instead of starting
+        over."""
         job, progress = run.job, run.progress
         ckpt = progress.checkpoint(self.engine.text(progress), self.settings.worker_id)
         if run.deltas is not None:  # the resuming worker continues the stream where it got to
             await run.deltas.flush(progress)
             ckpt = msgspec.structs.replace(ckpt, streamed_tokens=run.deltas.offset)
-        # Per delivery: this delivery handed back again (after a crash before the ack) is stored once.
-        seq = current_message().metadata.sequence.stream
-        msg_id = subjects.dedup_id(job.request.tenant, job.job_id, "ckpt", str(seq))
         # Inside this attempt's span: the resuming worker's span follows it in the request's trace.
-        await publish(self.js, subjects.jobs(job.pool), msgspec.structs.replace(job, checkpoint=ckpt), msg_id=msg_id)
-        await ack_current()
+        await hand_back_current(self.js, job, ckpt)
         log.info("handed back %s with %d checkpointed tokens", job.job_id, progress.tokens)
 
     async def _complete(self, run: Running, gen: Generation) -> None:
