@@ -132,6 +132,15 @@ def test_a_small_replay_accounts_for_every_request_as_computed_by_hand(small: tu
     assert out["quality"]["served_accuracy"] == round(12 / 14, 4)
     assert out["quality"]["baseline_accuracy"] == round(13 / 14, 4)
     assert out["quality_ratio"] == round(12 / 13, 4)
+    # Strong calls on judged lines: 9 (small wrong, large right: bought quality) and 19 (both right: bought
+    # nothing). To reach 0.95 of the baseline's 13 right answers from the small tier's 10: ceil(12.35 - 10) = 3.
+    assert out["strong_calls_spent"] == {
+        "judged_calls": 2,
+        "bought_quality": 1,
+        "precision": 0.5,
+        "needed_for_goal": 3,
+        "goal": 0.95,
+    }
     assert {k: v["n"] for k, v in out["latency"].items()} == {"cache": 5, "engine": 15, "escalated": 1}
     checks = out["cascade_checks"]
     assert checks["small_answers_judged"] == 15 and checks["no_logprobs"] == 15  # recordings carry no logprobs

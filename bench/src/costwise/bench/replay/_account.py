@@ -3,6 +3,7 @@ quality (issue 13's definition), latency per source, and which cascade checks co
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from ._lines import Line
 __all__ = ["Judge", "cascade_checks", "latency", "served_tier"]
 
 _CACHE = ("cache_exact", "cache_semantic")
+QUALITY_GOAL = 0.95
+"""Issue 13's bar: the stack's accuracy at least this share of the all-strong baseline's."""
 _CHECKS = re.compile(r"checks: ([a-z_]+(?:\+[a-z_]+)*)")
 
 
@@ -182,6 +185,35 @@ class Judge:
             "cache_hits": {"exact": sources["cache_exact"], "semantic": sources["cache_semantic"]},
             "wrong_cache_hits": verdicts[True],
             "cache_hits_unjudged": verdicts[None],
+        }
+
+    def strong_calls_spent(self, goal: float = QUALITY_GOAL) -> dict[str, Any]:
+        """How well the strong calls bought quality, over the judged lines a model answered: ``precision`` is the
+        share of their strong calls that went to a line the cheapest tier gets wrong and the strong tier right
+        (every other strong call buys nothing), and ``needed`` the fewest strong calls that reach ``goal`` on the
+        judged lines had each gone to such a line (a router that knew every outcome; each judged line counted
+        as its own call). The gap between the two is what routing can still win."""
+        weak = self.catalog.tiers[0].name
+        called = bought = 0
+        for rid, item in self.observed.sent.items():
+            correct, result = item.line.correct or {}, self.observed.results.get(rid)
+            if weak not in correct or self.strong not in correct or result is None or result.source in _CACHE:
+                continue
+            if result.status == "ok" and any(a.tier == self.strong for a in result.route):
+                called += 1
+                bought += not correct[weak] and correct[self.strong]
+        judged = [
+            c for item in self.observed.sent.values() if weak in (c := item.line.correct or {}) and self.strong in c
+        ]
+        short = goal * sum(c[self.strong] for c in judged) - sum(c[weak] for c in judged)
+        return {
+            "strong_calls_spent": {
+                "judged_calls": called,
+                "bought_quality": bought,
+                "precision": _round(bought / called) if called else None,
+                "needed_for_goal": max(0, math.ceil(round(short, 9))),
+                "goal": goal,
+            }
         }
 
     def routing(self) -> dict[str, Any]:

@@ -173,6 +173,7 @@ def _summary(session: _Session, observed: Observed) -> dict[str, Any]:
         **judge.cache(),
         **judge.routing(),
         **judge.quality(),
+        **judge.strong_calls_spent(),
         **judge.by_source(),
         **judge.by_router_split(),
         "latency": latency(observed),
