@@ -128,7 +128,7 @@ async def call(
         except TimeoutError:
             last = f"no answer within {timeout:.1f}s"
         except httpx.TransportError as exc:  # refused, reset, or dropped mid-answer
-            last = f"{type(exc).__name__}: {exc}"
+            last = f"{type(exc).__name__}: {str(exc) or 'no detail'}"  # some of httpx's errors carry no message
         except (_Retry, Broken) as exc:
             last = str(exc)
         if attempt < provider.max_retries:

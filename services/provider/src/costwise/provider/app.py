@@ -37,10 +37,11 @@ async def build(
         await provision(nc.jetstream(), [jobs_queue(settings, provider)])
         if http is None:
             # No redirects: a provider that redirects is misconfigured, and following one could leak the API key.
-            # Each try is bounded by the provider's timeout_s (and the request's deadline); httpx's own default,
-            # 5 s per read, failed every answer that took longer to write whole (GPT-4 needs ~20 s for 500 tokens).
+            # No httpx timeouts: each try is bounded as a whole by the provider's timeout_s (and the request's
+            # deadline). httpx's own default, 5 s per read, failed every answer that took longer to write whole
+            # (GPT-4 needs ~20 s for 500 tokens), and a per-read timeout equal to the try's only races it.
             limits = httpx.Limits(max_connections=provider.concurrency)
-            http = httpx.AsyncClient(follow_redirects=False, limits=limits, timeout=provider.timeout_s)
+            http = httpx.AsyncClient(follow_redirects=False, limits=limits, timeout=None)
             stack.push_async_callback(http.aclose)
         owned = stack.pop_all()
     # Read once: the key lives in the environment, never in config, logs or messages.
