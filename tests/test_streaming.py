@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import openai
 import pytest
 import pytest_asyncio
@@ -28,7 +27,7 @@ from costwise.billing import BillingSettings, Ledger, open_ledger
 from costwise.billing import build as build_billing
 from costwise.cache import CacheSettings
 from costwise.cache import build as build_cache
-from costwise.catalog import Catalog, default_catalog
+from costwise.catalog import default_catalog
 from costwise.client import Client
 from costwise.contracts import Result, StreamDelta, decode, subjects
 from costwise.gateway import GatewaySettings
@@ -49,23 +48,18 @@ class Stack:
     ledger: Ledger
 
 
-def _catalog(pool: str) -> Catalog:
-    # The router checks each request's deadline against the pool's measured speed: the tiny model is far faster
-    # than the default pool's figures, and long answers must fit in the SDK's timeout.
-    catalog = default_catalog(pool)
-    fast = msgspec.structs.replace(catalog.backends[0], decode_tokens_per_s=5000.0)
-    return msgspec.structs.replace(catalog, backends=[fast])
-
-
 @contextlib.asynccontextmanager
 async def _pipeline(
     nats_url: str, nc: Nats, pool: str, semantic_cache: Any, tracer_provider: Any, engine: Any | None, ledger: Ledger
 ) -> AsyncIterator[Stack]:
     """Cache, router, billing, the gateway serving on a free port and, given an ``engine``, one in-process worker."""
+    # The router checks each request's deadline against its pool's speed: the tiny model is far faster than the
+    # default's, and long answers must fit in the SDK's timeout.
+    catalog = default_catalog(pool, decode_tokens_per_s=5000.0)
     services: list[Any] = [
         await build_cache(CacheSettings(nats_url=nats_url), semantic=semantic_cache),
-        await build_router(RouterSettings(nats_url=nats_url), catalog=_catalog(pool)),
-        await build_billing(BillingSettings(nats_url=nats_url), nc=nc, catalog=_catalog(pool), ledger=ledger),
+        await build_router(RouterSettings(nats_url=nats_url), catalog=catalog),
+        await build_billing(BillingSettings(nats_url=nats_url), nc=nc, catalog=catalog, ledger=ledger),
     ]
     if engine is not None:
         services.append(await build_worker(WorkerSettings(pool=pool, max_model_len=2048), nc=nc, engine=engine))

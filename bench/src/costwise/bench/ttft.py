@@ -41,6 +41,8 @@ from costwise.worker.engine import Progress
 from ._harness import Stack, load_engine, nats_stack, percentile, service_processes
 
 POOL = "ttft"
+# The router checks each request's deadline against its pool's speed: the tiny model is far faster than the default's.
+FAST_TOKENS_PER_S = 5000.0
 Timing = tuple[float, list[float]]
 """Seconds to the first token, and the gaps between later steps/chunks that carried text."""
 
@@ -119,10 +121,7 @@ async def _batch(one: Callable[[str, int], Awaitable[Timing]], tag: str, streams
 
 
 def _catalog() -> Catalog:
-    # The router checks deadlines against the pool's speed: the tiny model is far faster than the default figures.
-    catalog = default_catalog(POOL)
-    fast = msgspec.structs.replace(catalog.backends[0], decode_tokens_per_s=5000.0)
-    return msgspec.structs.replace(catalog, backends=[fast])
+    return default_catalog(POOL, decode_tokens_per_s=FAST_TOKENS_PER_S)
 
 
 @contextlib.asynccontextmanager

@@ -147,15 +147,18 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     return _from_raw(raw, str(path))
 
 
-def default_catalog(pool_name: str = "default", *, model: str = "builtin:smollm2") -> Catalog:
-    """The embedded stack: one CPU worker pool serving one tier, ``small``."""
+def default_catalog(
+    pool_name: str = "default", *, model: str = "builtin:smollm2", decode_tokens_per_s: float = 30.0
+) -> Catalog:
+    """The embedded stack: one CPU worker pool serving one tier, ``small``. The router checks each request's
+    deadline against ``decode_tokens_per_s``: a faster model (the tests' tiny one) may say so."""
     pool = WorkerPool(
         name=pool_name,
         model=model,
         quantization="gguf",
         gpu_usd_per_hour=0.10,
         prefill_tokens_per_s=400.0,
-        decode_tokens_per_s=30.0,
+        decode_tokens_per_s=decode_tokens_per_s,
     )
     return Catalog(
         tiers=[Tier(name="small", backends=[pool_name])],
