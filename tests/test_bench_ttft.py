@@ -14,5 +14,9 @@ async def test_both_paths_are_timed_from_the_text_they_stream(engine: Any) -> No
         timed = row[path]
         assert 0 < timed["ttft_p50_ms"] <= timed["ttft_p99_ms"], path
         assert timed["gap_p50_ms"] > 0 and timed["gap_mean_ms"] > 0, path  # more than one piece of text each
+        # Each request reaches the engine, and gets its first step there, before its first text reaches the client.
+        assert 0 <= timed["reached_engine_p50_ms"] < timed["ttft_p50_ms"], path
+        assert 0 < timed["engine_ttft_p50_ms"] <= timed["ttft_p50_ms"], path
+    assert row["direct"]["reached_engine_p50_ms"] < row["gateway"]["reached_engine_p50_ms"]  # the queue's hops
     assert row["added_ttft_p50_ms"] == round(row["gateway"]["ttft_p50_ms"] - row["direct"]["ttft_p50_ms"], 2)
     assert row["gap_mean_ratio"] == round(row["gateway"]["gap_mean_ms"] / row["direct"]["gap_mean_ms"], 3)
