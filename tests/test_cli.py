@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,9 @@ def test_up_then_publish_from_the_shell(tmp_path: Path, tiny_model: str) -> None
     try:
         url = f"nats://127.0.0.1:{port}"
         _await_log(tmp_path / "logs" / "worker-default.log", b"serving pool", up, timeout=300)
+        # The tracing UI starts beside the stack and can come up after it (installing, then compiling ~14k files):
+        # spans exported before it listens are dropped (its banner line says it starts ~30 s after the rest).
+        _spans(tracing_port, wait_s=300)
         out = subprocess.run(
             [*COSTWISE, "--nats", url, "publish", "hello", "--tenant", "shell", "--max-tokens", "5", "--wait"],
             capture_output=True,
@@ -91,17 +95,9 @@ def _through_the_gateway(nats_url: str, port: int) -> None:
 
 def _traced_in_the_ui(port: int, request_id: str, timeout: float = 180) -> None:
     """The tracing UI `up` started shows the request as one trace across the services."""
-    import urllib.request
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/v1/projects/default/spans?limit=1000", timeout=5
-            ) as r:
-                spans = json.loads(r.read())["data"]
-        except OSError:  # not up yet (it installs and starts beside the stack)
-            spans = []
+        spans = _spans(port)
         mine = [s for s in spans if s["attributes"].get("costwise.request_id") == request_id]
         if mine:
             trace = {s["name"] for s in spans if s["context"]["trace_id"] == mine[0]["context"]["trace_id"]}
@@ -110,6 +106,25 @@ def _traced_in_the_ui(port: int, request_id: str, timeout: float = 180) -> None:
                 return
         time.sleep(2)
     raise AssertionError(f"request {request_id} never showed up as one trace in the tracing UI")
+
+
+def _spans(port: int, wait_s: float = 0) -> list[dict[str, Any]]:
+    """The spans the tracing UI holds; with ``wait_s``, waits that long for it to answer (raises if it never does)."""
+    import urllib.request
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/v1/projects/default/spans?limit=1000", timeout=5
+            ) as r:
+                return list(json.loads(r.read())["data"])
+        except OSError:  # not up yet (it installs and starts beside the stack)
+            if time.monotonic() > deadline:
+                if wait_s:
+                    raise AssertionError(f"the tracing UI on port {port} never answered") from None
+                return []
+        time.sleep(1)
 
 
 def _until_ok(cmd: list[str], env: dict[str, str], timeout: float = 60) -> str:
