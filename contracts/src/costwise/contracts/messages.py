@@ -12,6 +12,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from ._base import EpochMs, JobId, NonNegInt, RequestId, Token, Url
+from ._base import Wire as _Wire
+from ._control import CacheInvalidation, CacheWrongHit, DeadLetter, MaxDeliveriesAdvisory, WebhookFailed
 from .errors import ErrorCode
 
 __all__ = [
@@ -39,21 +42,8 @@ __all__ = [
     "WebhookFailed",
 ]
 
-# Tenants, pools and request ids become NATS subject tokens: no dots, wildcards or spaces.
-Token = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=64)]
-RequestId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=128)]
-# A job id is its request id, plus ``-<attempt>`` from the second attempt on (failover, escalation).
-JobId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=140)]
-Url = Annotated[str, Meta(max_length=2048)]
-EpochMs = Annotated[int, Meta(ge=0)]
-NonNegInt = Annotated[int, Meta(ge=0)]
-
 MAX_MESSAGE_CHARS = 200_000
 MAX_MESSAGES = 256
-
-
-class _Wire(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    """Base of every wire message: immutable, keyword-only, tagged by ``type``."""
 
 
 class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -302,78 +292,6 @@ class UsageEvent(_Wire, frozen=True, kw_only=True, tag="usage_event.v1"):
     answer (``cache_lookup``: ``engine_s`` = the seconds it measured, ``pool`` = ``cache``; billed to the tenant as
     the cache's overhead); or that a cache hit was reported wrong (``cache_wrong_hit``: nothing consumed, the
     report counts them). ``job_id`` is then the request id."""
-
-
-class DeadLetter(_Wire, frozen=True, kw_only=True, tag="dead_letter.v1"):
-    """A message a service gave up on, with why; the raw payload is kept for replay."""
-
-    service: str
-    subject: str
-    code: ErrorCode
-    reason: str
-    payload: bytes
-    num_delivered: NonNegInt = 0
-    stream_seq: NonNegInt | None = None
-    request_id: str | None = None
-    tenant: str | None = None
-    ts_ms: EpochMs = 0
-
-
-class WebhookFailed(_Wire, frozen=True, kw_only=True, tag="webhook_failed.v1"):
-    """A result that did not reach its callback URL (``subjects.webhook_failed(tenant)``).
-
-    The result itself is in the webhooks dead letter (``subjects.webhook_dead_letters(tenant)``), from
-    which ``python -m costwise.webhooks replay`` re-sends it.
-    """
-
-    tenant: Token
-    request_id: RequestId
-    webhook_id: Annotated[str, Meta(max_length=128)]
-    """The ``webhook-id`` every attempt carried (stable per result, for the receiver's deduplication)."""
-    callback_url: Url
-    code: ErrorCode
-    reason: Annotated[str, Meta(max_length=2000)]
-    attempts: NonNegInt = 0
-    last_status: Annotated[int, Meta(ge=100, le=599)] | None = None
-    """HTTP status of the last attempt (none when it got no response)."""
-    ts_ms: EpochMs = 0
-
-
-class MaxDeliveriesAdvisory(msgspec.Struct, frozen=True, kw_only=True):
-    """JetStream's ``io.nats.jetstream.advisory.v1.max_deliver`` event (NATS's format, not ours)."""
-
-    type: str
-    stream: str
-    consumer: str
-    stream_seq: NonNegInt
-    deliveries: NonNegInt
-
-
-class CacheInvalidation(_Wire, frozen=True, kw_only=True, tag="cache_invalidation.v1"):
-    """Forget cached answers (``subjects.cache_control(tenant)``): one request's, or all of a tenant's.
-
-    Applies to the exact and the semantic cache alike; answers stored after it are cached as usual.
-    """
-
-    tenant: Token
-    cached_request_id: RequestId | None = None
-    """The request whose answer to forget (as in :attr:`CacheHit.cached_request_id`); ``None`` forgets
-    every answer of ``tenant``."""
-    reason: Annotated[str, Meta(max_length=256)] = ""
-
-
-class CacheWrongHit(_Wire, frozen=True, kw_only=True, tag="cache_wrong_hit.v1"):
-    """A cache hit served a wrong answer (``subjects.cache_control(tenant)``, beside :class:`CacheInvalidation`).
-
-    The cache forgets the entry that served ``request_id`` (its result's :attr:`CacheHit.cached_request_id`),
-    records the pair for ``tenant`` and, for a semantic hit, raises that tenant's similarity floor above it.
-    A request that was no cache hit, or is unknown, is refused.
-    """
-
-    tenant: Token
-    request_id: RequestId
-    """The request the wrong hit answered (not the cached one)."""
-    reason: Annotated[str, Meta(max_length=256)] = ""
 
 
 class StreamDelta(_Wire, frozen=True, kw_only=True, tag="stream_delta.v1"):
