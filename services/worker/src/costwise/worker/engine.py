@@ -13,10 +13,20 @@ from ._progress import Generation, Progress
 from ._protocol import OnStep
 from .settings import WorkerSettings
 
-__all__ = ["Engine", "Generation", "Progress"]
+__all__ = ["Engine", "Generation", "Progress", "cpu_ranks"]
 
 _CONTEXT_TOKENS = 6
 """Tokens decoded before a step's own, so its text starts as it does inside the whole answer."""
+
+
+def cpu_ranks(ranks: int) -> str:
+    """This process's CPUs split evenly among ``ranks`` tensor-parallel ranks, as vLLM's CPU backend takes them
+    (``0,1|2,3``). Its own ``auto`` binding wants a NUMA node per rank and refuses the usual one-node machine."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < ranks:
+        raise ValueError(f"tensor_parallel_size {ranks} needs at least {ranks} CPUs on vLLM's CPU backend")
+    size = len(cpus) // ranks
+    return "|".join(",".join(map(str, cpus[i * size : (i + 1) * size])) for i in range(ranks))
 
 
 class Engine:
@@ -35,6 +45,8 @@ class Engine:
         # affects the sync engine). Whoever SIGKILLs a worker must kill its process group, as losing
         # the machine would; otherwise the engine core is orphaned.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
+        if settings.tensor_parallel_size > 1:  # read by vLLM's CPU backend only
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_ranks(settings.tensor_parallel_size))
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -50,6 +62,7 @@ class Engine:
             dtype=run_dtype(settings.model, settings.dtype),
             max_model_len=settings.max_model_len,
             max_num_seqs=settings.max_in_flight,
+            tensor_parallel_size=settings.tensor_parallel_size,
             enable_prefix_caching=True,
             enforce_eager=settings.enforce_eager,
             disable_log_stats=True,

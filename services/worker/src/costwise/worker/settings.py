@@ -44,6 +44,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     enforce_eager: bool = True
     """Skip graph capture/compilation: loads in seconds on CPU; turn off on GPUs for throughput."""
     kv_cache_gib: Annotated[int, Meta(ge=1)] = 1
+    tensor_parallel_size: Annotated[int, Meta(ge=1, le=64)] = 1
+    """GPUs one engine spans (vLLM tensor parallelism), for a model larger than one GPU; the worker's pod must
+    be given as many (``nvidia.com/gpu``)."""
     ack_wait_s: Annotated[float, Meta(ge=1)] = 30.0
     heartbeat_s: Annotated[float, Meta(gt=0)] = 5.0
     """How often a running job tells JetStream it is alive; must be well under ack_wait_s."""
