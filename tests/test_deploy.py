@@ -25,24 +25,18 @@ import pytest
 import yaml
 
 from costwise.messaging import find_nats_server
-from costwise.testing import dev_tool
+from costwise.testing import dev_tool, dockerfile_instructions, dockerfile_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
+DOCKERFILE = ROOT / "Dockerfile"
 CUDA_VENV = ROOT / "deploy" / "docker" / "worker-cuda-venv.sh"
 SERVICES = ("cache", "router", "billing", "gateway", "webhooks", "provider")
 Doc = dict[str, Any]
 
 
-def _dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
-    lines = [line.strip() for line in text.splitlines()]
-    return [(ins.upper(), rest) for ins, _, rest in (ln.partition(" ") for ln in lines if ln and ln[0] != "#")]
-
-
 def _stages() -> set[str]:
-    return {m.group(1) for ins, rest in _dockerfile_instructions() if (m := re.search(r"\bAS\s+(\S+)$", rest, re.I))}
+    return set(dockerfile_stages(DOCKERFILE))
 
 
 def test_dockerfile_lints() -> None:
@@ -52,7 +46,9 @@ def test_dockerfile_lints() -> None:
 
 def test_dockerfile_copies_only_what_exists_and_is_in_the_context() -> None:
     ignored = [p for p in (ROOT / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")]
-    copies = [rest.split() for ins, rest in _dockerfile_instructions() if ins == "COPY" and "--from=" not in rest]
+    copies = [
+        rest.split() for ins, rest in dockerfile_instructions(DOCKERFILE) if ins == "COPY" and "--from=" not in rest
+    ]
     sources = [arg for args in copies for arg in args[:-1] if not arg.startswith("--")]
     assert "services" in sources and "deploy/docker/healthcheck.py" in sources
     for source in sources:
@@ -62,19 +58,8 @@ def test_dockerfile_copies_only_what_exists_and_is_in_the_context() -> None:
         assert not excluded, f"{source} is copied but .dockerignore excludes it ({excluded})"
 
 
-def _stage_bodies() -> dict[str, str]:
-    """Stage name -> its instructions (comments dropped)."""
-    bodies: dict[str, list[str]] = {}
-    current = ""
-    for ins, rest in _dockerfile_instructions():
-        if ins == "FROM":
-            current = rest.split()[-1]
-        bodies.setdefault(current, []).append(f"{ins} {rest}")
-    return {name: "\n".join(lines) for name, lines in bodies.items()}
-
-
 def test_every_service_has_a_target_that_runs_it() -> None:
-    bodies = _stage_bodies()
+    bodies = dockerfile_stages(DOCKERFILE)
     for target in (*SERVICES, "worker-cpu", "worker-cuda"):
         assert target in bodies, f"no Dockerfile target {target}"
         module = target.removesuffix("-cpu").removesuffix("-cuda")
@@ -105,7 +90,7 @@ def _workspace_closure(package: str) -> set[Path]:
 
 
 def test_the_cuda_worker_installs_exactly_the_workspace_packages_it_needs() -> None:
-    assert "worker-cuda-venv" in _stage_bodies()["venv-worker-cuda"]
+    assert "worker-cuda-venv" in dockerfile_stages(DOCKERFILE)["venv-worker-cuda"]
     local = {Path(arg) for arg in CUDA_VENV.read_text().split("--no-deps", 1)[1].split() if arg.startswith("./")}
     assert local == _workspace_closure("costwise-worker")
 

@@ -12,7 +12,7 @@ from ._current import (
     reject_current,
 )
 from ._dead_letter import file_dead_letter, give_up, send_error_result
-from ._lifecycle import Service, own_connection, run, run_command, run_until_signalled
+from ._lifecycle import Service, own_connection, run, run_command
 from ._provision import cap_key_value, ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
 from ._publish import MSG_ID, publish
 from ._requeue import requeue
@@ -50,7 +50,6 @@ __all__ = [
     "requeue",
     "run",
     "run_command",
-    "run_until_signalled",
     "send_error_result",
     "usage_event",
 ]

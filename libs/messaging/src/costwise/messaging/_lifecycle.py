@@ -14,7 +14,7 @@ from nats.aio.client import Client
 
 from ._connect import NatsUnreachable, connect
 
-__all__ = ["Service", "own_connection", "run", "run_command", "run_until_signalled"]
+__all__ = ["Service", "own_connection", "run", "run_command"]
 
 
 class Service(Protocol):
@@ -35,33 +35,29 @@ async def own_connection(stack: contextlib.AsyncExitStack, url: str, nc: Client 
     return nc
 
 
-async def run_until_signalled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
-    """Start, wait for SIGTERM or SIGINT, then stop cleanly."""
-    logging.basicConfig(level=logging.INFO, format="%(created).3f %(name)s %(levelname)s %(message)s")
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    try:
-        await start()
-        await stopping.wait()
-    finally:  # a start that failed half-way still closes what build opened (an engine's child process)
-        await stop()
-
-
 def run(build: Callable[[], Awaitable[Service]], *, name: str) -> int:
     """The shape of every service's ``__main__``: build, start, serve until SIGTERM/SIGINT, stop.
 
     Bad configuration (a ``ValueError`` from ``build``: settings, catalog, secrets) is one clear line on stderr
-    and exit code 2, not a traceback; a clean stop is 0.
+    and exit code 2, not a traceback; a clean stop is 0, also when the signal comes while ``build`` is still
+    loading (a pod scaled in as it starts): nothing is started then, and what ``build`` opened is closed.
     """
 
     async def serve() -> None:
+        logging.basicConfig(level=logging.INFO, format="%(created).3f %(name)s %(levelname)s %(message)s")
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
         try:
             service = await build()
         except ValueError as exc:
             raise _BadConfig(str(exc)) from None
-        await run_until_signalled(service.start, service.stop)
+        try:
+            if not stopping.is_set():
+                await service.start()
+                await stopping.wait()
+        finally:  # a start that failed half-way still closes what build opened (an engine's child process)
+            await service.stop()
 
     try:
         asyncio.run(serve())

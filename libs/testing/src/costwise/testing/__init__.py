@@ -5,6 +5,7 @@ Enable with ``pytest_plugins = ["costwise.testing.plugin"]`` in a root conftest.
 """
 
 from ._cluster import NatsCluster, free_port
+from ._dockerfile import dockerfile_instructions, dockerfile_stages
 from ._fake_openai import FakeOpenAI
 from ._names import unique_token
 from ._secured import RecordingConnection, SecuredNats, start_configured_nats
@@ -18,6 +19,8 @@ __all__ = [
     "RecordingConnection",
     "SecuredNats",
     "dev_tool",
+    "dockerfile_instructions",
+    "dockerfile_stages",
     "first_stored",
     "free_port",
     "span_names",
