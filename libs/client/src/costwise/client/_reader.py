@@ -22,6 +22,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 
 from costwise.contracts import subjects
+from costwise.messaging import queued_first
 
 __all__ = ["ResultReader"]
 
@@ -73,7 +74,7 @@ class ResultReader:
 
     async def _consume(self, policy: DeliverPolicy, timeout: float | None, start: int | None = None) -> None:
         inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox)  # first: the consumer's first push must find someone listening
+        sub = queued_first(await self._nc.subscribe(inbox))  # first: the consumer's first push must find a listener
         config = ConsumerConfig(
             name=inbox.rsplit(".", 1)[1],  # the inbox's random token: unique, and a valid consumer name
             filter_subject=self._filter,

@@ -15,6 +15,7 @@ from ._dead_letter import file_dead_letter, give_up, send_error_result
 from ._lifecycle import Service, own_connection, run, run_command
 from ._provision import cap_key_value, ensure_consumer, ensure_key_value, ensure_stream, ensure_streams, provision
 from ._publish import MSG_ID, publish
+from ._queued import queued_first
 from ._requeue import requeue
 from ._server import NatsServer, find_nats_server
 from ._slots import Slots, pull_while_free
@@ -46,6 +47,7 @@ __all__ = [
     "publish",
     "publish_completion",
     "pull_while_free",
+    "queued_first",
     "reject_current",
     "requeue",
     "run",

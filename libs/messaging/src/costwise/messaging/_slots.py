@@ -12,6 +12,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
+from ._queued import queued_first
+
 __all__ = ["Slots", "keep_alive", "pull_while_free"]
 
 log = logging.getLogger("costwise.messaging")
@@ -84,6 +86,7 @@ async def pull_while_free(
     request per ``fetch_s``).
     """
     outage = _Outage(_name(psub))
+    queued_first(psub._sub)  # nats-py keeps it private; fetch reads each message of a batch through it
     while not stopping():
         room = want()
         if room <= 0:
