@@ -48,13 +48,15 @@ def test_the_settings_it_passes_load_into_a_worker_fronting_the_server(tmp_path:
     assert settings.continue_from_text is False and settings.pool == "vllm-serve"
 
 
-def test_an_in_process_pool_gets_its_model_quantization_and_gpus_from_the_catalog(tmp_path: Path) -> None:
+def test_an_in_process_pool_gets_its_model_and_gpus_from_the_catalog(tmp_path: Path) -> None:
+    """Not its quantization: the catalog's describes the model for pricing (the built-in SmolLM2 is "gguf" there,
+    a GGUF file costwise dequantizes before vLLM loads it)."""
     from costwise.settings import load
     from costwise.worker import WorkerSettings
 
-    pool = _pool("big", model="builtin:smollm2", quantization="fp8", gpus=4)
+    pool = _pool("big", model="builtin:smollm2", quantization="gguf", gpus=4)
     catalog = Catalog(tiers=[Tier(name="t", backends=[pool.name])], backends=[pool], baseline=pool.name)
     (spec,) = [s for s in _services(catalog, {}, tmp_path) if s.name == "worker-big"]
     settings = load(WorkerSettings, "COSTWISE_WORKER_", spec.env)
-    assert (settings.model, settings.quantization, settings.tensor_parallel_size) == ("builtin:smollm2", "fp8", 4)
+    assert (settings.model, settings.quantization, settings.tensor_parallel_size) == ("builtin:smollm2", "none", 4)
     assert settings.engine_url is None

@@ -70,7 +70,6 @@ def _worker_env(pool: WorkerPool, env: dict[str, str]) -> dict[str, str]:
     worker_env = dict(env, COSTWISE_WORKER_POOL=pool.name, COSTWISE_WORKER_SPOT=str(pool.spot).lower())
     if pool.engine_url is None:
         worker_env.setdefault("COSTWISE_WORKER_MODEL", pool.model)
-        worker_env.setdefault("COSTWISE_WORKER_QUANTIZATION", pool.quantization)
         worker_env.setdefault("COSTWISE_WORKER_TENSOR_PARALLEL_SIZE", str(pool.gpus))
         return worker_env
     worker_env.update(
