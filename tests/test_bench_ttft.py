@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from costwise.bench.ttft import measure
+from costwise.bench.ttft import POOL, measure
+from costwise.contracts import subjects
 
 
 async def test_both_paths_are_timed_from_the_text_they_stream(engine: Any) -> None:
@@ -20,3 +21,14 @@ async def test_both_paths_are_timed_from_the_text_they_stream(engine: Any) -> No
     assert row["direct"]["reached_engine_p50_ms"] < row["gateway"]["reached_engine_p50_ms"]  # the queue's hops
     assert row["added_ttft_p50_ms"] == round(row["gateway"]["ttft_p50_ms"] - row["direct"]["ttft_p50_ms"], 2)
     assert row["gap_mean_ratio"] == round(row["gateway"]["gap_mean_ms"] / row["direct"]["gap_mean_ms"], 3)
+
+
+async def test_hops_say_when_each_consumer_took_the_queued_requests(engine: Any) -> None:
+    (row,) = await measure(engine, [2], rounds=1, max_tokens=8, with_cache=True, hops=True)
+    hops = row["hops_p50_ms"]
+    order = [subjects.CACHE_REQUESTS.durable, subjects.ROUTER_ROUTE.durable, subjects.worker_jobs(POOL).durable]
+    assert list(hops) == order  # in the order a request meets them
+    began = [hop["began_ms"] for hop in hops.values()]
+    assert 0 <= began[0] < began[1] < began[2], hops
+    assert all(hop["took_ms"] > 0 for hop in hops.values())
+    assert hops[order[2]]["took_ms"] > hops[order[1]]["took_ms"]  # the worker keeps it to the last token

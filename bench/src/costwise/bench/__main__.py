@@ -168,10 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     ttft.add_argument(
         "--processes", action="store_true", help="gateway, cache and router in processes of their own (as deployed)"
     )
+    ttft.add_argument(
+        "--hops", action="store_true", help="trace the services: when each consumer took a request (adds overhead)"
+    )
     ttft.set_defaults(
         module="ttft",
         call=lambda run, a: run(
-            a.model, [int(x) for x in a.levels.split(",")], a.rounds, a.max_tokens, a.with_cache, a.processes
+            a.model, [int(x) for x in a.levels.split(",")], a.rounds, a.max_tokens, a.with_cache, a.processes, a.hops
         ),
     )
     affinity = sub.add_parser("affinity", help="prefix-cache reuse with worker-level affinity on vs off, 2 workers")

@@ -22,11 +22,14 @@ from typing import Any, cast
 
 import httpx
 import msgspec
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from costwise.cache import CacheSettings
 from costwise.cache import build as build_cache
 from costwise.catalog import Catalog, default_catalog
-from costwise.contracts import ChatMessage, SamplingParams
+from costwise.contracts import ChatMessage, SamplingParams, subjects
 from costwise.contracts.subjects import GATEWAY_KEYS
 from costwise.gateway import GatewaySettings
 from costwise.gateway import build as build_gateway
@@ -126,14 +129,17 @@ def _catalog() -> Catalog:
 
 
 @contextlib.asynccontextmanager
-async def _gateway_path(stack: Stack, engine: Engine, streams: int) -> AsyncIterator[httpx.AsyncClient]:
-    url, nc = stack.url, stack.nc
+async def _gateway_path(
+    stack: Stack, engine: Engine, streams: int, traces: TracerProvider | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    url, nc, tp = stack.url, stack.nc, traces
+    worker = WorkerSettings(pool=POOL, max_in_flight=streams, max_model_len=2048)
     services: list[Any] = [
-        await build_cache(CacheSettings(nats_url=url, data_dir=str(stack.tmp / "cache"))),
-        await build_router(RouterSettings(nats_url=url), catalog=_catalog()),
-        await build_worker(WorkerSettings(pool=POOL, max_in_flight=streams, max_model_len=2048), nc=nc, engine=engine),
+        await build_cache(CacheSettings(nats_url=url, data_dir=str(stack.tmp / "cache")), tracer_provider=tp),
+        await build_router(RouterSettings(nats_url=url), catalog=_catalog(), tracer_provider=tp),
+        await build_worker(worker, nc=nc, engine=engine, tracer_provider=tp),
     ]
-    gateway = await build_gateway(GatewaySettings(nats_url=url), nc=nc)
+    gateway = await build_gateway(GatewaySettings(nats_url=url), nc=nc, tracer_provider=tp)
     for service in services:
         await service.start()
     serving = await gateway.serve(port=0)
@@ -208,6 +214,33 @@ def _summary(timings: list[Timing], at_engine: list[tuple[float, float]]) -> dic
     }
 
 
+# The queued path's consumers, in the order a request meets them.
+_HOPS = (subjects.CACHE_REQUESTS.durable, subjects.ROUTER_ROUTE.durable, subjects.worker_jobs(POOL).durable)
+
+
+def _hops(spans: InMemorySpanExporter) -> dict[str, dict[str, float]]:
+    """Per consumer a request passes: when its span began after the gateway's HTTP span began, and how long it ran
+    (p50 over the requests; the worker's runs until the whole answer is generated)."""
+    began: dict[int, int] = {}
+    seen: dict[str, list[tuple[int, float, float]]] = {}
+    for span in spans.get_finished_spans():
+        assert span.start_time is not None and span.end_time is not None
+        group = (span.attributes or {}).get("messaging.consumer.group.name")
+        if span.kind.name == "SERVER":
+            began[span.context.trace_id] = span.start_time
+        elif group in _HOPS:
+            took = (span.end_time - span.start_time) / 1e6
+            seen.setdefault(str(group), []).append((span.context.trace_id, span.start_time / 1e6, took))
+    return {
+        hop: {
+            "began_ms": round(statistics.median(start - began[trace] / 1e6 for trace, start, _ in seen[hop]), 2),
+            "took_ms": round(statistics.median(took for _, _, took in seen[hop]), 2),
+        }
+        for hop in _HOPS
+        if hop in seen
+    }
+
+
 async def _level(
     engine: EngineClock, gateway: Callable[[str, int], Awaitable[Timing]], streams: int, rounds: int, max_tokens: int
 ) -> dict[str, Any]:
@@ -233,26 +266,67 @@ async def _level(
 
 
 async def measure(
-    engine: Engine, levels: list[int], rounds: int, max_tokens: int, with_cache: bool, processes: bool = False
+    engine: Engine,
+    levels: list[int],
+    rounds: int,
+    max_tokens: int,
+    with_cache: bool,
+    processes: bool = False,
+    hops: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per level (streams at once): ``rounds`` alternating rounds of each path on ``engine``."""
-    path = _separate_processes if processes else _gateway_path
+    """One row per level (streams at once): ``rounds`` alternating rounds of each path on ``engine``.
+
+    With ``hops`` (services in this process only) they trace into memory and each row gains ``hops_p50_ms``: where
+    the queued path's time goes before the engine. Tracing takes time of its own: compare such runs with each
+    other, not with runs without it."""
     clock = EngineClock(engine)  # both paths call it: the worker holds it, the direct path calls it
-    async with nats_stack() as stack, path(stack, cast(Engine, clock), max(levels)) as http:
-        gateway = _via_gateway(http, with_cache)
-        await _batch(gateway, "warm-gateway", 2, 8)  # first-request costs (compilation, connections) are not TTFT
-        await _batch(lambda tag, n: _direct(clock, tag, n), "warm-direct", 2, 8)
-        return [await _level(clock, gateway, s, rounds, max_tokens) for s in levels]
+    spans = InMemorySpanExporter() if hops and not processes else None
+    async with nats_stack() as stack:
+        served, streams = cast(Engine, clock), max(levels)
+        path = (
+            _separate_processes(stack, served, streams)
+            if processes
+            else _gateway_path(stack, served, streams, _tracing(spans))
+        )
+        async with path as http:
+            gateway = _via_gateway(http, with_cache)
+            await _batch(gateway, "warm-gateway", 2, 8)  # first-request costs (compilation, connections) are not TTFT
+            await _batch(lambda tag, n: _direct(clock, tag, n), "warm-direct", 2, 8)
+            rows = []
+            for level in levels:
+                if spans is not None:
+                    spans.clear()
+                rows.append(await _level(clock, gateway, level, rounds, max_tokens))
+                if spans is not None:
+                    rows[-1]["hops_p50_ms"] = _hops(spans)
+            return rows
+
+
+def _tracing(spans: InMemorySpanExporter | None) -> TracerProvider | None:
+    if spans is None:
+        return None
+    traces = TracerProvider()
+    traces.add_span_processor(SimpleSpanProcessor(spans))
+    return traces
 
 
 async def run(
-    model: str, levels: list[int], rounds: int, max_tokens: int, with_cache: bool, processes: bool = False
+    model: str,
+    levels: list[int],
+    rounds: int,
+    max_tokens: int,
+    with_cache: bool,
+    processes: bool = False,
+    hops: bool = False,
 ) -> dict[str, Any]:
     """Per level (streams at once), ``rounds`` alternating rounds of each path; p50/p99 over all their requests.
-    With ``processes`` the gateway, cache and router run in processes of their own, as deployed."""
+    With ``processes`` the gateway, cache and router run in processes of their own, as deployed; with ``hops``
+    (not with ``processes``) each row says when each consumer took a request and how long it kept it."""
+    if hops and processes:
+        raise ValueError("--hops needs the services in this process (it reads their spans): drop --processes")
     engine = await load_engine(model, max(levels))
     try:
-        rows = await measure(engine, levels, rounds, max_tokens, with_cache, processes)
+        rows = await measure(engine, levels, rounds, max_tokens, with_cache, processes, hops)
     finally:
         engine.shutdown()
     return {
