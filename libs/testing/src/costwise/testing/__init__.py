@@ -11,7 +11,7 @@ from ._names import unique_token
 from ._secured import RecordingConnection, SecuredNats, start_configured_nats
 from ._spans import span_names
 from ._streams import first_stored
-from ._tools import dev_tool
+from ._tools import dev_tool, uv_env
 
 __all__ = [
     "FakeOpenAI",
@@ -26,4 +26,5 @@ __all__ = [
     "span_names",
     "start_configured_nats",
     "unique_token",
+    "uv_env",
 ]
