@@ -63,6 +63,7 @@ class WorkerProcs:
         self.logs = logs
         self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
         self.sigterms: list[tuple[float, Path]] = []
+        self.signalled: set[int] = set()  # pids: a preempted VM is gone, even while its process winds down
         self.kills = {"SIGTERM": 0, "SIGKILL": 0}
 
     def spawn(self) -> None:
@@ -79,9 +80,18 @@ class WorkerProcs:
         self.procs.append((proc, log))
 
     def serving(self, for_s: float = 0.0) -> list[tuple[subprocess.Popen[bytes], Path]]:
-        """Live workers whose engine has loaded at least ``for_s`` ago (a spot notice during model load proves
-        nothing, and one just after it may reach a worker whose first pull has not come back yet)."""
-        return [(p, log) for p, log in self.procs if p.poll() is None and _serving_since(log) <= time.time() - for_s]
+        """Live, not yet preempted workers whose engine has loaded at least ``for_s`` ago (a spot notice during model
+        load proves nothing, and one just after it may reach a worker whose first pull has not come back yet).
+
+        A SIGTERMed worker is not picked again: a SIGKILL landing on it before it logged its hand-back (two notices
+        can fall due at once when the pool drains fast) would leave the run with no hand-back to check.
+        """
+        since = time.time() - for_s
+        return [
+            (p, log)
+            for p, log in self.procs
+            if p.poll() is None and p.pid not in self.signalled and _serving_since(log) <= since
+        ]
 
     def handed_back(self) -> list[float]:
         """For each SIGTERMed worker that handed jobs back: seconds from the notice to its last hand-back."""
@@ -97,6 +107,7 @@ class WorkerProcs:
     def preempt(self, rng: random.Random, sig: signal.Signals) -> None:
         proc, log = rng.choice(self.serving(SETTLED_S))
         self.kills[sig.name] += 1
+        self.signalled.add(proc.pid)
         if sig == signal.SIGTERM:
             self.sigterms.append((time.time(), log))
         if sig == signal.SIGKILL:
