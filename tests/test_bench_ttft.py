@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from costwise.bench.ttft import POOL, measure
+from costwise.bench.ttft import POOL, SPREAD_TURNS, measure
 from costwise.contracts import subjects
 
 
@@ -21,6 +21,13 @@ async def test_both_paths_are_timed_from_the_text_they_stream(engine: Any) -> No
     assert row["direct"]["reached_engine_p50_ms"] < row["gateway"]["reached_engine_p50_ms"]  # the queue's hops
     assert row["added_ttft_p50_ms"] == round(row["gateway"]["ttft_p50_ms"] - row["direct"]["ttft_p50_ms"], 2)
     assert row["gap_mean_ratio"] == round(row["gateway"]["gap_mean_ms"] / row["direct"]["gap_mean_ms"], 3)
+
+
+async def test_spread_chats_ask_their_questions_in_turn_on_both_paths(engine: Any) -> None:
+    (row,) = await measure(engine, [3], rounds=1, max_tokens=8, with_cache=False, spread_s=0.1)
+    assert row["requests_per_path"] == 3 * SPREAD_TURNS
+    for path in ("direct", "gateway"):
+        assert 0 <= row[path]["reached_engine_p50_ms"] < row[path]["ttft_p50_ms"], path
 
 
 async def test_hops_say_when_each_consumer_took_the_queued_requests(engine: Any) -> None:

@@ -171,10 +171,30 @@ def main(argv: list[str] | None = None) -> int:
     ttft.add_argument(
         "--hops", action="store_true", help="trace the services: when each consumer took a request (adds overhead)"
     )
+    ttft.add_argument(
+        "--spread",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="chats start at random within S seconds and ask 3 questions each (default 0: every round a burst)",
+    )
+    ttft.add_argument(
+        "--engine-core",
+        action="store_true",
+        help="the engine's model threads get a core of their own, as a GPU's compute is its own (CPU-only machines)",
+    )
     ttft.set_defaults(
         module="ttft",
         call=lambda run, a: run(
-            a.model, [int(x) for x in a.levels.split(",")], a.rounds, a.max_tokens, a.with_cache, a.processes, a.hops
+            a.model,
+            [int(x) for x in a.levels.split(",")],
+            a.rounds,
+            a.max_tokens,
+            a.with_cache,
+            a.processes,
+            a.hops,
+            a.spread,
+            a.engine_core,
         ),
     )
     affinity = sub.add_parser("affinity", help="prefix-cache reuse with worker-level affinity on vs off, 2 workers")

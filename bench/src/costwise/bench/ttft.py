@@ -4,20 +4,23 @@ One engine serves both paths in this process; each level runs both paths ``round
 first, with distinct prompts per request (so neither path profits from the other's prefix cache). The queued path is
 what a chat application sees: an OpenAI-style ``stream: true`` call to the gateway on uvicorn, through the router
 (a ``bypass`` request enters there; with ``with_cache``, through the cache's semantic lookup first, which adds the
-embedding) to an in-process worker publishing deltas on core NATS. Time is taken at the client: from sending the
-request to the first chunk with text, and between chunks with text; directly, from calling the engine to the first
-step that adds whole text, and between such steps (a step ending inside a character adds none in either path).
+embedding) to an in-process worker publishing deltas on core NATS. Time is taken at the client, a process of its
+own (``_sse_client``) as an application's is: from sending the request to the first chunk with text, and between
+chunks with text; directly, from calling the engine to the first step that adds whole text, and between such steps
+(a step ending inside a character adds none in either path).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
+import functools
 import os
+import random
 import statistics
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import httpx
@@ -41,25 +44,19 @@ from costwise.worker import Engine, WorkerSettings
 from costwise.worker import build as build_worker
 from costwise.worker.engine import Progress
 
+from ._cores import ENGINE_CORE, bind_engine_env, engine_core
 from ._engine_clock import EngineClock
 from ._harness import Stack, load_engine, nats_stack, percentile, service_processes
+from ._sse_client import KEY_ENV, Batch, Sample, Stream, Timed, gaps, prompt, run_batch
 
 POOL = "ttft"
 # The router checks each request's deadline against its pool's speed: the tiny model is far faster than the default's.
 FAST_TOKENS_PER_S = 5000.0
-Timing = tuple[float, list[float]]
-"""Seconds to the first token, and the gaps between later steps/chunks that carried text."""
+SPREAD_TURNS = 3
+"""Questions each chat asks in turn when arrivals are spread."""
 
 
-def _gaps(stamps: list[float]) -> list[float]:
-    return [b - a for a, b in itertools.pairwise(stamps)]
-
-
-def _prompt(tag: str) -> str:
-    return f"Request {tag}: tell me a long story about a lighthouse keeper and the sea."
-
-
-async def _direct(engine: Engine | EngineClock, tag: str, max_tokens: int) -> Timing:
+async def _direct(engine: EngineClock, tag: str, max_tokens: int) -> Sample:
     stamps: list[float] = []
     shown = 0
 
@@ -69,59 +66,61 @@ async def _direct(engine: Engine | EngineClock, tag: str, max_tokens: int) -> Ti
         nonlocal shown
         piece = engine.tail(progress, shown)
         if piece and not piece.endswith("\ufffd"):
-            stamps.append(time.perf_counter())
+            stamps.append(time.monotonic())
             shown = progress.tokens
 
-    started = time.perf_counter()
-    messages = [ChatMessage(role="user", content=_prompt(tag))]
+    sent = time.monotonic()
+    messages = [ChatMessage(role="user", content=prompt(tag))]
     await engine.generate(engine.prompt_ids(messages), SamplingParams(max_tokens=max_tokens), Progress(), on_step=step)
-    return stamps[0] - started, _gaps(stamps)
+    return Sample(tag, sent, stamps[0] - sent, gaps(stamps))
 
 
-def _via_gateway(http: httpx.AsyncClient, with_cache: bool) -> Callable[[str, int], Awaitable[Timing]]:
-    async def one(tag: str, max_tokens: int) -> Timing:
-        body: dict[str, Any] = {
-            "model": "auto",
-            "messages": [{"role": "user", "content": _prompt(tag)}],
-            "max_tokens": max_tokens,
-            "stream": True,
-        }
-        if not with_cache:
-            body["costwise"] = {"cache": {"mode": "bypass"}}
-        stamps: list[float] = []
-        started = time.perf_counter()
-        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
-            response.raise_for_status()
-            async for line in response.aiter_lines():
-                if line.startswith("data: {") and _has_text(line):
-                    stamps.append(time.perf_counter())
-        if not stamps:
-            raise RuntimeError(f"request {tag}: the stream carried no text")
-        return stamps[0] - started, _gaps(stamps)
-
-    return one
+def _plan(tag: str, streams: int, max_tokens: int, spread_s: float, rng: random.Random, with_cache: bool) -> Batch:
+    """``streams`` chats. A burst (``spread_s`` 0): all ask one question of ``max_tokens`` at the same instant. Spread:
+    each starts at a random point of the first ``spread_s`` seconds and asks :data:`SPREAD_TURNS` questions in turn,
+    of a random length around ``max_tokens`` — concurrent chats at steady state, whose questions seldom coincide."""
+    if not spread_s:
+        return Batch(tag, [Stream(0.0, [max_tokens]) for _ in range(streams)], with_cache)
+    lengths = range(max(1, max_tokens // 2), max_tokens * 3 // 2 + 1)
+    return Batch(
+        tag,
+        [Stream(rng.uniform(0, spread_s), [rng.choice(lengths) for _ in range(SPREAD_TURNS)]) for _ in range(streams)],
+        with_cache,
+    )
 
 
-class _Delta(msgspec.Struct):
-    content: str | None = None
+class _ClientProcess:
+    """The chat client (``_sse_client``) in a process of its own; :meth:`run` sends it a batch and reads its samples."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+
+    async def run(self, batch: Batch) -> list[Sample]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(msgspec.json.encode(batch) + b"\n")
+        line = await self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the benchmark's client process exited ({await self._proc.wait()}): see its stderr")
+        return msgspec.json.decode(line, type=Timed).samples
 
 
-class _Choice(msgspec.Struct):
-    delta: _Delta
-
-
-class _Chunk(msgspec.Struct):
-    choices: list[_Choice] = []
-
-
-def _has_text(line: str) -> bool:
-    chunk = msgspec.json.decode(line.removeprefix("data: "), type=_Chunk)
-    return any(choice.delta.content for choice in chunk.choices)
-
-
-async def _batch(one: Callable[[str, int], Awaitable[Timing]], tag: str, streams: int, max_tokens: int) -> list[Timing]:
-    """``streams`` requests at once (they share engine steps, as concurrent chats do)."""
-    return list(await asyncio.gather(*(one(f"{tag}-{i}", max_tokens) for i in range(streams))))
+@contextlib.asynccontextmanager
+async def _client_process(base_url: str, key: str) -> AsyncIterator[_ClientProcess]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "costwise.bench._sse_client",
+        base_url,
+        env={**os.environ, KEY_ENV: key},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield _ClientProcess(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
 
 
 def _catalog() -> Catalog:
@@ -131,7 +130,8 @@ def _catalog() -> Catalog:
 @contextlib.asynccontextmanager
 async def _gateway_path(
     stack: Stack, engine: Engine, streams: int, traces: TracerProvider | None = None
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[tuple[str, str]]:
+    """The services in this process; yields the gateway's URL and a key for it."""
     url, nc, tp = stack.url, stack.nc, traces
     worker = WorkerSettings(pool=POOL, max_in_flight=streams, max_model_len=2048)
     services: list[Any] = [
@@ -144,10 +144,8 @@ async def _gateway_path(
         await service.start()
     serving = await gateway.serve(port=0)
     key = await gateway.gateway.keys.create(POOL)
-    headers = {"Authorization": f"Bearer {key.secret}"}
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{serving.port}", headers=headers, timeout=300) as http:
-            yield http
+        yield f"http://127.0.0.1:{serving.port}", key.secret
     finally:
         await serving.stop()
         for service in reversed(services):
@@ -156,7 +154,7 @@ async def _gateway_path(
 
 
 @contextlib.asynccontextmanager
-async def _separate_processes(stack: Stack, engine: Engine, streams: int) -> AsyncIterator[httpx.AsyncClient]:
+async def _separate_processes(stack: Stack, engine: Engine, streams: int) -> AsyncIterator[tuple[str, str]]:
     """The gateway, cache and router as deployed, each in a process of its own; the worker (it holds the engine
     the direct path also calls) and the client stay here."""
     catalog = stack.tmp / "catalog.json"
@@ -176,21 +174,21 @@ async def _separate_processes(stack: Stack, engine: Engine, streams: int) -> Asy
     try:
         async with service_processes(env, {"cache": 1, "router": 1, "gateway": 1}):
             key = await KeyStore(await stack.nc.jetstream().key_value(GATEWAY_KEYS.bucket)).create(POOL)
-            headers = {"Authorization": f"Bearer {key.secret}"}
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=300) as http:
-                await _until_serving(http)
-                yield http
+            base_url = f"http://127.0.0.1:{port}"
+            await _until_serving(base_url, key.secret)
+            yield base_url, key.secret
     finally:
         await worker.stop()
 
 
-async def _until_serving(http: httpx.AsyncClient, timeout_s: float = 120.0) -> None:
+async def _until_serving(base_url: str, key: str, timeout_s: float = 120.0) -> None:
     """The gateway process answers (its start loads nothing heavy; the cache's models load beside it)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if (await http.get("/v1/models")).status_code == 200:
-                return
+            async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {key}"}) as http:
+                if (await http.get("/v1/models")).status_code == 200:
+                    return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
@@ -198,20 +196,32 @@ async def _until_serving(http: httpx.AsyncClient, timeout_s: float = 120.0) -> N
         await asyncio.sleep(0.2)
 
 
-def _summary(timings: list[Timing], at_engine: list[tuple[float, float]]) -> dict[str, float]:
-    firsts = [first * 1000 for first, _ in timings]
-    gaps = [gap * 1000 for _, run in timings for gap in run]
+def _summary(samples: list[Sample], at_engine: list[tuple[float, float]]) -> dict[str, float]:
+    firsts = [sample.first_s * 1000 for sample in samples]
+    steps = [gap * 1000 for sample in samples for gap in sample.gaps_s]
     return {
         "ttft_p50_ms": round(statistics.median(firsts), 2),
-        # The first token split at the engine's door: getting there from the batch's send, then the engine's own.
+        # The first token split at the engine's door: getting there from the request's send, then the engine's own.
         "reached_engine_p50_ms": round(statistics.median(reached * 1000 for reached, _ in at_engine), 2),
         "engine_ttft_p50_ms": round(statistics.median(first * 1000 for _, first in at_engine), 2),
         "ttft_p99_ms": round(percentile(firsts, 99), 2),
-        "gap_p50_ms": round(statistics.median(gaps), 3) if gaps else 0.0,
+        "gap_p50_ms": round(statistics.median(steps), 3) if steps else 0.0,
         # With a model that often ends a step inside a character (the random test model) gaps are one step or
         # several, and the p50 falls on either side by chance: the mean is the steadier comparison.
-        "gap_mean_ms": round(statistics.mean(gaps), 3) if gaps else 0.0,
+        "gap_mean_ms": round(statistics.mean(steps), 3) if steps else 0.0,
     }
+
+
+def _at_engine(engine: EngineClock, samples: list[Sample]) -> list[tuple[float, float]]:
+    """Per request: from its send to the engine's call, and from the call to its first step there."""
+    split = []
+    for sample in samples:
+        seen = engine.at_engine([ChatMessage(role="user", content=prompt(sample.tag))])
+        if seen is None:
+            raise RuntimeError(f"request {sample.tag} streamed text but never reached the engine")
+        reached, first = seen
+        split.append((reached - sample.sent, first - reached))
+    return split
 
 
 # The queued path's consumers, in the order a request meets them.
@@ -242,21 +252,26 @@ def _hops(spans: InMemorySpanExporter) -> dict[str, dict[str, float]]:
 
 
 async def _level(
-    engine: EngineClock, gateway: Callable[[str, int], Awaitable[Timing]], streams: int, rounds: int, max_tokens: int
+    engine: EngineClock, client: _ClientProcess, streams: int, plan: Callable[[str, int], Batch], rounds: int
 ) -> dict[str, Any]:
-    timings: dict[str, list[Timing]] = {"direct": [], "gateway": []}
+    samples: dict[str, list[Sample]] = {"direct": [], "gateway": []}
     at_engine: dict[str, list[tuple[float, float]]] = {"direct": [], "gateway": []}
     for r in range(rounds):
+        batch = plan(f"s{streams}-r{r}", streams)  # both paths run the same plan, each with prompts of its own
         for path in ("gateway", "direct") if r % 2 else ("direct", "gateway"):
-            one = gateway if path == "gateway" else (lambda tag, n: _direct(engine, tag, n))
-            engine.start_batch()
-            timings[path] += await _batch(one, f"{path}-s{streams}-r{r}", streams, max_tokens)
-            at_engine[path] += engine.samples()
-    direct = _summary(timings["direct"], at_engine["direct"])
-    queued = _summary(timings["gateway"], at_engine["gateway"])
+            ours = msgspec.structs.replace(batch, tag=f"{path}-{batch.tag}")
+            got = (
+                await client.run(ours)
+                if path == "gateway"
+                else await run_batch(ours, functools.partial(_direct, engine))
+            )
+            samples[path] += got
+            at_engine[path] += _at_engine(engine, got)
+    direct = _summary(samples["direct"], at_engine["direct"])
+    queued = _summary(samples["gateway"], at_engine["gateway"])
     return {
         "streams": streams,
-        "requests_per_path": len(timings["direct"]),
+        "requests_per_path": len(samples["direct"]),
         "direct": direct,
         "gateway": queued,
         "added_ttft_p50_ms": round(queued["ttft_p50_ms"] - direct["ttft_p50_ms"], 2),
@@ -273,8 +288,10 @@ async def measure(
     with_cache: bool,
     processes: bool = False,
     hops: bool = False,
+    spread_s: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """One row per level (streams at once): ``rounds`` alternating rounds of each path on ``engine``.
+    """One row per level (streams at once): ``rounds`` alternating rounds of each path on ``engine``, each round a
+    burst or, with ``spread_s``, chats starting at random within that many seconds (:func:`_plan`).
 
     With ``hops`` (services in this process only) they trace into memory and each row gains ``hops_p50_ms``: where
     the queued path's time goes before the engine. Tracing takes time of its own: compare such runs with each
@@ -288,15 +305,17 @@ async def measure(
             if processes
             else _gateway_path(stack, served, streams, _tracing(spans))
         )
-        async with path as http:
-            gateway = _via_gateway(http, with_cache)
-            await _batch(gateway, "warm-gateway", 2, 8)  # first-request costs (compilation, connections) are not TTFT
-            await _batch(lambda tag, n: _direct(clock, tag, n), "warm-direct", 2, 8)
+        rng = random.Random(0)
+        plan = functools.partial(_plan, max_tokens=max_tokens, spread_s=spread_s, rng=rng, with_cache=with_cache)
+        async with path as (base_url, key), _client_process(base_url, key) as client:
+            # First-request costs (compilation, connections) are not TTFT.
+            await client.run(_plan("warm-gateway", 2, 8, 0.0, rng, with_cache))
+            await run_batch(_plan("warm-direct", 2, 8, 0.0, rng, with_cache), functools.partial(_direct, clock))
             rows = []
             for level in levels:
                 if spans is not None:
                     spans.clear()
-                rows.append(await _level(clock, gateway, level, rounds, max_tokens))
+                rows.append(await _level(clock, client, level, plan, rounds))
                 if spans is not None:
                     rows[-1]["hops_p50_ms"] = _hops(spans)
             return rows
@@ -318,15 +337,21 @@ async def run(
     with_cache: bool,
     processes: bool = False,
     hops: bool = False,
+    spread_s: float = 0.0,
+    own_core: bool = False,
 ) -> dict[str, Any]:
     """Per level (streams at once), ``rounds`` alternating rounds of each path; p50/p99 over all their requests.
     With ``processes`` the gateway, cache and router run in processes of their own, as deployed; with ``hops``
-    (not with ``processes``) each row says when each consumer took a request and how long it kept it."""
+    (not with ``processes``) each row says when each consumer took a request and how long it kept it; with
+    ``own_core`` the engine's model threads get a core to themselves (:mod:`._cores`)."""
     if hops and processes:
         raise ValueError("--hops needs the services in this process (it reads their spans): drop --processes")
+    if own_core:
+        bind_engine_env()
     engine = await load_engine(model, max(levels))
+    cores = f"vLLM on core {ENGINE_CORE}, all else on {sorted(engine_core())}" if own_core else "shared"
     try:
-        rows = await measure(engine, levels, rounds, max_tokens, with_cache, processes, hops)
+        rows = await measure(engine, levels, rounds, max_tokens, with_cache, processes, hops, spread_s)
     finally:
         engine.shutdown()
     return {
@@ -336,5 +361,7 @@ async def run(
         "queue_path": "gateway (SSE) → " + ("cache (semantic lookup) → " if with_cache else "") + "router → worker",
         "services": "gateway, cache, router: a process each" if processes else "one process",
         "rounds": rounds,
+        "cores": cores,
+        "arrivals": f"chats spread over {spread_s:g} s, {SPREAD_TURNS} questions each" if spread_s else "burst",
         "rows": rows,
     }
