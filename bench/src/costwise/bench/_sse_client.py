@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import msgspec
 
-__all__ = ["Batch", "Sample", "Stream", "Timed", "gaps", "prompt", "run_batch"]
+__all__ = ["KEY_ENV", "Batch", "Sample", "Stream", "Timed", "gaps", "prompt", "run_batch"]
 
 KEY_ENV = "COSTWISE_BENCH_KEY"
 

@@ -98,6 +98,7 @@ class _ClientProcess:
     async def run(self, batch: Batch) -> list[Sample]:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write(msgspec.json.encode(batch) + b"\n")
+        await self._proc.stdin.drain()
         line = await self._proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the benchmark's client process exited ({await self._proc.wait()}): see its stderr")
