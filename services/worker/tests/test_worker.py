@@ -74,8 +74,15 @@ async def test_job_runs_on_vllm_and_completes_with_usage(js: JetStreamContext, s
     done = await _completion(js, unique, "j1")
     assert done.usage.completion_tokens == 12 and done.finish_reason == "length"
     assert done.usage.prompt_tokens > 0 and done.model == "tiny-llama" and done.text
-    assert done.logprobs is not None and done.logprobs.count == 12 and done.logprobs.min <= done.logprobs.mean <= 0
     assert done.timings.engine_s > 0 and done.resumed_tokens == 0
+    assert done.logprobs is None  # nothing judges a direct job's answer: its logprobs are not computed
+
+
+async def test_a_judged_job_carries_its_tokens_logprobs(js: JetStreamContext, start_worker: Any, unique: str) -> None:
+    await start_worker()
+    await publish(js, subjects.jobs(unique), _job(unique, "j2", max_tokens=12, stage="cascade_small"), msg_id="j2")
+    done = await _completion(js, unique, "j2")
+    assert done.logprobs is not None and done.logprobs.count == 12 and done.logprobs.min <= done.logprobs.mean <= 0
 
 
 async def test_resumed_checkpoint_gives_the_same_text_as_an_uninterrupted_run(

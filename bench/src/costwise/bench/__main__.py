@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
             a.model, [int(x) for x in a.levels.split(",")], a.requests_per_slot, a.max_tokens, a.with_cache, a.repeats
         ),
     )
+    logprob = sub.add_parser("logprob-cost", help="the worker process's CPU per token with and without logprobs")
+    logprob.add_argument("--model", default="builtin:tiny-llama")
+    logprob.add_argument("--streams", type=int, default=16, help="requests at once")
+    logprob.add_argument("--max-tokens", type=int, default=256)
+    logprob.add_argument("--rounds", type=int, default=6, help="batches each way, alternated; medians are reported")
+    logprob.set_defaults(module="logprob_cost", call=lambda run, a: run(a.model, a.streams, a.max_tokens, a.rounds))
     overhead = sub.add_parser("overhead", help="latency and CPU costwise adds outside the engine; pass-through req/s")
     overhead.add_argument("--model", default="builtin:tiny-llama")
     overhead.add_argument("--requests", type=int, default=200, help="requests at one in flight (0: skip)")

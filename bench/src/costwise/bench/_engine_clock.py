@@ -40,6 +40,8 @@ class EngineClock:
         params: Any,
         progress: Progress,
         on_step: Callable[[Progress], Awaitable[None]] | None = None,
+        *,
+        logprobs: bool = True,
     ) -> Any:
         reached = time.monotonic()
         first: list[float] = []
@@ -51,7 +53,7 @@ class EngineClock:
                 await on_step(done)
 
         try:
-            return await self._engine.generate(prompt_ids, params, progress, on_step=step)
+            return await self._engine.generate(prompt_ids, params, progress, on_step=step, logprobs=logprobs)
         finally:
             if first:
                 self._seen[tuple(prompt_ids)] = (reached, first[0])

@@ -27,7 +27,8 @@ async def _direct(engine: Engine, concurrency: int, n: int, max_tokens: int) -> 
     async def one(i: int) -> int:
         async with gate:
             progress = Progress()
-            await engine.generate(engine.prompt_ids(_messages(i)), params, progress)
+            # No logprobs, as the worker asks for none for the queued path's (direct-stage) jobs.
+            await engine.generate(engine.prompt_ids(_messages(i)), params, progress, logprobs=False)
             return len(progress.token_ids)
 
     start = time.perf_counter()

@@ -71,7 +71,9 @@ async def _direct(engine: EngineClock, tag: str, max_tokens: int) -> Sample:
 
     sent = time.monotonic()
     messages = [ChatMessage(role="user", content=prompt(tag))]
-    await engine.generate(engine.prompt_ids(messages), SamplingParams(max_tokens=max_tokens), Progress(), on_step=step)
+    params = SamplingParams(max_tokens=max_tokens)
+    # No logprobs, as the worker asks for none for the queued path's jobs: a single tier, so no cascade judges them.
+    await engine.generate(engine.prompt_ids(messages), params, Progress(), on_step=step, logprobs=False)
     return Sample(tag, sent, stamps[0] - sent, gaps(stamps))
 
 

@@ -156,6 +156,13 @@ class Job(_Wire, frozen=True, kw_only=True, tag="job.v1"):
         answer reaches the client with the result)."""
         return self.request.stream and self.stage != "cascade_small"
 
+    @property
+    def judged(self) -> bool:
+        """Whether the router judges this job's answer before serving it (a cascade's small stage): only such an
+        answer's token logprobs are read, and an engine need not compute them for any other (vLLM's output handling
+        of one logprob per token roughly tripled its CPU per token; docs/benchmarks.md)."""
+        return self.stage == "cascade_small"
+
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
     prompt_tokens: NonNegInt = 0

@@ -62,9 +62,17 @@ class GenerationEngine(Protocol):
         ...
 
     async def generate(
-        self, prompt: Any, params: SamplingParams, progress: Progress, /, on_step: OnStep | None = None
+        self,
+        prompt: Any,
+        params: SamplingParams,
+        progress: Progress,
+        /,
+        on_step: OnStep | None = None,
+        *,
+        logprobs: bool = True,
     ) -> Generation:
         """Generate into ``progress`` (which may hold a checkpoint's answer: then the rest is generated), awaiting
-        ``on_step`` after each step's tokens are added. Raises :class:`EngineRefused` or
+        ``on_step`` after each step's tokens are added. ``logprobs``: whether the sampled tokens' logprobs are
+        wanted (an engine that needs them anyway may still fetch them). Raises :class:`EngineRefused` or
         :class:`EngineUnavailable`; cancelled, it stops at once and ``progress`` holds what was produced."""
         ...

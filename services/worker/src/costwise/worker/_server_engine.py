@@ -113,7 +113,13 @@ class ServerEngine:
         return "".join(reversed(parts))
 
     async def generate(
-        self, prompt: list[ChatMessage], params: SamplingParams, progress: Progress, on_step: OnStep | None = None
+        self,
+        prompt: list[ChatMessage],
+        params: SamplingParams,
+        progress: Progress,
+        on_step: OnStep | None = None,
+        *,
+        logprobs: bool = True,  # always asked for: a streamed chunk's logprobs are how many tokens it carries
     ) -> Generation:
         started = time.perf_counter()
         remaining = params.max_tokens - progress.tokens

@@ -148,9 +148,11 @@ class Worker:
     async def _generate(self, run: Running, prompt: object) -> Generation:
         self.running[id(run)] = run
         try:
-            if run.deltas is None:
-                return await self.engine.generate(prompt, run.job.request.sampling, run.progress)
-            return await self.engine.generate(prompt, run.job.request.sampling, run.progress, on_step=run.deltas.step)
+            on_step = run.deltas.step if run.deltas is not None else None
+            job = run.job
+            return await self.engine.generate(
+                prompt, job.request.sampling, run.progress, on_step=on_step, logprobs=job.judged
+            )
         except asyncio.CancelledError:  # stopped past the grace: a spot notice, or a SIGKILL (abandon) in tests
             if not self._abandoned:
                 await self._hand_back(run)

@@ -122,10 +122,13 @@ class Engine:
         params: SamplingParams,
         progress: Progress,
         on_step: OnStep | None = None,
+        *,
+        logprobs: bool = True,
     ) -> Generation:
         """Generate into ``progress`` (which may already hold a checkpoint's tokens, then generation resumes).
 
-        ``on_step`` is awaited after each engine step's tokens are added (a streamed job publishes them)."""
+        ``on_step`` is awaited after each engine step's tokens are added (a streamed job publishes them).
+        ``logprobs``: the sampled tokens' logprobs (what the cascade's quality check reads) go into ``progress``."""
         from vllm import SamplingParams as VllmParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -140,7 +143,7 @@ class Engine:
             top_p=params.top_p,
             seed=params.seed,
             stop=list(params.stop) or None,
-            logprobs=0,  # the sampled token's logprob only: what the cascade's quality check needs
+            logprobs=0 if logprobs else None,  # the sampled token's only: what the cascade's quality check reads
             output_kind=RequestOutputKind.DELTA,
         )
         # Resume = the original prompt plus the checkpointed tokens; greedy decoding continues identically.
