@@ -5,6 +5,7 @@ answer followed as events (``GET /v1/requests/{id}/stream``); ``GET /v1/models``
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -15,6 +16,7 @@ from nats.js import JetStreamContext
 from openai.types.chat import ChatCompletionChunk
 
 from costwise.contracts import ErrorCode, InferenceRequest, Result, StreamDelta, Usage, encode, subjects
+from costwise.gateway._streaming import Chunks
 
 from .conftest import failed, ok, responding
 
@@ -185,3 +187,12 @@ async def test_models_lists_auto_tiers_and_models(base_url: str, tenant_key: tup
     ids = [m.id for m in models]
     assert ids[0] == "auto" and "small" in ids and len(ids) == len(set(ids)) >= 3
     assert all(m.object == "model" for m in models)
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_text_chunk_built_in_its_frame_is_the_chunk_the_whole_encoding_gives(include_usage: bool) -> None:
+    chunks = Chunks("r1", model="tiny", created=123, include_usage=include_usage)
+    for text in ["hello", ' wörld ✓ "q" \\ \n', "", "\x00", "\u2028"]:
+        assert json.loads(chunks.text(text)[6:]) == json.loads(chunks.chunk({"content": text})[6:]), text
+    chunks.model = "the served model"  # the first delta names it: the frame follows
+    assert json.loads(chunks.text("x")[6:]) == json.loads(chunks.chunk({"content": "x"})[6:])

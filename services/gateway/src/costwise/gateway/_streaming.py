@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from opentelemetry.trace import get_current_span
 
 from costwise.client import Delta
@@ -23,6 +24,8 @@ __all__ = ["DONE", "Chunks", "closing", "events"]
 log = logging.getLogger("costwise.gateway")
 
 DONE = b"data: [DONE]\n\n"
+_MARK = "\x00costwise-text\x00"  # stands for a text chunk's content while its frame is made; no text holds it
+_MARK_JSON = json.dumps(_MARK).encode()
 
 
 def _event(payload: dict[str, Any]) -> bytes:
@@ -37,6 +40,7 @@ class Chunks:
         self.model = model
         self._created = created
         self._include_usage = include_usage
+        self._frame: tuple[str, bytes, bytes] | None = None
 
     def chunk(self, delta: dict[str, str], finish_reason: str | None = None, **extra: Any) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
@@ -50,6 +54,15 @@ class Chunks:
         if self._include_usage:  # as OpenAI does: null on every chunk, then one chunk with the usage
             body["usage"] = None
         return _event(body | extra)
+
+    def text(self, content: str) -> bytes:
+        """``chunk({"content": content})``, built per token: only the text is encoded each time, into the frame
+        around it, which is made once per model (json.dumps of the whole chunk was a fifth of the relay's CPU)."""
+        if self._frame is None or self._frame[0] != self.model:
+            head, tail = self.chunk({"content": _MARK}).split(_MARK_JSON)
+            self._frame = (self.model, head, tail)
+        _, head, tail = self._frame
+        return head + msgspec.json.encode(content) + tail
 
     def finish(self, result: Result) -> list[bytes]:
         assert result.output is not None
@@ -92,7 +105,7 @@ async def events(deltas: AsyncIterator[Delta], chunks: Chunks, *, requested_mode
             if first:
                 get_current_span().set_attribute("gen_ai.server.time_to_first_token", time.perf_counter() - started)
                 first = False
-            yield chunks.chunk({"content": delta.text})
+            yield chunks.text(delta.text)
     except ApiError as exc:  # e.g. no result before the client's timeout
         yield error_event(exc)
     except Exception as exc:  # the status line is sent: an error event is all that is left to say
