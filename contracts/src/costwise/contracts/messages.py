@@ -154,7 +154,7 @@ class Job(_Wire, frozen=True, kw_only=True, tag="job.v1"):
         """Whether this job's tokens go out as deltas as they are generated. A cascade's small stage does not
         stream: its answer may still be escalated, and a stream cannot take back what it sent (the accepted
         answer reaches the client with the result)."""
-        return self.request.stream and self.stage != "cascade_small"
+        return self.request.stream and not self.judged
 
     @property
     def judged(self) -> bool:

@@ -186,7 +186,7 @@ class Router:
         if done.error is not None:
             why = f"{done.error.code}: {done.error.message}"
             await self._fail_over(job, [*job.attempts, attempt_of(self.catalog, done, "failed", why)])
-        elif job.stage == "cascade_small":
+        elif job.judged:
             await self._judge(done)
         else:
             await self._accept(done, "")
