@@ -160,7 +160,7 @@ class Job(_Wire, frozen=True, kw_only=True, tag="job.v1"):
     def judged(self) -> bool:
         """Whether the router judges this job's answer before serving it (a cascade's small stage): only such an
         answer's token logprobs are read, and an engine need not compute them for any other (vLLM's output handling
-        of one logprob per token roughly tripled its CPU per token; docs/benchmarks.md)."""
+        of one logprob per token doubled to tripled its CPU per token; docs/benchmarks.md)."""
         return self.stage == "cascade_small"
 
 
