@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from costwise.bench.ttft import POOL, SPREAD_TURNS, measure
+from costwise.bench.ttft import POOL, SPREAD_TURNS, Options, measure
 from costwise.contracts import subjects
 
 
 async def test_both_paths_are_timed_from_the_text_they_stream(engine: Any) -> None:
-    (row,) = await measure(engine, [2], rounds=2, max_tokens=24, with_cache=False)
+    (row,) = await measure(engine, Options((2,), rounds=2, max_tokens=24))
     assert (row["streams"], row["requests_per_path"]) == (2, 4)
     for path in ("direct", "gateway"):
         timed = row[path]
@@ -24,14 +24,14 @@ async def test_both_paths_are_timed_from_the_text_they_stream(engine: Any) -> No
 
 
 async def test_spread_chats_ask_their_questions_in_turn_on_both_paths(engine: Any) -> None:
-    (row,) = await measure(engine, [3], rounds=1, max_tokens=8, with_cache=False, spread_s=0.1)
+    (row,) = await measure(engine, Options((3,), rounds=1, max_tokens=8, spread_s=0.1))
     assert row["requests_per_path"] == 3 * SPREAD_TURNS
     for path in ("direct", "gateway"):
         assert 0 <= row[path]["reached_engine_p50_ms"] < row[path]["ttft_p50_ms"], path
 
 
 async def test_hops_say_when_each_consumer_took_the_queued_requests(engine: Any) -> None:
-    (row,) = await measure(engine, [2], rounds=1, max_tokens=8, with_cache=True, hops=True)
+    (row,) = await measure(engine, Options((2,), rounds=1, max_tokens=8, with_cache=True, hops=True))
     hops = row["hops_p50_ms"]
     order = [subjects.CACHE_REQUESTS.durable, subjects.ROUTER_ROUTE.durable, subjects.worker_jobs(POOL).durable]
     assert list(hops) == order  # in the order a request meets them

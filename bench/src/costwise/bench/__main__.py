@@ -11,10 +11,21 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .ttft import Options
 
 
 def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def _ttft_options(a: argparse.Namespace) -> Options:
+    from .ttft import Options  # imported when used, as every benchmark's module is
+
+    levels = tuple(int(x) for x in a.levels.split(","))
+    return Options(levels, a.rounds, a.max_tokens, a.with_cache, a.processes, a.hops, a.spread, a.engine_core)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,17 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ttft.set_defaults(
         module="ttft",
-        call=lambda run, a: run(
-            a.model,
-            [int(x) for x in a.levels.split(",")],
-            a.rounds,
-            a.max_tokens,
-            a.with_cache,
-            a.processes,
-            a.hops,
-            a.spread,
-            a.engine_core,
-        ),
+        call=lambda run, a: run(a.model, _ttft_options(a)),
     )
     affinity = sub.add_parser("affinity", help="prefix-cache reuse with worker-level affinity on vs off, 2 workers")
     affinity.add_argument("--model", default="builtin:tiny-llama", help="what both worker processes serve")

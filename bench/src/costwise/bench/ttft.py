@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
@@ -283,42 +284,49 @@ async def _level(
     }
 
 
-async def measure(
-    engine: Engine,
-    levels: list[int],
-    rounds: int,
-    max_tokens: int,
-    with_cache: bool,
-    processes: bool = False,
-    hops: bool = False,
-    spread_s: float = 0.0,
-) -> list[dict[str, Any]]:
-    """One row per level (streams at once): ``rounds`` alternating rounds of each path on ``engine``, each round a
-    burst or, with ``spread_s``, chats starting at random within that many seconds (:func:`_plan`).
+@dataclass(frozen=True)
+class Options:
+    """What one run measures (``costwise-bench ttft``'s flags).
 
-    With ``hops`` (services in this process only) they trace into memory and each row gains ``hops_p50_ms``: where
-    the queued path's time goes before the engine. Tracing takes time of its own: compare such runs with each
-    other, not with runs without it."""
+    ``levels``: streams at once, a row each; ``rounds`` alternating rounds of each path per level, each a burst or,
+    with ``spread_s``, chats starting at random within that many seconds (:func:`_plan`). With ``processes`` the
+    gateway, cache and router run in processes of their own, as deployed. With ``hops`` (services in this process
+    only) they trace into memory and each row gains ``hops_p50_ms``: when each consumer took a request and how long
+    it kept it (tracing takes time of its own: compare such runs with each other). With ``own_core`` vLLM gets a
+    core to itself (:mod:`._cores`)."""
+
+    levels: tuple[int, ...]
+    rounds: int = 6
+    max_tokens: int = 64
+    with_cache: bool = False
+    processes: bool = False
+    hops: bool = False
+    spread_s: float = 0.0
+    own_core: bool = False
+
+
+async def measure(engine: Engine, opts: Options) -> list[dict[str, Any]]:
+    """One row per level of ``opts``, both paths on ``engine`` (``opts.own_core`` is :func:`run`'s to apply)."""
     clock = EngineClock(engine)  # both paths call it: the worker holds it, the direct path calls it
-    spans = InMemorySpanExporter() if hops and not processes else None
+    spans = InMemorySpanExporter() if opts.hops and not opts.processes else None
     async with nats_stack() as stack:
-        served, streams = cast(Engine, clock), max(levels)
+        served, streams = cast(Engine, clock), max(opts.levels)
         path = (
             _separate_processes(stack, served, streams)
-            if processes
+            if opts.processes
             else _gateway_path(stack, served, streams, _tracing(spans))
         )
-        rng = random.Random(0)
-        plan = functools.partial(_plan, max_tokens=max_tokens, spread_s=spread_s, rng=rng, with_cache=with_cache)
+        rng, cache = random.Random(0), opts.with_cache
+        plan = functools.partial(_plan, max_tokens=opts.max_tokens, spread_s=opts.spread_s, rng=rng, with_cache=cache)
         async with path as (base_url, key), _client_process(base_url, key) as client:
             # First-request costs (compilation, connections) are not TTFT.
-            await client.run(_plan("warm-gateway", 2, 8, 0.0, rng, with_cache))
-            await run_batch(_plan("warm-direct", 2, 8, 0.0, rng, with_cache), functools.partial(_direct, clock))
+            await client.run(_plan("warm-gateway", 2, 8, 0.0, rng, cache))
+            await run_batch(_plan("warm-direct", 2, 8, 0.0, rng, cache), functools.partial(_direct, clock))
             rows = []
-            for level in levels:
+            for level in opts.levels:
                 if spans is not None:
                     spans.clear()
-                rows.append(await _level(clock, client, level, plan, rounds))
+                rows.append(await _level(clock, client, level, plan, opts.rounds))
                 if spans is not None:
                     rows[-1]["hops_p50_ms"] = _hops(spans)
             return rows
@@ -332,39 +340,28 @@ def _tracing(spans: InMemorySpanExporter | None) -> TracerProvider | None:
     return traces
 
 
-async def run(
-    model: str,
-    levels: list[int],
-    rounds: int,
-    max_tokens: int,
-    with_cache: bool,
-    processes: bool = False,
-    hops: bool = False,
-    spread_s: float = 0.0,
-    own_core: bool = False,
-) -> dict[str, Any]:
-    """Per level (streams at once), ``rounds`` alternating rounds of each path; p50/p99 over all their requests.
-    With ``processes`` the gateway, cache and router run in processes of their own, as deployed; with ``hops``
-    (not with ``processes``) each row says when each consumer took a request and how long it kept it; with
-    ``own_core`` the engine's model threads get a core to themselves (:mod:`._cores`)."""
-    if hops and processes:
+async def run(model: str, opts: Options) -> dict[str, Any]:
+    """Per level (streams at once), ``opts.rounds`` alternating rounds of each path; p50/p99 over all their
+    requests (:class:`Options` says what each choice does)."""
+    if opts.hops and opts.processes:
         raise ValueError("--hops needs the services in this process (it reads their spans): drop --processes")
-    if own_core:
+    if opts.own_core:
         bind_engine_env()
-    engine = await load_engine(model, max(levels))
-    cores = f"vLLM on core {ENGINE_CORE}, all else on {sorted(engine_core())}" if own_core else "shared"
+    engine = await load_engine(model, max(opts.levels))
+    cores = f"vLLM on core {ENGINE_CORE}, all else on {sorted(engine_core())}" if opts.own_core else "shared"
     try:
-        rows = await measure(engine, levels, rounds, max_tokens, with_cache, processes, hops, spread_s)
+        rows = await measure(engine, opts)
     finally:
         engine.shutdown()
+    spread, via_cache = opts.spread_s, "cache (semantic lookup) → " if opts.with_cache else ""
     return {
         "benchmark": "ttft",
         "model": model,
-        "max_tokens": max_tokens,
-        "queue_path": "gateway (SSE) → " + ("cache (semantic lookup) → " if with_cache else "") + "router → worker",
-        "services": "gateway, cache, router: a process each" if processes else "one process",
-        "rounds": rounds,
+        "max_tokens": opts.max_tokens,
+        "queue_path": f"gateway (SSE) → {via_cache}router → worker",
+        "services": "gateway, cache, router: a process each" if opts.processes else "one process",
+        "rounds": opts.rounds,
         "cores": cores,
-        "arrivals": f"chats spread over {spread_s:g} s, {SPREAD_TURNS} questions each" if spread_s else "burst",
+        "arrivals": f"chats spread over {spread:g} s, {SPREAD_TURNS} questions each" if spread else "burst",
         "rows": rows,
     }
