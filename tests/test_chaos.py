@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import random
 import re
@@ -34,9 +33,13 @@ from costwise.router import build as build_router
 
 REQUESTS = 200
 PREEMPTIONS = 4  # each replacement loads vLLM for ~40 s on 2 cores
-SETTLED_S = 3.0  # a worker serving this long has its slots full while work is queued
-EXTRA_SIGTERMS = 3  # if every notice found a worker whose jobs all finished within the grace, try again
+# The requests come in waves, a notice during each but the last. Published all at once, they were drained by the
+# first worker to load (50 jobs in 7 s) while the others were still loading: a notice then found nothing in flight.
+WAVES = PREEMPTIONS + 1
+WAVE = REQUESTS // WAVES  # far more than all workers' slots: while a wave runs, every worker on it is full
+NOTICE_AFTER = WAVE // 4  # results of its wave before a notice: the workers are mid-wave, most of it still queued
 HANDED_BACK = re.compile(r"^(\d+\.\d+) .*handed back (\S+) with (\d+) checkpointed tokens")
+STARTED = re.compile(r"job (\S+) started \(delivery")
 
 
 class WorkerProcs:
@@ -59,6 +62,7 @@ class WorkerProcs:
             COSTWISE_WORKER_GRACE_S="0",
             COSTWISE_WORKER_MAX_DELIVER="50",
             COSTWISE_WORKER_SPOT="true",
+            COSTWISE_LOG_LEVEL="debug",  # a line per job started: which worker has work in flight
         )
         self.logs = logs
         self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
@@ -79,33 +83,31 @@ class WorkerProcs:
             )
         self.procs.append((proc, log))
 
-    def serving(self, for_s: float = 0.0) -> list[tuple[subprocess.Popen[bytes], Path]]:
-        """Live, not yet preempted workers whose engine has loaded at least ``for_s`` ago (a spot notice during model
-        load proves nothing, and one just after it may reach a worker whose first pull has not come back yet).
-
-        A SIGTERMed worker is not picked again: a SIGKILL landing on it before it logged its hand-back (two notices
-        can fall due at once when the pool drains fast) would leave the run with no hand-back to check.
-        """
-        since = time.time() - for_s
+    def serving(self) -> list[tuple[subprocess.Popen[bytes], Path]]:
+        """Live workers not yet preempted whose engine has loaded. A SIGTERMed worker is not picked again: a SIGKILL
+        landing on it before it logged its hand-back would leave the run with no hand-back to check."""
         return [
             (p, log)
             for p, log in self.procs
-            if p.poll() is None and p.pid not in self.signalled and _serving_since(log) <= since
+            if p.poll() is None and p.pid not in self.signalled and "serving pool" in _read(log)
         ]
+
+    def busy_with(self, jobs: set[str]) -> list[tuple[subprocess.Popen[bytes], Path]]:
+        """Serving workers that have started one of ``jobs``: while more of them are queued than all slots
+        together, such a worker has a job in flight (a notice to it proves something)."""
+        return [(p, log) for p, log in self.serving() if jobs & set(STARTED.findall(_read(log)))]
 
     def handed_back(self) -> list[float]:
         """For each SIGTERMed worker that handed jobs back: seconds from the notice to its last hand-back."""
         delays = []
         for sent, log in self.sigterms:
-            stamps = [
-                float(m.group(1)) for m in map(HANDED_BACK.match, log.read_text(errors="replace").splitlines()) if m
-            ]
+            stamps = [float(m.group(1)) for m in map(HANDED_BACK.match, _read(log).splitlines()) if m]
             if stamps:  # a worker whose jobs all finished within the grace hands nothing back
                 delays.append(max(stamps) - sent)
         return delays
 
-    def preempt(self, rng: random.Random, sig: signal.Signals) -> None:
-        proc, log = rng.choice(self.serving(SETTLED_S))
+    def preempt(self, rng: random.Random, sig: signal.Signals, jobs: set[str]) -> None:
+        proc, log = rng.choice(self.busy_with(jobs))
         self.kills[sig.name] += 1
         self.signalled.add(proc.pid)
         if sig == signal.SIGTERM:
@@ -152,30 +154,29 @@ async def test_every_request_gets_exactly_one_result_under_preemption(
 ) -> None:
     # Status polls are not what this test checks: on a box busy loading vLLM they may take more than 5 s.
     client, rng, js = Client(nc), random.Random(7), nc.jetstream(timeout=30)
-    ids = {f"c{i}" for i in range(REQUESTS)}
-    for rid in sorted(ids):
-        req = InferenceRequest(
-            request_id=rid,
+    requests = [
+        InferenceRequest(
+            request_id=f"c{i}",
             tenant=unique,
-            messages=[ChatMessage(role="user", content=f"Tell me about request {rid}")],
+            messages=[ChatMessage(role="user", content=f"Tell me about request c{i}")],
             sampling=SamplingParams(max_tokens=rng.choice([32, 128, 256])),
         )
-        await client.publish(req)
+        for i in range(REQUESTS)
+    ]
+    ids = {req.request_id for req in requests}
     collect = asyncio.create_task(client.wait_all(unique, ids, timeout=840))
-    # Random order, but both kinds of preemption always happen, spread over the run by progress (not by
-    # the clock: how fast the pool drains depends on the machine), each while a worker is serving.
+    # Random order, but both kinds of preemption always happen, each while the worker it hits has jobs in flight.
     notices = rng.sample([signal.SIGTERM, signal.SIGKILL] * (PREEMPTIONS // 2), PREEMPTIONS)
-    settled = functools.partial(workers.serving, SETTLED_S)
     try:
-        for k in range(1, PREEMPTIONS + 1):
-            await _until(settled, js, unique, done_at_least=REQUESTS * k // (PREEMPTIONS + 2))
-            workers.preempt(rng, notices.pop())
-        for _ in range(EXTRA_SIGTERMS):
-            await asyncio.sleep(2)  # the last notice's hand-back, if any, is logged within a second
-            if workers.handed_back() or collect.done():
-                break
-            await _until(settled, js, unique, done_at_least=0)
-            workers.preempt(rng, signal.SIGTERM)
+        for k in range(WAVES):
+            wave = requests[k * WAVE : (k + 1) * WAVE]
+            await _until(js, unique, lambda _: bool(workers.serving()))  # a preempted pool waits for a refill
+            for req in wave:
+                await client.publish(req)
+            if notices:
+                jobs = {req.request_id for req in wave}
+                await _until(js, unique, _mid_wave(workers, jobs))
+                workers.preempt(rng, notices.pop(), jobs)
         results = await collect
     finally:
         collect.cancel()
@@ -188,13 +189,18 @@ async def test_every_request_gets_exactly_one_result_under_preemption(
     _assert_sigterm_hand_back_within_a_second(workers)
 
 
-async def _until(ready: Callable[[], object], js: JetStreamContext, tenant: str, *, done_at_least: int) -> None:
-    """Wait until ``tenant`` has ``done_at_least`` results and ``ready()`` is truthy."""
+async def _until(js: JetStreamContext, tenant: str, ready: Callable[[set[str]], bool]) -> None:
+    """Wait until ``ready`` holds for the ids of ``tenant``'s requests that have a result."""
     while True:
         info = await js.stream_info(subjects.RESULTS.name, subjects_filter=subjects.tenant_results(tenant))
-        if len(info.state.subjects or {}) >= done_at_least and ready():
+        if ready({subject.rsplit(".", 1)[1] for subject in info.state.subjects or {}}):
             return
         await asyncio.sleep(0.2)
+
+
+def _mid_wave(workers: WorkerProcs, jobs: set[str]) -> Callable[[set[str]], bool]:
+    """The moment for a notice: ``NOTICE_AFTER`` of the wave's ``jobs`` have results and a worker has started one."""
+    return lambda done: len(done & jobs) >= NOTICE_AFTER and bool(workers.busy_with(jobs))
 
 
 def _assert_sigterm_hand_back_within_a_second(workers: WorkerProcs) -> None:
@@ -203,9 +209,5 @@ def _assert_sigterm_hand_back_within_a_second(workers: WorkerProcs) -> None:
     assert max(delays) < 1.0, delays
 
 
-def _serving_since(log: Path) -> float:
-    """When the worker logged that it serves (its epoch-seconds stamp), or infinity if it has not yet."""
-    for line in log.read_text(errors="replace").splitlines():
-        if "serving pool" in line:
-            return float(line.split(" ", 1)[0])
-    return float("inf")
+def _read(log: Path) -> str:
+    return log.read_text(errors="replace")

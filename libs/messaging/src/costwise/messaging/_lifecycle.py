@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -38,13 +39,15 @@ async def own_connection(stack: contextlib.AsyncExitStack, url: str, nc: Client 
 def run(build: Callable[[], Awaitable[Service]], *, name: str) -> int:
     """The shape of every service's ``__main__``: build, start, serve until SIGTERM/SIGINT, stop.
 
+    Logs go to stderr at INFO; ``COSTWISE_LOG_LEVEL`` (``debug``, ``warning``, …) sets costwise's own loggers'
+    level without turning on every library's debug output.
     Bad configuration (a ``ValueError`` from ``build``: settings, catalog, secrets) is one clear line on stderr
     and exit code 2, not a traceback; a clean stop is 0, also when the signal comes while ``build`` is still
     loading (a pod scaled in as it starts): nothing is started then, and what ``build`` opened is closed.
     """
 
     async def serve() -> None:
-        logging.basicConfig(level=logging.INFO, format="%(created).3f %(name)s %(levelname)s %(message)s")
+        _configure_logging()
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
@@ -75,6 +78,16 @@ def run_command(command: Coroutine[Any, Any, int], *, name: str) -> int:
     except NatsUnreachable as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(created).3f %(name)s %(levelname)s %(message)s")
+    level = os.environ.get("COSTWISE_LOG_LEVEL", "").upper()
+    if not level:
+        return
+    if not isinstance(logging.getLevelName(level), int):
+        raise _BadConfig(f"COSTWISE_LOG_LEVEL={level.lower()!r} is not a log level (debug, info, warning, error)")
+    logging.getLogger("costwise").setLevel(level)
 
 
 class _BadConfig(Exception):

@@ -138,11 +138,13 @@ class Worker:
     def _span(self, job: Job) -> Iterator[None]:
         # A redelivery (a worker died) or a resumed checkpoint (a worker was preempted) is another try.
         delivered = current_message().metadata.num_delivered
+        resumed = job.checkpoint.tokens if job.checkpoint else 0
+        log.debug("job %s started (delivery %d, resuming after %d tokens)", job.job_id, delivered, resumed)
         with self.tracer.start_as_current_span("worker.job", links=retry_links(job, delivered)) as span:
             span.set_attribute("gen_ai.request.model", self.engine.model_name)
             span.set_attribute("costwise.job_id", job.job_id)
             span.set_attribute("messaging.message.delivery_count", delivered)
-            span.set_attribute("costwise.resumed_tokens", job.checkpoint.tokens if job.checkpoint else 0)
+            span.set_attribute("costwise.resumed_tokens", resumed)
             yield
 
     async def _generate(self, run: Running, prompt: object) -> Generation:
