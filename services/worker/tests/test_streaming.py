@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -203,3 +204,21 @@ def test_a_steps_tail_is_what_its_tokens_add_to_the_whole_answer(engine: Any) ->
     for start in range(len(progress.token_ids) + 1):
         head = engine.text(progress, start)
         assert head + engine.tail(progress, start) == whole or head.endswith("\ufffd"), start
+
+
+async def test_a_streamed_steps_text_is_vllms_own_and_the_same_as_decoding_it_again(engine: Any) -> None:
+    """The tiny random model's answer is full of characters split across tokens: the steps' texts (vLLM's
+    detokenizer's) still add up to the answer, and each is what decoding the step's tokens again gives wherever
+    neither end of the step splits a character (elsewhere the publisher waits and decodes a longer tail)."""
+    prompt = engine.prepare([ChatMessage(role="user", content="tell me about streams")])
+    progress, steps = Progress(), []
+
+    async def on_step(progress: Progress) -> None:
+        before, own = progress.step_text
+        split = engine.text(progress, before).endswith("\ufffd")
+        steps.append((own, engine.tail(dataclasses.replace(progress, step_text=None), before), split))
+
+    await engine.generate(prompt, SamplingParams(max_tokens=300, temperature=0.0), progress, on_step, logprobs=False)
+    assert "".join(own for own, _, _ in steps) == engine.text(progress) and len(steps) > 1
+    compared = [(own, again) for own, again, split in steps if not split and not again.endswith("\ufffd")]
+    assert len(compared) > len(steps) // 2 and all(own == again for own, again in compared)

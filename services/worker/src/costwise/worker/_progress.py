@@ -38,6 +38,9 @@ class Progress:
     recomputed: int = 0
     """Prompt tokens prefilled again for this job because it resumed: earlier resumes' (from the checkpoint)
     plus this run's prompt + checkpointed tokens once its prefill is done. Billed on top of the usage."""
+    step_text: tuple[int, str] | None = None
+    """The text the engine itself decoded for its last step, with the answer's tokens before that step: vLLM
+    detokenizes every step as it generates it, so a streamed job's delta need not decode those tokens again."""
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint | None) -> Progress:

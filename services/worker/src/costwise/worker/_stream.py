@@ -82,7 +82,7 @@ class DeltaPublisher:
             piece = text[len(self._sent) :] if text.startswith(self._sent) else ""
         else:
             piece = self._tail(progress, self._offset)
-            if piece.endswith(_PARTIAL):
+            if not piece or piece.endswith(_PARTIAL):  # vLLM's detokenizer holds a split character back: ""
                 return
         delta = StreamDelta(
             request_id=self._job.request.request_id,

@@ -107,6 +107,8 @@ class Engine:
         return self.decode(progress.token_ids[:tokens])
 
     def tail(self, progress: Progress, tokens: int) -> str:
+        if progress.step_text is not None and progress.step_text[0] == tokens:
+            return progress.step_text[1]  # the step vLLM's detokenizer decoded: 10 µs a token less, per stream
         # Decoded from a few tokens earlier, twice: whether a token starts with a space (or finishes a character)
         # depends on the tokens before it. Decoding the whole answer on every step is quadratic: 0.86 ms a step
         # at 1,500 tokens, per stream.
@@ -156,6 +158,7 @@ class Engine:
                 progress.recomputed, refilled = progress.recomputed + refilled, 0
             if step.token_ids and progress.first_token_s is None:
                 progress.first_token_s = time.perf_counter() - started
+            progress.step_text = (progress.tokens, step.text)
             progress.add(list(step.token_ids), step.logprobs)
             if on_step is not None:
                 await on_step(progress)
