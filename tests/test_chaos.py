@@ -160,7 +160,8 @@ async def test_every_request_gets_exactly_one_result_under_preemption(
             request_id=f"c{i}",
             tenant=unique,
             messages=[ChatMessage(role="user", content=f"Tell me about request c{i}")],
-            sampling=SamplingParams(max_tokens=rng.choice([32, 128, 256])),
+            # Long enough that a wave outlasts the seconds this process can be kept waiting while vLLM generates.
+            sampling=SamplingParams(max_tokens=rng.choice([128, 256, 384])),
         )
         for i in range(REQUESTS)
     ]
