@@ -15,20 +15,30 @@ __all__ = ["NatsCluster", "free_port"]
 
 def free_port() -> int:
     """A TCP port nothing listens on right now (127.0.0.1), for a server a test starts."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: held open together while they are picked, so none is picked twice."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 class NatsCluster:
     """Three ``nats-server`` processes clustered on loopback, each with its own JetStream store."""
 
     def __init__(self, root: Path, size: int = 3, name: str = "costwise-test") -> None:
-        cluster_ports = [free_port() for _ in range(size)]
+        # Client and route ports of every node at once: a node left to pick its own client port could take a route
+        # port not yet bound (CI saw n1's client port be its own route port: "address already in use").
+        ports = free_ports(2 * size)
+        client_ports, cluster_ports = ports[:size], ports[size:]
         routes = [f"nats://127.0.0.1:{p}" for p in cluster_ports]
         self.servers = [
-            NatsServer(root / f"n{i}", name=f"n{i}", cluster=(name, cport), routes=routes)
-            for i, cport in enumerate(cluster_ports)
+            NatsServer(root / f"n{i}", name=f"n{i}", port=port, cluster=(name, cport), routes=routes)
+            for i, (port, cport) in enumerate(zip(client_ports, cluster_ports, strict=True))
         ]
 
     @property
