@@ -168,8 +168,8 @@ async def test_every_request_gets_exactly_one_result_under_preemption(
     ids = {req.request_id for req in requests}
     collect = asyncio.create_task(client.wait_all(unique, ids, timeout=840))
     # Random order, but both kinds of preemption always happen, each while the worker it hits has jobs in flight.
-    # Three SIGTERMs: one in two or three SIGTERMed workers here hands nothing back although it had just started
-    # jobs (cause not found yet; their jobs are redelivered, none lost), and the run must show a hand-back.
+    # Three SIGTERMs: a notice this process sends seconds late (it can wait that long while vLLM generates) may find
+    # its worker's wave drained and nothing in flight, and the run must show a hand-back.
     notices = rng.sample([signal.SIGKILL] + [signal.SIGTERM] * (PREEMPTIONS - 1), PREEMPTIONS)
     waves = [requests[k * WAVE : (k + 1) * WAVE] for k in range(WAVES)]
     try:

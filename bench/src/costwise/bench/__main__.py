@@ -25,7 +25,16 @@ def _ttft_options(a: argparse.Namespace) -> Options:
     from .ttft import Options  # imported when used, as every benchmark's module is
 
     levels = tuple(int(x) for x in a.levels.split(","))
-    return Options(levels, a.rounds, a.max_tokens, a.with_cache, a.processes, a.hops, a.spread, a.engine_core)
+    return Options(
+        levels,
+        rounds=a.rounds,
+        max_tokens=a.max_tokens,
+        with_cache=a.with_cache,
+        processes=a.processes,
+        hops=a.hops,
+        spread_s=a.spread,
+        own_core=a.engine_core,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
